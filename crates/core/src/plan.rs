@@ -1,0 +1,203 @@
+//! `wayline plan`: what a workflow would do, without doing it — the levels of steps that may
+//! run in parallel, the groups and their caps, and for each step its dependencies, branches,
+//! timeout, strategy and exact retry schedule.
+
+use serde::Serialize;
+use wayline_spec::duration;
+use wayline_spec::graph;
+use wayline_spec::model::{Backoff, Body, Workflow};
+
+use crate::retry;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub workflow: String,
+    pub max_parallel: Option<u32>,
+    pub timeout: Option<String>,
+    pub on_failure: &'static str,
+    /// Level n holds the steps whose needs are all in lower levels.
+    pub levels: Vec<Vec<String>>,
+    pub groups: Vec<PlanGroup>,
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanGroup {
+    pub name: String,
+    pub max_parallel: Option<u32>,
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub id: String,
+    pub kind: &'static str,
+    pub level: usize,
+    pub needs: Vec<String>,
+    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// For a condition: the steps of each branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Branches>,
+    /// The branches this step belongs to, as `condition:then` / `condition:else`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs_when: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    pub on_failure: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failure: bool,
+    pub retry: PlanRetry,
+    pub compensate: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agent_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Branches {
+    pub then: Vec<String>,
+    #[serde(rename = "else")]
+    pub otherwise: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRetry {
+    pub max_attempts: u32,
+    pub backoff: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    pub delay: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+    pub jitter: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    pub on: Vec<&'static str>,
+    /// The pause before each retry.
+    pub schedule: Vec<PlanDelay>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanDelay {
+    /// The attempt this pause comes before (2 = the first retry).
+    pub before_attempt: u32,
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// `1s`, or `0s..2s` for a random pause.
+    pub text: String,
+}
+
+impl Plan {
+    pub fn new(workflow: &Workflow) -> Plan {
+        let ids = |list: &[usize]| -> Vec<String> {
+            list.iter().map(|&i| workflow.steps[i].id.clone()).collect()
+        };
+        let needs: Vec<Vec<usize>> = workflow.steps.iter().map(|s| s.needs.clone()).collect();
+        // A validated workflow is acyclic, so levels always exist.
+        let levels = graph::levels(&needs).unwrap_or_default();
+        let mut level_of = vec![0; workflow.steps.len()];
+        for (level, members) in levels.iter().enumerate() {
+            for &member in members {
+                level_of[member] = level;
+            }
+        }
+        let steps = workflow
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| {
+                let retry = &step.retry;
+                let branches = match &step.body {
+                    Body::Condition(condition) => Some(Branches {
+                        then: ids(&condition.then),
+                        otherwise: ids(&condition.otherwise),
+                    }),
+                    _ => None,
+                };
+                let on = [
+                    (retry.on.failure, "failure"),
+                    (retry.on.timeout, "timeout"),
+                    (retry.on.lost, "lost"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                PlanStep {
+                    id: step.id.clone(),
+                    kind: step.body.kind(),
+                    level: level_of[index],
+                    needs: ids(&step.needs),
+                    when: step.when.as_ref().map(|e| e.source().to_owned()),
+                    branches,
+                    runs_when: step
+                        .branches
+                        .iter()
+                        .map(|&(c, taken)| {
+                            format!(
+                                "{}:{}",
+                                workflow.steps[c].id,
+                                if taken { "then" } else { "else" }
+                            )
+                        })
+                        .collect(),
+                    group: step.group.map(|g| workflow.groups[g].name.clone()),
+                    timeout: step.timeout.map(duration::format),
+                    on_failure: step.on_failure.name(),
+                    allow_failure: step.allow_failure,
+                    retry: PlanRetry {
+                        max_attempts: retry.max_attempts,
+                        backoff: retry.backoff.name(),
+                        factor: match retry.backoff {
+                            Backoff::Exponential { factor } => Some(factor),
+                            _ => None,
+                        },
+                        delay: duration::format(retry.delay),
+                        max_delay: retry.max_delay.map(duration::format),
+                        jitter: retry.jitter.name(),
+                        budget: retry.budget.map(duration::format),
+                        on,
+                        schedule: retry::schedule(retry)
+                            .into_iter()
+                            .enumerate()
+                            .map(|(n, range)| PlanDelay {
+                                before_attempt: n as u32 + 2,
+                                min_ms: range.min.as_millis() as u64,
+                                max_ms: range.max.as_millis() as u64,
+                                text: if range.min == range.max {
+                                    duration::format(range.min)
+                                } else {
+                                    format!(
+                                        "{}..{}",
+                                        duration::format(range.min),
+                                        duration::format(range.max)
+                                    )
+                                },
+                            })
+                            .collect(),
+                    },
+                    compensate: step.compensate.is_some(),
+                    agent_labels: step.agent_labels.clone(),
+                }
+            })
+            .collect();
+        Plan {
+            workflow: workflow.name.clone(),
+            max_parallel: workflow.max_parallel,
+            timeout: workflow.timeout.map(duration::format),
+            on_failure: workflow.on_failure.name(),
+            levels: levels.iter().map(|level| ids(level)).collect(),
+            groups: workflow
+                .groups
+                .iter()
+                .map(|g| PlanGroup {
+                    name: g.name.clone(),
+                    max_parallel: g.max_parallel,
+                    steps: ids(&g.steps),
+                })
+                .collect(),
+            steps,
+        }
+    }
+}

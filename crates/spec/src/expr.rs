@@ -1,0 +1,912 @@
+//! Expressions (`${{ … }}`) and templates: one sandboxed engine for `if`, `condition`, `set`
+//! and every templated string.
+//!
+//! The language is CEL (Common Expression Language): it has the `&&`, `||`, `!`, `==`, `in`
+//! and `? :` people know from GitHub Actions, no loops, no I/O and no side effects, so its cost
+//! is bounded by the length of the expression and the size of the data it reads. We cap both
+//! the length and the nesting depth before the parser sees the text (deep nesting has
+//! overflowed CEL parsers' stacks elsewhere).
+//!
+//! wayline adds the status functions `success()`, `failure()`, `always()` and `cancelled()`.
+//! They are rewritten at parse time into bindings (`@success`, …) that the caller supplies,
+//! which keeps evaluation free of global state.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::{Context, Env};
+use serde_json::Value;
+
+/// Longest expression between `${{` and `}}`, in characters.
+pub const MAX_EXPRESSION_LEN: usize = 4096;
+/// Deepest nesting of an expression (parentheses, calls, operators).
+pub const MAX_EXPRESSION_DEPTH: u16 = 32;
+/// Longest templated string, in bytes.
+pub const MAX_TEMPLATE_LEN: usize = 256 * 1024;
+
+/// What an expression can name at its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Root {
+    Inputs,
+    Steps,
+    Env,
+    Secrets,
+    Execution,
+    Workflow,
+    Attempt,
+    /// `escalation.step`, `escalation.reason`: only inside `escalation.notify`.
+    Escalation,
+}
+
+impl Root {
+    pub const ALL: [Root; 8] = [
+        Root::Inputs,
+        Root::Steps,
+        Root::Env,
+        Root::Secrets,
+        Root::Execution,
+        Root::Workflow,
+        Root::Attempt,
+        Root::Escalation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Root::Inputs => "inputs",
+            Root::Steps => "steps",
+            Root::Env => "env",
+            Root::Secrets => "secrets",
+            Root::Execution => "execution",
+            Root::Workflow => "workflow",
+            Root::Attempt => "attempt",
+            Root::Escalation => "escalation",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Root> {
+        Root::ALL.into_iter().find(|root| root.name() == name)
+    }
+}
+
+/// The status functions usable in `if`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusFn {
+    Success,
+    Failure,
+    Always,
+    Cancelled,
+}
+
+impl StatusFn {
+    const ALL: [StatusFn; 4] =
+        [StatusFn::Success, StatusFn::Failure, StatusFn::Always, StatusFn::Cancelled];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusFn::Success => "success",
+            StatusFn::Failure => "failure",
+            StatusFn::Always => "always",
+            StatusFn::Cancelled => "cancelled",
+        }
+    }
+
+    fn binding(self) -> &'static str {
+        match self {
+            StatusFn::Success => "@success",
+            StatusFn::Failure => "@failure",
+            StatusFn::Always => "@always",
+            StatusFn::Cancelled => "@cancelled",
+        }
+    }
+}
+
+/// A name an expression reads: `steps.build.outputs.tag` is root `Steps`, path
+/// `["build", "outputs", "tag"]`. The path stops at the first segment that is not a constant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub root: Root,
+    pub path: Vec<String>,
+    /// Character offset and length of the reference inside the expression source.
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Something the expression names that does not exist; reported by validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub name: String,
+    pub function: bool,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// A parse error, with the character offset inside the expression source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub message: String,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// An error while evaluating: never retried, reported on the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalError {
+    pub message: String,
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// A parsed, checked expression.
+#[derive(Debug, Clone)]
+pub struct Expression {
+    source: Arc<str>,
+    ast: Arc<IdedExpr>,
+    references: Vec<Reference>,
+    status_fns: Vec<(StatusFn, usize)>,
+    unknown: Vec<Unknown>,
+}
+
+impl PartialEq for Expression {
+    fn eq(&self, other: &Expression) -> bool {
+        self.source == other.source
+    }
+}
+
+/// The status of the needs of a step, for `success()` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusView {
+    /// Every need succeeded (vacuously true without needs).
+    pub success: bool,
+    /// Some need failed.
+    pub failure: bool,
+    /// The execution is being cancelled or is stopping after a failure.
+    pub cancelled: bool,
+}
+
+/// What an expression can read at evaluation time. Implementations return only what is asked
+/// for, so evaluation costs what the expression reads, not what the execution holds.
+pub trait Scope {
+    /// The inputs object.
+    fn inputs(&self) -> Cow<'_, Value>;
+    /// `{ "status": …, "outputs": {…} }` of a step, if it exists.
+    fn step(&self, id: &str) -> Option<Value>;
+    /// The declared environment visible here.
+    fn env(&self) -> Cow<'_, Value>;
+    /// A secret's value, if it is available.
+    fn secret(&self, name: &str) -> Option<String>;
+    /// `{ "id": …, "started_at": … }`.
+    fn execution(&self) -> Value;
+    fn workflow_name(&self) -> &str;
+    /// The attempt number, where it makes sense (inside a step body).
+    fn attempt(&self) -> Option<u32> {
+        None
+    }
+    /// The status of the needs, where it makes sense (inside `if`).
+    fn status(&self) -> Option<StatusView> {
+        None
+    }
+    /// `{ "step": …, "reason": … }` inside `escalation.notify`.
+    fn escalation(&self) -> Option<Value> {
+        None
+    }
+}
+
+thread_local! {
+    /// Building the standard environment costs ~10µs; each thread builds it once and
+    /// evaluations bind their variables in a cheap child scope.
+    static ROOT: RefCell<Option<Context<'static, 'static>>> = const { RefCell::new(None) };
+}
+
+fn environment() -> Env {
+    let mut env = Env::stdlib();
+    // The strings extension is pure functions over strings; adding it cannot fail on a
+    // fresh environment, and if it ever did the standard library alone still works.
+    let _ = env.add_extension(cel::extensions::strings);
+    env
+}
+
+/// Function names the engine knows (standard library, macros and the strings extension).
+/// Validation rejects calls to anything else.
+pub const FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "string",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "bytes",
+    "type",
+    "dyn",
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "join",
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "replace",
+    "split",
+    "substring",
+    "format",
+    "reverse",
+];
+
+/// Identifiers that CEL resolves on its own (type names).
+const TYPE_NAMES: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+];
+
+impl Expression {
+    /// Parses an expression (the text inside `${{ }}`).
+    ///
+    /// ```
+    /// use wayline_spec::expr::{Expression, Root};
+    /// let e = Expression::parse("steps.test.outputs.coverage >= 80 && inputs.strict").unwrap();
+    /// let roots: Vec<_> = e.references().iter().map(|r| (r.root, r.path.join("."))).collect();
+    /// assert_eq!(roots, [(Root::Steps, "test.outputs.coverage".into()), (Root::Inputs, "strict".into())]);
+    /// ```
+    pub fn parse(source: &str) -> Result<Expression, SyntaxError> {
+        let chars = source.chars().count();
+        if chars > MAX_EXPRESSION_LEN {
+            return Err(SyntaxError {
+                message: format!(
+                    "expression is {chars} characters long; the limit is {MAX_EXPRESSION_LEN}"
+                ),
+                offset: 0,
+                len: 1,
+            });
+        }
+        if source.trim().is_empty() {
+            return Err(SyntaxError { message: "empty expression".into(), offset: 0, len: 1 });
+        }
+        check_nesting(source)?;
+        let parser = environment().parser().max_recursion_depth(MAX_EXPRESSION_DEPTH);
+        let (mut ast, info) = match parser.parse_with_source_info(source) {
+            Ok(parsed) => parsed,
+            Err(errors) => return Err(syntax_error(source, errors)),
+        };
+        let mut walker = Walker { info: &info, scopes: Vec::new(), out: Collected::default() };
+        walker.walk(&mut ast);
+        let Collected { references, status_fns, unknown } = walker.out;
+        Ok(Expression {
+            source: source.into(),
+            ast: Arc::new(ast),
+            references,
+            status_fns,
+            unknown,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn references(&self) -> &[Reference] {
+        &self.references
+    }
+
+    /// Status functions called, with their character offsets.
+    pub fn status_functions(&self) -> &[(StatusFn, usize)] {
+        &self.status_fns
+    }
+
+    /// Names that are neither a known root, a comprehension variable nor a known function.
+    pub fn unknown_names(&self) -> &[Unknown] {
+        &self.unknown
+    }
+
+    /// Evaluates the expression against `scope`.
+    pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        ROOT.with(|root| {
+            let mut root = root.borrow_mut();
+            let root = root.get_or_insert_with(|| Context::with_env(Arc::new(environment())));
+            let mut context = root.new_inner_scope();
+            self.bind(&mut context, scope)?;
+            let value = context
+                .resolve(&self.ast)
+                .map_err(|error| EvalError { message: format!("`{}`: {error}", self.source) })?;
+            value.json().map_err(|error| EvalError {
+                message: format!("`{}`: the result cannot be represented: {error:?}", self.source),
+            })
+        })
+    }
+
+    fn bind(&self, context: &mut Context<'_, '_>, scope: &dyn Scope) -> Result<(), EvalError> {
+        let mut bound: Vec<Root> = Vec::new();
+        let mut steps = serde_json::Map::new();
+        let mut secrets = serde_json::Map::new();
+        for reference in &self.references {
+            match reference.root {
+                Root::Steps => {
+                    // A bare `steps` has no path; validation rejects it, evaluation binds nothing.
+                    if let Some(id) = reference.path.first() {
+                        if !steps.contains_key(id) {
+                            if let Some(step) = scope.step(id) {
+                                steps.insert(id.clone(), step);
+                            }
+                        }
+                    }
+                }
+                Root::Secrets => {
+                    if let Some(name) = reference.path.first() {
+                        let value = scope.secret(name).ok_or_else(|| EvalError {
+                            message: format!("secret `{name}` is not available"),
+                        })?;
+                        secrets.insert(name.clone(), Value::String(value));
+                    }
+                }
+                root if !bound.contains(&root) => {
+                    bound.push(root);
+                    let value = match root {
+                        Root::Inputs => scope.inputs().into_owned(),
+                        Root::Env => scope.env().into_owned(),
+                        Root::Execution => scope.execution(),
+                        Root::Workflow => serde_json::json!({ "name": scope.workflow_name() }),
+                        Root::Attempt => match scope.attempt() {
+                            Some(attempt) => Value::from(attempt),
+                            None => {
+                                return Err(EvalError {
+                                    message: "`attempt` is only known inside a step body".into(),
+                                });
+                            }
+                        },
+                        Root::Escalation => scope.escalation().unwrap_or(Value::Null),
+                        Root::Steps | Root::Secrets => continue,
+                    };
+                    add(context, root.name(), value)?;
+                }
+                _ => {}
+            }
+        }
+        if !steps.is_empty() {
+            add(context, "steps", Value::Object(steps))?;
+        }
+        if !secrets.is_empty() {
+            add(context, "secrets", Value::Object(secrets))?;
+        }
+        if !self.status_fns.is_empty() {
+            let status = scope.status().ok_or_else(|| EvalError {
+                message: "status functions (success(), failure(), …) only work in `if`".into(),
+            })?;
+            for (function, _) in &self.status_fns {
+                let value = match function {
+                    StatusFn::Success => status.success && !status.cancelled,
+                    StatusFn::Failure => status.failure,
+                    StatusFn::Always => true,
+                    StatusFn::Cancelled => status.cancelled,
+                };
+                context.add_variable_from_value(function.binding(), value);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add(context: &mut Context<'_, '_>, name: &str, value: Value) -> Result<(), EvalError> {
+    let value = cel::to_value(value)
+        .map_err(|error| EvalError { message: format!("cannot bind `{name}`: {error}") })?;
+    context.add_variable_from_value(name, value);
+    Ok(())
+}
+
+/// Rejects nesting deeper than the cap before the parser recurses into it.
+fn check_nesting(source: &str) -> Result<(), SyntaxError> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (offset, c) in source.chars().enumerate() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_EXPRESSION_DEPTH as usize {
+                    return Err(SyntaxError {
+                        message: format!(
+                            "expression nests deeper than {MAX_EXPRESSION_DEPTH} levels"
+                        ),
+                        offset,
+                        len: 1,
+                    });
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn syntax_error(source: &str, errors: cel::ParseErrors) -> SyntaxError {
+    let Some(first) = errors.errors.into_iter().next() else {
+        return SyntaxError { message: "invalid expression".into(), offset: 0, len: 1 };
+    };
+    let (line, column) = (first.pos.0.max(1) as usize, first.pos.1.max(0) as usize);
+    let offset: usize =
+        source.split_inclusive('\n').take(line - 1).map(|l| l.chars().count()).sum::<usize>()
+            + column;
+    let offset = offset.min(source.chars().count().saturating_sub(1));
+    SyntaxError { message: tidy_message(&first.msg), offset, len: 1 }
+}
+
+/// The parser's messages list every acceptable token; a person needs less.
+fn tidy_message(message: &str) -> String {
+    let message = message.strip_prefix("Syntax error: ").unwrap_or(message);
+    let message = match message.find(" expecting {") {
+        Some(at) => format!("{}; expected a value", &message[..at]),
+        None => message.to_owned(),
+    };
+    message
+        .replace("mismatched input '<EOF>'", "unexpected end of expression")
+        .replace("extraneous input", "unexpected")
+        .replace("mismatched input", "unexpected")
+}
+
+#[derive(Default)]
+struct Collected {
+    references: Vec<Reference>,
+    status_fns: Vec<(StatusFn, usize)>,
+    unknown: Vec<Unknown>,
+}
+
+struct Walker<'a> {
+    info: &'a cel::common::ast::SourceInfo,
+    /// Comprehension variables in scope (`x` in `list.all(x, x > 0)`).
+    scopes: Vec<String>,
+    out: Collected,
+}
+
+impl Walker<'_> {
+    fn span(&self, id: u64) -> (usize, usize) {
+        match self.info.offset_for(id) {
+            Some((start, stop)) => (start as usize, (stop.saturating_sub(start) as usize).max(1)),
+            None => (0, 1),
+        }
+    }
+
+    fn walk(&mut self, node: &mut IdedExpr) {
+        if let Some((root, path, root_id)) = self.chain(node) {
+            self.reference(root, path, root_id, node.id);
+            return;
+        }
+        match &mut node.expr {
+            Expr::Call(call) => {
+                if call.target.is_none() && call.args.is_empty() {
+                    if let Some(function) =
+                        StatusFn::ALL.into_iter().find(|f| f.name() == call.func_name)
+                    {
+                        let (offset, _) = self.span(node.id);
+                        self.out.status_fns.push((function, offset));
+                        node.expr = Expr::Ident(function.binding().to_owned());
+                        return;
+                    }
+                }
+                self.check_function(call, node.id);
+                if let Some(target) = &mut call.target {
+                    self.walk(target);
+                }
+                for arg in &mut call.args {
+                    self.walk(arg);
+                }
+            }
+            Expr::Comprehension(comprehension) => {
+                self.walk(&mut comprehension.iter_range);
+                self.walk(&mut comprehension.accu_init);
+                let depth = self.scopes.len();
+                self.scopes.push(comprehension.iter_var.clone());
+                if let Some(second) = &comprehension.iter_var2 {
+                    self.scopes.push(second.clone());
+                }
+                self.scopes.push(comprehension.accu_var.clone());
+                self.walk(&mut comprehension.loop_cond);
+                self.walk(&mut comprehension.loop_step);
+                self.walk(&mut comprehension.result);
+                self.scopes.truncate(depth);
+            }
+            Expr::Ident(name) => {
+                let name = name.clone();
+                if !self.scopes.contains(&name) && !TYPE_NAMES.contains(&name.as_str()) {
+                    let (offset, len) = self.span(node.id);
+                    self.out.unknown.push(Unknown { name, function: false, offset, len });
+                }
+            }
+            Expr::List(list) => list.elements.iter_mut().for_each(|e| self.walk(e)),
+            Expr::Map(map) => {
+                for entry in &mut map.entries {
+                    match &mut entry.expr {
+                        EntryExpr::MapEntry(entry) => {
+                            self.walk(&mut entry.key);
+                            self.walk(&mut entry.value);
+                        }
+                        EntryExpr::StructField(field) => self.walk(&mut field.value),
+                    }
+                }
+            }
+            Expr::Struct(object) => {
+                for entry in &mut object.entries {
+                    if let EntryExpr::StructField(field) = &mut entry.expr {
+                        self.walk(&mut field.value);
+                    }
+                }
+            }
+            Expr::Select(select) => self.walk(&mut select.operand),
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn check_function(&mut self, call: &CallExpr, id: u64) {
+        let name = call.func_name.as_str();
+        let operator = name.starts_with('_')
+            || name.starts_with('@')
+            || name.starts_with('!')
+            || name.starts_with('-');
+        if !operator && !FUNCTIONS.contains(&name) && name != "strings.quote" {
+            let (offset, len) = self.span(id);
+            self.out.unknown.push(Unknown { name: name.to_owned(), function: true, offset, len });
+        }
+    }
+
+    /// Recognises `root.a.b`, `root["a"].b` and `root.a["b"]` chains rooted at a known name.
+    /// Returns the root, the constant path and the id of the node the chain starts at.
+    fn chain(&self, node: &IdedExpr) -> Option<(Root, Vec<String>, u64)> {
+        let mut path = Vec::new();
+        let mut current = node;
+        loop {
+            match &current.expr {
+                Expr::Select(select) if !select.test => {
+                    path.push(select.field.clone());
+                    current = &select.operand;
+                }
+                Expr::Call(call)
+                    if call.func_name == operators::INDEX
+                        && call.target.is_none()
+                        && call.args.len() == 2 =>
+                {
+                    let Expr::Literal(LiteralValue::String(key)) = &call.args[1].expr else {
+                        // A computed index: the chain before it is still a reference.
+                        return None;
+                    };
+                    path.push(key.inner().to_string());
+                    current = &call.args[0];
+                }
+                Expr::Ident(name) if !self.scopes.contains(name) => {
+                    let root = Root::from_name(name)?;
+                    path.reverse();
+                    return Some((root, path, current.id));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn reference(&mut self, root: Root, path: Vec<String>, root_id: u64, top_id: u64) {
+        let (offset, _) = self.span(root_id);
+        let end = self.info.offset_for(top_id).map(|(_, stop)| stop as usize).unwrap_or(offset + 1);
+        let len = end.saturating_sub(offset).max(root.name().len());
+        self.out.references.push(Reference { root, path, offset, len });
+    }
+}
+
+// ----- templates -----
+
+/// A string that may hold `${{ }}` expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// An expression and the character offset of its source inside the template.
+    Expr(Expression, usize),
+}
+
+/// A template error at a character offset inside the template.
+pub type TemplateError = SyntaxError;
+
+impl Template {
+    /// Parses `text`, finding each `${{ … }}`. A `}}` inside a quoted string of the expression
+    /// does not close it.
+    ///
+    /// ```
+    /// use wayline_spec::expr::Template;
+    /// let t = Template::parse("deploy ${{ inputs.version }} now").unwrap();
+    /// assert_eq!(t.expressions().count(), 1);
+    /// assert!(Template::parse("plain").unwrap().as_literal().is_some());
+    /// ```
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        if text.len() > MAX_TEMPLATE_LEN {
+            return Err(SyntaxError {
+                message: format!(
+                    "text is {} bytes long; the limit is {MAX_TEMPLATE_LEN}",
+                    text.len()
+                ),
+                offset: 0,
+                len: 1,
+            });
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut consumed_chars = 0usize;
+        while let Some(start) = rest.find("${{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let open_chars = consumed_chars + rest[..start].chars().count();
+            let inner = &rest[start + 3..];
+            let Some(end) = closing(inner) else {
+                return Err(SyntaxError {
+                    message: "`${{` is never closed with `}}`".into(),
+                    offset: open_chars,
+                    len: 3,
+                });
+            };
+            let source = &inner[..end];
+            let leading = source.len() - source.trim_start().len();
+            let expression_offset = open_chars + 3 + source[..leading].chars().count();
+            let expression = Expression::parse(source.trim()).map_err(|error| SyntaxError {
+                offset: expression_offset + error.offset,
+                ..error
+            })?;
+            parts.push(Part::Expr(expression, expression_offset));
+            let used = start + 3 + end + 2;
+            consumed_chars += rest[..used].chars().count();
+            rest = &rest[used..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The text, when the template holds no expression.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The single expression, when the whole string is exactly one `${{ }}`.
+    pub fn as_expression(&self) -> Option<&Expression> {
+        match self.parts.as_slice() {
+            [Part::Expr(expression, _)] => Some(expression),
+            _ => None,
+        }
+    }
+
+    pub fn expressions(&self) -> impl Iterator<Item = (&Expression, usize)> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Expr(expression, offset) => Some((expression, *offset)),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Evaluates to a typed value: a template that is exactly one expression keeps the
+    /// expression's type; anything else is a string.
+    pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        match self.as_expression() {
+            Some(expression) => expression.evaluate(scope),
+            None => self.render(scope, |text| text.to_owned()).map(Value::String),
+        }
+    }
+
+    /// Renders to a string, passing each substituted value through `quote` (shell quoting for
+    /// `run`, identity elsewhere).
+    pub fn render(
+        &self,
+        scope: &dyn Scope,
+        quote: impl Fn(&str) -> String,
+    ) -> Result<String, EvalError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Expr(expression, _) => {
+                    out.push_str(&quote(&to_text(&expression.evaluate(scope)?)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// How a value reads when substituted into a string: strings as they are, `null` as nothing,
+/// everything else as compact JSON.
+pub fn to_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Finds the `}}` that closes an expression, skipping quoted strings.
+fn closing(inner: &str) -> Option<usize> {
+    let bytes = inner.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => {
+                if b == b'\'' || b == b'"' {
+                    quote = Some(b);
+                } else if b == b'}' && bytes.get(i + 1) == Some(&b'}') {
+                    // `{'a': {'b': 1}}}` — the last two braces close the template.
+                    let mut end = i;
+                    while bytes.get(end + 2) == Some(&b'}') {
+                        end += 1;
+                    }
+                    return Some(end);
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Quotes a value for a POSIX shell so that it is always one word and never syntax.
+///
+/// ```
+/// use wayline_spec::expr::shell_quote;
+/// assert_eq!(shell_quote("1.2.3"), "1.2.3");
+/// assert_eq!(shell_quote("a b"), "'a b'");
+/// assert_eq!(shell_quote("x'; rm -rf /"), r#"'x'\''; rm -rf /'"#);
+/// assert_eq!(shell_quote(""), "''");
+/// ```
+pub fn shell_quote(value: &str) -> String {
+    let safe = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,:/=+@%".contains(&b));
+    if safe {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Fixture;
+
+    impl Scope for Fixture {
+        fn inputs(&self) -> Cow<'_, Value> {
+            Cow::Owned(json!({ "version": "1.2", "replicas": 3 }))
+        }
+        fn step(&self, id: &str) -> Option<Value> {
+            (id == "test").then(|| json!({ "status": "succeeded", "outputs": { "coverage": 85 } }))
+        }
+        fn env(&self) -> Cow<'_, Value> {
+            Cow::Owned(json!({ "RUST_LOG": "info" }))
+        }
+        fn secret(&self, name: &str) -> Option<String> {
+            (name == "TOKEN").then(|| "s3cret".to_owned())
+        }
+        fn execution(&self) -> Value {
+            json!({ "id": "ex1", "started_at": "2026-01-01T00:00:00Z" })
+        }
+        fn workflow_name(&self) -> &str {
+            "demo"
+        }
+        fn status(&self) -> Option<StatusView> {
+            Some(StatusView { success: true, failure: false, cancelled: false })
+        }
+    }
+
+    fn eval(text: &str) -> Value {
+        Template::parse(text).unwrap().evaluate(&Fixture).unwrap()
+    }
+
+    #[test]
+    fn whole_templates_keep_their_type() {
+        assert_eq!(eval("${{ inputs.replicas }}"), json!(3));
+        assert_eq!(eval("${{ steps.test.outputs.coverage >= 80 }}"), json!(true));
+        assert_eq!(eval("${{ {'a': [1, 2]} }}"), json!({ "a": [1, 2] }));
+        assert_eq!(eval("v${{ inputs.version }}"), json!("v1.2"));
+        assert_eq!(eval("n=${{ inputs.replicas }}"), json!("n=3"));
+    }
+
+    #[test]
+    fn status_functions_and_context() {
+        assert_eq!(eval("${{ success() && !failure() }}"), json!(true));
+        assert_eq!(eval("${{ workflow.name + '/' + execution.id }}"), json!("demo/ex1"));
+        assert_eq!(eval("${{ secrets.TOKEN }}"), json!("s3cret"));
+        assert_eq!(eval("${{ 'x'.upperAscii() }}"), json!("X"));
+        assert_eq!(eval("${{ [1, 2, 3].all(x, x > 0) }}"), json!(true));
+    }
+
+    #[test]
+    fn references_are_found_through_brackets_and_not_through_locals() {
+        let e = Expression::parse("steps['deploy-eu'].outputs.id + [1].map(x, x)[0]").unwrap();
+        assert_eq!(e.references()[0].path, ["deploy-eu", "outputs", "id"]);
+        assert!(e.unknown_names().is_empty(), "{:?}", e.unknown_names());
+        let e = Expression::parse("foo + sizee(inputs)").unwrap();
+        let names: Vec<_> = e.unknown_names().iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["foo", "sizee"]);
+    }
+
+    #[test]
+    fn every_listed_function_exists_in_the_engine() {
+        for name in FUNCTIONS {
+            if ["has", "all", "exists", "exists_one", "map", "filter"].contains(name) {
+                continue; // macros: expanded at parse time
+            }
+            let global = Expression::parse(&format!("{name}()")).unwrap().evaluate(&Fixture);
+            let member = Expression::parse(&format!("''.{name}()")).unwrap().evaluate(&Fixture);
+            let undeclared = |result: Result<Value, EvalError>| {
+                result.is_err_and(|error| error.message.contains("Undeclared reference"))
+            };
+            assert!(!(undeclared(global) && undeclared(member)), "{name} is not in the engine");
+        }
+    }
+
+    #[test]
+    fn templates_report_positions() {
+        let error = Template::parse("echo ${{ inputs.x + }}").unwrap_err();
+        assert_eq!(error.offset, 18, "{error:?}");
+        let error = Template::parse("echo ${{ inputs.x").unwrap_err();
+        assert_eq!(error.offset, 5);
+        assert_eq!(error.message, "`${{` is never closed with `}}`");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
+        assert!(Expression::parse(&deep).unwrap_err().message.contains("nests deeper"));
+        let long = "1 + ".repeat(2000) + "1";
+        assert!(Expression::parse(&long).unwrap_err().message.contains("limit"));
+    }
+}

@@ -1,0 +1,20 @@
+//! wayline's workflow language: parse a file, validate it, and lower it into a [`Workflow`]
+//! that cannot represent an invalid workflow.
+//!
+//! This crate is pure and synchronous: it knows nothing about async runtimes, databases,
+//! HTTP or processes.
+
+pub mod diagnostic;
+pub mod duration;
+pub mod expr;
+pub mod format;
+pub mod graph;
+pub mod inputs;
+pub mod lower;
+pub mod model;
+pub mod schema;
+pub mod yaml;
+
+pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};
+pub use lower::{Loaded, load};
+pub use model::Workflow;
