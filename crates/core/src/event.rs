@@ -1,0 +1,253 @@
+//! The journal: every execution is an append-only list of these events, and its state is a
+//! fold of them. Events are stored as JSON; their shape is a compatibility promise.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::Time;
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the execution's journal, from 1, without gaps.
+    pub seq: u64,
+    pub time: Time,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Why an attempt failed, and whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Non-zero exit, unexpected HTTP status, connection error: retryable.
+    Failure,
+    /// The attempt ran past its timeout: retryable.
+    Timeout,
+    /// The owner or agent running the attempt died: retryable.
+    Lost,
+    /// The request itself is wrong (bad URL, missing program): never retried.
+    Fatal,
+    /// An expression could not be evaluated: never retried.
+    Expression,
+}
+
+impl ErrorClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Failure => "failure",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Lost => "lost",
+            ErrorClass::Fatal => "fatal",
+            ErrorClass::Expression => "expression",
+        }
+    }
+}
+
+/// An error as recorded in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> ErrorInfo {
+        ErrorInfo { class, message: message.into() }
+    }
+}
+
+/// Who asked for a control action, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Actor {
+    /// e.g. `alice@host (cli)`, `timer`, `escalation timeout`.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why an execution stops scheduling new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A step failed terminally under fail_fast or rollback (or a decision said so).
+    Failed,
+    /// Someone cancelled it.
+    Cancelled,
+    /// The execution ran past its timeout.
+    Timeout,
+}
+
+/// Final status of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+    RolledBack,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The first event: everything needed to rebuild the execution.
+    Created {
+        workflow: String,
+        /// The workflow file's text, parsed again on recovery.
+        source: String,
+        /// Where the file was read from, for display.
+        path: String,
+        inputs: Map<String, Value>,
+    },
+    /// Scheduling began.
+    Started,
+    /// A new owner took the execution over (after a crash, or `wayline resume`).
+    Recovered {
+        owner: String,
+    },
+    AttemptStarted {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        /// For a wait step: when it ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Time>,
+    },
+    AttemptSucceeded {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+    },
+    AttemptFailed {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        error: ErrorInfo,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+        /// No further attempt follows: the step (or compensation) has failed.
+        terminal: bool,
+    },
+    AttemptCancelled {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+    },
+    RetryScheduled {
+        step: String,
+        /// The attempt that will run next.
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        delay_ms: u64,
+        at: Time,
+    },
+    /// The step will not run: a need did not succeed, its `if` was false, its branch was not
+    /// taken, or the execution stopped before it started (`cancelled: true`).
+    StepSkipped {
+        step: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        cancelled: bool,
+    },
+    /// The step failed terminally under the escalate strategy; a human decides.
+    StepEscalated {
+        step: String,
+        error: ErrorInfo,
+    },
+    Decided {
+        step: String,
+        decision: String,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+        actor: Actor,
+    },
+    Paused {
+        actor: Actor,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Time>,
+    },
+    Resumed {
+        actor: Actor,
+    },
+    /// No new steps start; running ones are cancelled; then roll back or finish.
+    Stopping {
+        reason: StopReason,
+        rollback: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actor: Option<Actor>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+    },
+    /// Compensation of the succeeded steps begins.
+    RollbackStarted,
+    Finished {
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+    },
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl EventKind {
+    /// The step this event is about, if any (the CloudEvents `subject`).
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            EventKind::AttemptStarted { step, .. }
+            | EventKind::AttemptSucceeded { step, .. }
+            | EventKind::AttemptFailed { step, .. }
+            | EventKind::AttemptCancelled { step, .. }
+            | EventKind::RetryScheduled { step, .. }
+            | EventKind::StepSkipped { step, .. }
+            | EventKind::StepEscalated { step, .. }
+            | EventKind::Decided { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_flat_and_compact() {
+        let event = Event {
+            seq: 3,
+            time: Time::from_micros(5),
+            kind: EventKind::AttemptStarted {
+                step: "build".into(),
+                attempt: 1,
+                compensation: false,
+                until: None,
+            },
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"seq":3,"time":5,"type":"attempt_started","step":"build","attempt":1}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
+    }
+}

@@ -1,0 +1,327 @@
+//! A scripted runtime for the core: it records effects, keeps timers on a manual clock and
+//! lets a test decide how each attempt ends.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use wayline_core::event::{Actor, ErrorClass, ErrorInfo, EventKind};
+use wayline_core::execution::{
+    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
+};
+use wayline_core::{Event, Time};
+use wayline_spec::model::Decision;
+
+pub struct Harness {
+    pub execution: Execution,
+    pub now: Time,
+    start: Time,
+    pub journal: Vec<Event>,
+    /// Armed timers, by due time.
+    timers: BTreeSet<(Time, Timer)>,
+    /// Attempts in flight on the scripted executor: (step id, attempt, compensation).
+    pub running: BTreeSet<(String, u32, bool)>,
+    /// Cancel requests received.
+    pub cancels: Vec<(String, u32)>,
+    pub notified: Vec<String>,
+    pub finished: bool,
+    /// Highest number of attempts in flight at once, overall and per group.
+    pub peak: usize,
+}
+
+pub fn load(yaml: &str) -> Arc<wayline_spec::Workflow> {
+    let loaded = wayline_spec::load(yaml);
+    let errors: Vec<String> =
+        loaded.diagnostics.iter().map(|d| d.render("test.yaml", yaml)).collect();
+    Arc::new(
+        loaded.workflow.unwrap_or_else(|| panic!("invalid test workflow:\n{}", errors.join(""))),
+    )
+}
+
+impl Harness {
+    pub fn new(yaml: &str) -> Harness {
+        Harness::with_inputs(yaml, Map::new())
+    }
+
+    pub fn with_inputs(yaml: &str, inputs: Map<String, Value>) -> Harness {
+        let workflow = load(yaml);
+        let now = Time::from_millis(1_000_000);
+        let created = Created {
+            id: "ex1".into(),
+            workflow,
+            source: yaml.into(),
+            path: "test.yaml".into(),
+            inputs,
+        };
+        let (execution, first) = Execution::create(created, Arc::new(Secrets::default()), now);
+        let mut harness = Harness {
+            execution,
+            now,
+            start: now,
+            journal: vec![first],
+            timers: BTreeSet::new(),
+            running: BTreeSet::new(),
+            cancels: Vec::new(),
+            notified: Vec::new(),
+            finished: false,
+            peak: 0,
+        };
+        harness.input(Input::Start);
+        harness
+    }
+
+    pub fn index(&self, step: &str) -> usize {
+        self.execution.workflow().step(step).unwrap_or_else(|| panic!("no step {step}"))
+    }
+
+    pub fn input(&mut self, input: Input) {
+        let step = self.execution.handle(input, self.now).expect("input rejected");
+        self.absorb(step);
+    }
+
+    pub fn control(&mut self, control: Control) -> Result<(), String> {
+        let step = self.execution.handle(Input::Control(control), self.now).map_err(|e| e.0)?;
+        self.absorb(step);
+        Ok(())
+    }
+
+    fn absorb(&mut self, step: wayline_core::execution::Step) {
+        for (offset, event) in step.events.iter().enumerate() {
+            assert_eq!(
+                event.seq,
+                (self.journal.len() + offset) as u64 + 1,
+                "events are numbered without gaps"
+            );
+        }
+        self.journal.extend(step.events);
+        for effect in step.effects {
+            match effect {
+                Effect::Start { step, attempt, compensation } => {
+                    let id = self.execution.workflow().steps[step].id.clone();
+                    assert!(
+                        !self.running.iter().any(|(s, _, c)| *s == id && *c == compensation),
+                        "two attempts of {id} in flight"
+                    );
+                    self.running.insert((id, attempt, compensation));
+                    self.peak = self.peak.max(self.running.len());
+                }
+                Effect::Cancel { step, attempt, .. } => {
+                    self.cancels.push((self.execution.workflow().steps[step].id.clone(), attempt));
+                }
+                Effect::Timer { at, timer } => {
+                    self.timers.insert((at, timer));
+                }
+                Effect::Notify { step } => {
+                    self.notified.push(self.execution.workflow().steps[step].id.clone())
+                }
+                Effect::Finished => self.finished = true,
+            }
+        }
+    }
+
+    fn take(&mut self, step: &str, compensation: bool) -> u32 {
+        let entry = self
+            .running
+            .iter()
+            .find(|(s, _, c)| s == step && *c == compensation)
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{step} (compensation: {compensation}) is not running; running: {:?}",
+                    self.running
+                )
+            });
+        self.running.remove(&entry);
+        entry.1
+    }
+
+    pub fn succeed(&mut self, step: &str) {
+        self.succeed_with(step, Map::new());
+    }
+
+    pub fn succeed_with(&mut self, step: &str, outputs: Map<String, Value>) {
+        let attempt = self.take(step, false);
+        let index = self.index(step);
+        self.input(Input::Finished {
+            step: index,
+            attempt,
+            compensation: false,
+            result: AttemptResult::Succeeded { outputs },
+        });
+    }
+
+    pub fn fail(&mut self, step: &str, class: ErrorClass) {
+        self.fail_after(step, class, None);
+    }
+
+    pub fn fail_after(&mut self, step: &str, class: ErrorClass, retry_after: Option<Duration>) {
+        let attempt = self.take(step, false);
+        let index = self.index(step);
+        let error = ErrorInfo::new(class, format!("{step} broke"));
+        self.input(Input::Finished {
+            step: index,
+            attempt,
+            compensation: false,
+            result: AttemptResult::Failed { error, outputs: Map::new(), retry_after },
+        });
+    }
+
+    pub fn cancelled(&mut self, step: &str) {
+        let attempt = self.take(step, false);
+        let index = self.index(step);
+        self.input(Input::Finished {
+            step: index,
+            attempt,
+            compensation: false,
+            result: AttemptResult::Cancelled,
+        });
+    }
+
+    pub fn compensated(&mut self, step: &str, ok: bool) {
+        let attempt = self.take(step, true);
+        let index = self.index(step);
+        let result = if ok {
+            AttemptResult::Succeeded { outputs: Map::new() }
+        } else {
+            AttemptResult::Failed {
+                error: ErrorInfo::new(ErrorClass::Failure, "undo broke"),
+                outputs: Map::new(),
+                retry_after: None,
+            }
+        };
+        self.input(Input::Finished { step: index, attempt, compensation: true, result });
+    }
+
+    /// Moves the clock forward, firing every timer that falls due, in order.
+    pub fn advance(&mut self, by: Duration) {
+        let until = self.now.after(by);
+        while let Some(&(at, timer)) = self.timers.iter().next() {
+            if at > until {
+                break;
+            }
+            self.timers.remove(&(at, timer));
+            self.now = self.now.max(at);
+            self.input(Input::Timer(timer));
+        }
+        self.now = until;
+    }
+
+    pub fn decide(&mut self, step: &str, decision: Decision) -> Result<(), String> {
+        self.control(Control::Decide {
+            step: step.into(),
+            decision,
+            outputs: Map::new(),
+            actor: actor("ops"),
+        })
+    }
+
+    pub fn status(&self) -> &'static str {
+        self.execution.status().name()
+    }
+
+    pub fn step_status(&self, step: &str) -> &'static str {
+        self.execution.steps()[self.index(step)].status().name()
+    }
+
+    /// The journal after `Created`, one compact line per event, times relative to the start.
+    pub fn timeline(&self) -> String {
+        let mut out = String::new();
+        for event in &self.journal[1..] {
+            let ms = event.time.since(self.start).as_millis();
+            let _ = write!(out, "[{ms:>7}ms] ");
+            let line = match &event.kind {
+                EventKind::Started => "started".to_owned(),
+                EventKind::Recovered { owner } => format!("recovered by {owner}"),
+                EventKind::AttemptStarted { step, attempt, compensation, until } => {
+                    let what = if *compensation { "compensate" } else { "start" };
+                    let until = until
+                        .map(|u| format!(" until +{}ms", u.since(self.start).as_millis()))
+                        .unwrap_or_default();
+                    format!("{what} {step}#{attempt}{until}")
+                }
+                EventKind::AttemptSucceeded { step, attempt, compensation, outputs } => {
+                    let what = if *compensation { "compensated" } else { "succeeded" };
+                    let outputs = if outputs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", Value::Object(outputs.clone()))
+                    };
+                    format!("{what} {step}#{attempt}{outputs}")
+                }
+                EventKind::AttemptFailed {
+                    step, attempt, compensation, error, terminal, ..
+                } => {
+                    let what = if *compensation { "compensation failed" } else { "failed" };
+                    let end = if *terminal { " (terminal)" } else { "" };
+                    format!("{what} {step}#{attempt} {}{end}", error.class.name())
+                }
+                EventKind::AttemptCancelled { step, attempt, .. } => {
+                    format!("cancelled {step}#{attempt}")
+                }
+                EventKind::RetryScheduled { step, attempt, delay_ms, .. } => {
+                    format!("retry {step}#{attempt} in {delay_ms}ms")
+                }
+                EventKind::StepSkipped { step, reason, cancelled } => {
+                    format!("{} {step}: {reason}", if *cancelled { "cancelled" } else { "skipped" })
+                }
+                EventKind::StepEscalated { step, .. } => format!("escalated {step}"),
+                EventKind::Decided { step, decision, actor, .. } => {
+                    format!("decided {step}: {decision} by {}", actor.by)
+                }
+                EventKind::Paused { actor, until } => {
+                    let until = until
+                        .map(|u| format!(" until +{}ms", u.since(self.start).as_millis()))
+                        .unwrap_or_default();
+                    format!("paused by {}{until}", actor.by)
+                }
+                EventKind::Resumed { actor } => format!("resumed by {}", actor.by),
+                EventKind::Stopping { reason, rollback, .. } => {
+                    format!("stopping ({reason:?}, rollback: {rollback})")
+                }
+                EventKind::RollbackStarted => "rollback started".to_owned(),
+                EventKind::Finished { outcome, error } => {
+                    let error =
+                        error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
+                    format!("finished {}{error}", outcome.name())
+                }
+                EventKind::Created { .. } => "created".to_owned(),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Folding the journal from scratch gives the same state as the live execution.
+    pub fn assert_replay_matches(&self) {
+        let replayed = Execution::replay(
+            "ex1".into(),
+            Arc::clone(self.execution.workflow()),
+            Arc::new(Secrets::default()),
+            &self.journal,
+        )
+        .expect("the journal folds");
+        assert_eq!(replayed.status(), self.execution.status());
+        assert_eq!(replayed.seq(), self.execution.seq());
+        for (a, b) in replayed.steps().iter().zip(self.execution.steps()) {
+            assert_eq!(a.status(), b.status());
+            assert_eq!(a.attempts, b.attempts);
+            assert_eq!(a.outputs, b.outputs);
+            assert_eq!(a.error, b.error);
+            assert_eq!(a.compensation, b.compensation);
+        }
+    }
+}
+
+pub fn actor(by: &str) -> Actor {
+    Actor { by: by.into(), reason: None }
+}
+
+pub fn outputs(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("outputs must be an object"),
+    }
+}

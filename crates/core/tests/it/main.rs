@@ -1,0 +1,5 @@
+//! Tests of the pure core: scripted executors and a manual clock, no sleeping.
+
+mod harness;
+mod properties;
+mod scenarios;

@@ -1,0 +1,171 @@
+//! Property tests: random workflows driven by a random executor and random interventions.
+//! Whatever happens, the invariants of the scheduler hold and the journal folds back into
+//! the same state.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use wayline_core::event::ErrorClass;
+use wayline_core::execution::{Compensation, Control};
+use wayline_spec::model::Decision;
+
+use crate::harness::{Harness, actor};
+
+/// A random workflow: `needs` edges to earlier steps, groups with caps, retries, strategies,
+/// conditions and explicit `if`s.
+fn workflow() -> impl Strategy<Value = String> {
+    let step = (
+        proptest::collection::vec(any::<u8>(), 0..3), // needs (indices mod position)
+        0u8..4,                                       // group
+        1u32..4,                                      // max_attempts
+        0u8..6,                                       // kind / if
+    );
+    (2usize..12, proptest::option::of(1u32..4), 0u8..4, proptest::collection::vec(step, 12))
+        .prop_map(|(count, max_parallel, strategy, steps)| {
+            let strategy = ["fail_fast", "continue", "rollback", "escalate"][strategy as usize];
+            let mut yaml = format!("name: prop\non_failure: {strategy}\nescalation: {{ timeout: 1h, then: retry }}\ngroups:\n  g1: {{ max_parallel: 1 }}\n  g2: {{ max_parallel: 2 }}\n");
+            if let Some(cap) = max_parallel {
+                yaml.push_str(&format!("max_parallel: {cap}\n"));
+            }
+            yaml.push_str("steps:\n");
+            for (index, (needs, group, attempts, kind)) in steps.into_iter().take(count).enumerate() {
+                yaml.push_str(&format!("  - id: s{index}\n"));
+                let mut needs: Vec<usize> = if index == 0 { vec![] } else { needs.iter().map(|n| *n as usize % index).collect() };
+                needs.sort_unstable();
+                needs.dedup();
+                if !needs.is_empty() {
+                    let names: Vec<String> = needs.iter().map(|n| format!("s{n}")).collect();
+                    yaml.push_str(&format!("    needs: [{}]\n", names.join(", ")));
+                }
+                match kind {
+                    0 => yaml.push_str("    set: { x: 1 }\n"),
+                    1 => yaml.push_str("    wait: 2s\n"),
+                    2 => yaml.push_str("    run: work\n    if: ${{ always() }}\n"),
+                    _ => yaml.push_str("    run: work\n    compensate: { run: undo }\n"),
+                }
+                if group > 0 && kind != 0 {
+                    yaml.push_str(&format!("    group: g{}\n", 1 + group % 2));
+                }
+                yaml.push_str(&format!("    retry: {{ max_attempts: {attempts}, delay: 1s }}\n"));
+            }
+            yaml
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scheduler_invariants_hold_and_every_execution_ends(yaml in workflow(), script in proptest::collection::vec(any::<u8>(), 200)) {
+        let mut h = Harness::new(&yaml);
+        let workflow = std::sync::Arc::clone(h.execution.workflow());
+        let mut choices = script.into_iter().cycle();
+        let mut rounds = 0;
+        while !h.finished {
+            rounds += 1;
+            prop_assert!(rounds < 2_000, "the execution does not end:\n{}", h.timeline());
+            check_invariants(&h)?;
+            let choice = choices.next().unwrap_or(0);
+            let status = h.status();
+            match choice % 16 {
+                0 if status == "running" => { let _ = h.control(Control::Pause { actor: actor("p"), until: None }); }
+                1 => { let _ = h.control(Control::Cancel { actor: actor("c"), rollback: choice > 128 }); }
+                _ if status == "paused" && h.running.is_empty() => { h.control(Control::Resume { actor: actor("p") }).unwrap(); }
+                _ if status == "escalated" && h.running.is_empty() => {
+                    let escalated: Vec<String> = workflow.steps.iter().map(|s| s.id.clone()).filter(|id| h.step_status(id) == "escalated").collect();
+                    let decision = [Decision::Retry, Decision::Skip, Decision::Fail, Decision::Rollback][choice as usize % 4];
+                    h.decide(&escalated[0], decision).unwrap();
+                }
+                _ => {
+                    let running: Vec<(String, u32, bool)> = h.running.iter().cloned().collect();
+                    if running.is_empty() {
+                        h.advance(Duration::from_secs(3600));
+                        continue;
+                    }
+                    let (step, _, compensation) = running[choice as usize % running.len()].clone();
+                    if compensation {
+                        h.compensated(&step, choice % 3 != 0);
+                    } else {
+                        match choice % 5 {
+                            0 => h.fail(&step, ErrorClass::Failure),
+                            1 => h.fail(&step, ErrorClass::Timeout),
+                            2 if !h.cancels.is_empty() => h.cancelled(&step),
+                            _ => h.succeed(&step),
+                        }
+                    }
+                }
+            }
+        }
+        check_invariants(&h)?;
+        prop_assert!(h.execution.status().is_final());
+        prop_assert!(h.running.is_empty(), "attempts still in flight after the end: {:?}", h.running);
+        for run in h.execution.steps() {
+            prop_assert!(run.state.is_done(), "step left in {:?}", run.state);
+        }
+        h.assert_replay_matches();
+    }
+}
+
+fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
+    let workflow = h.execution.workflow();
+    // Caps.
+    let running: Vec<&(String, u32, bool)> = h.running.iter().collect();
+    if let Some(cap) = workflow.max_parallel {
+        prop_assert!(
+            running.len() as u32 <= cap,
+            "{} running with max_parallel {cap}",
+            running.len()
+        );
+    }
+    for group in &workflow.groups {
+        let members = running
+            .iter()
+            .filter(|(s, _, c)| {
+                !c && workflow.steps[workflow.step(s).unwrap()]
+                    .group
+                    .map(|g| workflow.groups[g].name.as_str())
+                    == Some(group.name.as_str())
+            })
+            .count();
+        if let Some(cap) = group.max_parallel {
+            prop_assert!(members as u32 <= cap, "group {} has {members} running", group.name);
+        }
+    }
+    // Needs: a step that runs or ran has all its needs finished.
+    for (index, run) in h.execution.steps().iter().enumerate() {
+        if run.attempts > 0 {
+            for &need in &workflow.steps[index].needs {
+                let state = &h.execution.steps()[need].state;
+                prop_assert!(
+                    state.is_done(),
+                    "{} started while its need {} is {:?}",
+                    workflow.steps[index].id,
+                    workflow.steps[need].id,
+                    state
+                );
+            }
+        }
+    }
+    // Compensation order: a step's compensation runs only after those of its dependents.
+    for (index, run) in h.execution.steps().iter().enumerate() {
+        if matches!(run.compensation, Compensation::Running { .. }) {
+            for &dependent in &workflow.dependents[index] {
+                let theirs = &h.execution.steps()[dependent].compensation;
+                prop_assert!(
+                    matches!(
+                        theirs,
+                        Compensation::None
+                            | Compensation::Succeeded
+                            | Compensation::Failed(_)
+                            | Compensation::Nothing
+                    ),
+                    "{} compensates while its dependent {} is {:?}",
+                    workflow.steps[index].id,
+                    workflow.steps[dependent].id,
+                    theirs
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,834 @@
+//! Scenario tests: each strategy, retry delays, branches, caps, lifecycle control,
+//! escalation and compensation, checked against a snapshot of the journal.
+
+use std::time::Duration;
+
+use expect_test::{Expect, expect};
+use serde_json::json;
+use wayline_core::Time;
+use wayline_core::event::ErrorClass;
+use wayline_core::execution::Control;
+use wayline_spec::model::Decision;
+
+use crate::harness::{Harness, actor, outputs};
+
+fn check(harness: &Harness, expect: Expect) {
+    harness.assert_replay_matches();
+    expect.assert_eq(&harness.timeline());
+}
+
+const S: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_chain_runs_in_order_and_outputs_flow() {
+    let mut h = Harness::new(
+        r#"
+name: chain
+steps:
+  - id: a
+    run: echo a
+  - id: b
+    needs: [a]
+    set: { doubled: "${{ steps.a.outputs.n * 2 }}", text: "n=${{ steps.a.outputs.n }}" }
+  - id: c
+    needs: [b]
+    run: echo ${{ steps.b.outputs.doubled }}
+"#,
+    );
+    h.succeed_with("a", outputs(json!({ "n": 21 })));
+    h.succeed("c");
+    assert_eq!(h.status(), "succeeded");
+    assert!(h.finished);
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start a#1
+        [      0ms] succeeded a#1 {"n":21}
+        [      0ms] start b#1
+        [      0ms] succeeded b#1 {"doubled":42,"text":"n=21"}
+        [      0ms] start c#1
+        [      0ms] succeeded c#1
+        [      0ms] finished succeeded
+    "#]],
+    );
+}
+
+#[test]
+fn exponential_retry_uses_the_exact_delays() {
+    let mut h = Harness::new(
+        r#"
+name: retry
+steps:
+  - id: flaky
+    run: ./flaky.sh
+    retry: { max_attempts: 5, backoff: exponential, delay: 1s, factor: 2, max_delay: 5s }
+"#,
+    );
+    for _ in 0..4 {
+        h.fail("flaky", ErrorClass::Failure);
+        h.advance(Duration::from_secs(10));
+    }
+    h.succeed("flaky");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start flaky#1
+        [      0ms] failed flaky#1 failure
+        [      0ms] retry flaky#2 in 1000ms
+        [   1000ms] start flaky#2
+        [  10000ms] failed flaky#2 failure
+        [  10000ms] retry flaky#3 in 2000ms
+        [  12000ms] start flaky#3
+        [  20000ms] failed flaky#3 failure
+        [  20000ms] retry flaky#4 in 4000ms
+        [  24000ms] start flaky#4
+        [  30000ms] failed flaky#4 failure
+        [  30000ms] retry flaky#5 in 5000ms
+        [  35000ms] start flaky#5
+        [  40000ms] succeeded flaky#5
+        [  40000ms] finished succeeded
+    "#]],
+    );
+}
+
+#[test]
+fn linear_and_fixed_retries_and_exhaustion() {
+    let mut h = Harness::new(
+        r#"
+name: retry
+steps:
+  - id: lin
+    run: "false"
+    retry: { max_attempts: 3, backoff: linear, delay: 2s }
+  - id: fix
+    run: "false"
+    retry: { max_attempts: 2, backoff: fixed, delay: 500ms }
+"#,
+    );
+    h.fail("lin", ErrorClass::Failure);
+    h.fail("fix", ErrorClass::Timeout);
+    h.advance(Duration::from_millis(500));
+    h.fail("fix", ErrorClass::Failure);
+    assert_eq!(h.step_status("fix"), "failed");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start lin#1
+        [      0ms] start fix#1
+        [      0ms] failed lin#1 failure
+        [      0ms] retry lin#2 in 2000ms
+        [      0ms] failed fix#1 timeout
+        [      0ms] retry fix#2 in 500ms
+        [    500ms] start fix#2
+        [    500ms] failed fix#2 failure (terminal)
+        [    500ms] stopping (Failed, rollback: false)
+        [    500ms] skipped lin: the execution stopped after a failure
+        [    500ms] finished failed: step `fix` failed: fix broke
+    "#]],
+    );
+}
+
+#[test]
+fn retry_on_limits_the_classes_and_fatal_errors_are_never_retried() {
+    let mut h = Harness::new(
+        r#"
+name: retry
+on_failure: continue
+steps:
+  - id: only_timeouts
+    run: "false"
+    retry: { max_attempts: 3, on: [timeout] }
+  - id: fatal
+    run: "false"
+    retry: { max_attempts: 3 }
+"#,
+    );
+    h.fail("only_timeouts", ErrorClass::Failure);
+    h.fail("fatal", ErrorClass::Fatal);
+    assert_eq!(h.step_status("only_timeouts"), "failed");
+    assert_eq!(h.step_status("fatal"), "failed");
+    assert_eq!(h.status(), "failed");
+}
+
+#[test]
+fn retry_after_lengthens_the_delay_and_budget_stops_retries() {
+    let mut h = Harness::new(
+        r#"
+name: retry
+steps:
+  - id: api
+    http: { url: "http://127.0.0.1:1/x" }
+    retry: { max_attempts: 10, delay: 1s, budget: 10s }
+"#,
+    );
+    h.fail_after("api", ErrorClass::Failure, Some(Duration::from_secs(7)));
+    h.advance(Duration::from_secs(7));
+    // 7s spent; another 7s pause would start the third attempt past the 10s budget.
+    h.fail_after("api", ErrorClass::Failure, Some(Duration::from_secs(7)));
+    assert_eq!(h.step_status("api"), "failed");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start api#1
+        [      0ms] failed api#1 failure
+        [      0ms] retry api#2 in 7000ms
+        [   7000ms] start api#2
+        [   7000ms] failed api#2 failure (terminal)
+        [   7000ms] stopping (Failed, rollback: false)
+        [   7000ms] finished failed: step `api` failed: api broke
+    "#]],
+    );
+}
+
+#[test]
+fn jitter_is_seeded_and_within_range() {
+    let yaml = r#"
+name: jitter
+steps:
+  - id: s
+    run: "false"
+    retry: { max_attempts: 4, backoff: exponential, delay: 1s, jitter: full }
+"#;
+    let delays = |mut h: Harness| {
+        for _ in 0..3 {
+            h.fail("s", ErrorClass::Failure);
+            h.advance(Duration::from_secs(60));
+        }
+        h.journal
+            .iter()
+            .filter_map(|e| match &e.kind {
+                wayline_core::EventKind::RetryScheduled { delay_ms, .. } => Some(*delay_ms),
+                _ => None,
+            })
+            .collect::<Vec<u64>>()
+    };
+    let first = delays(Harness::new(yaml));
+    let second = delays(Harness::new(yaml));
+    assert_eq!(first, second, "same execution id, step and attempt give the same delays");
+    for (n, delay) in first.iter().enumerate() {
+        assert!(*delay <= 1000 << n, "{delay} exceeds the cap of retry {}", n + 1);
+    }
+    assert!(
+        first.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+        "jitter varies: {first:?}"
+    );
+}
+
+#[test]
+fn branches_select_one_side_and_skips_propagate() {
+    let mut h = Harness::new(
+        r#"
+name: branch
+steps:
+  - id: test
+    run: ./test.sh
+  - id: ok
+    needs: [test]
+    condition: ${{ steps.test.outputs.coverage >= 80 }}
+    then: [deploy]
+    else: [report]
+  - id: deploy
+    run: ./deploy.sh
+  - id: announce
+    needs: [deploy]
+    run: ./announce.sh
+  - id: report
+    run: ./report.sh
+  - id: always_runs
+    needs: [announce, report]
+    if: ${{ always() }}
+    run: ./cleanup.sh
+"#,
+    );
+    h.succeed_with("test", outputs(json!({ "coverage": 60 })));
+    h.succeed("report");
+    h.succeed("always_runs");
+    assert_eq!(h.step_status("deploy"), "skipped");
+    assert_eq!(h.step_status("announce"), "skipped");
+    assert_eq!(h.status(), "succeeded");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start test#1
+        [      0ms] succeeded test#1 {"coverage":60}
+        [      0ms] start ok#1
+        [      0ms] succeeded ok#1 {"result":false}
+        [      0ms] skipped deploy: branch `then` of `ok` was not taken
+        [      0ms] skipped announce: needs did not succeed: `deploy` skipped
+        [      0ms] start report#1
+        [      0ms] succeeded report#1
+        [      0ms] start always_runs#1
+        [      0ms] succeeded always_runs#1
+        [      0ms] finished succeeded
+    "#]],
+    );
+}
+
+#[test]
+fn if_expressions_see_inputs_and_step_status() {
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("deploy".into(), json!(false));
+    let mut h = Harness::with_inputs(
+        r#"
+name: ifs
+inputs:
+  deploy: { type: boolean, default: true }
+steps:
+  - id: build
+    run: make
+  - id: ship
+    needs: [build]
+    if: ${{ inputs.deploy && success() }}
+    run: ./ship.sh
+  - id: on_fail
+    needs: [build]
+    if: ${{ failure() }}
+    run: ./alert.sh
+  - id: status_check
+    needs: [build]
+    if: ${{ steps.build.status == 'succeeded' }}
+    run: "true"
+"#,
+        inputs,
+    );
+    h.succeed("build");
+    h.succeed("status_check");
+    assert_eq!(h.step_status("ship"), "skipped");
+    assert_eq!(h.step_status("on_fail"), "skipped");
+    assert_eq!(h.status(), "succeeded");
+}
+
+#[test]
+fn group_and_workflow_caps_are_never_exceeded() {
+    let mut yaml =
+        String::from("name: caps\nmax_parallel: 3\ngroups:\n  g: { max_parallel: 2 }\nsteps:\n");
+    for i in 0..6 {
+        yaml.push_str(&format!("  - id: g{i}\n    group: g\n    run: 'true'\n"));
+    }
+    for i in 0..4 {
+        yaml.push_str(&format!("  - id: f{i}\n    run: 'true'\n"));
+    }
+    let mut h = Harness::new(&yaml);
+    let g = |h: &Harness| h.running.iter().filter(|(s, _, _)| s.starts_with('g')).count();
+    assert_eq!(h.running.len(), 3);
+    assert_eq!(g(&h), 2);
+    assert!(
+        h.execution.waiting(h.index("g2")).unwrap().contains("group `g` is full (2/2 running)")
+    );
+    while let Some((step, _, _)) = h.running.iter().next().cloned() {
+        h.succeed(&step);
+        assert!(h.running.len() <= 3);
+        assert!(g(&h) <= 2);
+    }
+    assert_eq!(h.peak, 3);
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn fail_fast_cancels_running_steps_and_runs_cleanup() {
+    let mut h = Harness::new(
+        r#"
+name: ff
+steps:
+  - id: a
+    run: "false"
+  - id: b
+    run: sleep 100
+  - id: after_b
+    needs: [b]
+    run: "true"
+  - id: cleanup
+    needs: [a, b]
+    if: ${{ always() }}
+    run: ./cleanup.sh
+"#,
+    );
+    h.fail("a", ErrorClass::Failure);
+    assert_eq!(h.cancels, [("b".to_owned(), 1)]);
+    assert_eq!(h.status(), "running");
+    h.cancelled("b");
+    h.succeed("cleanup");
+    assert_eq!(h.step_status("b"), "cancelled");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start a#1
+        [      0ms] start b#1
+        [      0ms] failed a#1 failure (terminal)
+        [      0ms] stopping (Failed, rollback: false)
+        [      0ms] skipped after_b: the execution stopped after a failure
+        [      0ms] cancelled b#1
+        [      0ms] start cleanup#1
+        [      0ms] succeeded cleanup#1
+        [      0ms] finished failed: step `a` failed: a broke
+    "#]],
+    );
+}
+
+#[test]
+fn continue_runs_independent_branches_and_allow_failure_keeps_success() {
+    let yaml = |allow: bool| {
+        format!(
+            r#"
+name: cont
+on_failure: continue
+steps:
+  - id: optional
+    run: "false"
+    allow_failure: {allow}
+  - id: after_optional
+    needs: [optional]
+    run: "true"
+  - id: independent
+    run: "true"
+"#
+        )
+    };
+    let mut h = Harness::new(&yaml(true));
+    h.fail("optional", ErrorClass::Failure);
+    h.succeed("independent");
+    assert_eq!(h.step_status("after_optional"), "skipped");
+    assert_eq!(h.status(), "succeeded");
+
+    let mut h = Harness::new(&yaml(false));
+    h.fail("optional", ErrorClass::Failure);
+    h.succeed("independent");
+    assert_eq!(h.status(), "failed");
+    h.assert_replay_matches();
+}
+
+const DIAMOND: &str = r#"
+name: diamond
+on_failure: rollback
+steps:
+  - id: base
+    run: ./base.sh
+    compensate: { run: ./undo-base.sh }
+  - id: left
+    needs: [base]
+    run: ./left.sh
+    compensate: { run: ./undo-left.sh }
+  - id: right
+    needs: [base]
+    run: ./right.sh
+    compensate: { run: ./undo-right.sh, retry: { max_attempts: 2, delay: 1s } }
+  - id: middle
+    needs: [base]
+    run: ./middle.sh
+  - id: top
+    needs: [left, right, middle]
+    run: ./top.sh
+"#;
+
+#[test]
+fn rollback_compensates_in_reverse_dependency_order_with_parallel_branches() {
+    let mut h = Harness::new(DIAMOND);
+    h.succeed("base");
+    h.succeed("left");
+    h.succeed("right");
+    h.succeed("middle");
+    h.fail("top", ErrorClass::Failure);
+    // left and right compensate in parallel; base waits for both.
+    let compensating: Vec<&str> = h.running.iter().filter(|r| r.2).map(|r| r.0.as_str()).collect();
+    assert_eq!(compensating, ["left", "right"]);
+    assert_eq!(h.step_status("left"), "compensating");
+    h.compensated("left", true);
+    h.compensated("right", false);
+    assert!(h.running.is_empty(), "base waits for right's retry");
+    h.advance(S);
+    h.compensated("right", true);
+    h.compensated("base", true);
+    assert_eq!(h.status(), "rolled_back");
+    assert_eq!(h.step_status("base"), "compensated");
+    assert_eq!(h.step_status("middle"), "succeeded");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start base#1
+        [      0ms] succeeded base#1
+        [      0ms] start left#1
+        [      0ms] start right#1
+        [      0ms] start middle#1
+        [      0ms] succeeded left#1
+        [      0ms] succeeded right#1
+        [      0ms] succeeded middle#1
+        [      0ms] start top#1
+        [      0ms] failed top#1 failure (terminal)
+        [      0ms] stopping (Failed, rollback: true)
+        [      0ms] rollback started
+        [      0ms] compensate right#1
+        [      0ms] compensate left#1
+        [      0ms] compensated left#1
+        [      0ms] compensation failed right#1 failure
+        [      0ms] retry right#2 in 1000ms
+        [   1000ms] compensate right#2
+        [   1000ms] compensated right#2
+        [   1000ms] compensate base#1
+        [   1000ms] compensated base#1
+        [   1000ms] finished rolled_back: step `top` failed: top broke
+    "#]],
+    );
+}
+
+#[test]
+fn a_failed_compensation_fails_the_rollback() {
+    let mut h = Harness::new(DIAMOND);
+    h.succeed("base");
+    h.fail("left", ErrorClass::Failure);
+    h.cancelled("right");
+    h.cancelled("middle");
+    h.compensated("base", false);
+    assert_eq!(h.status(), "failed");
+    let error = h.execution.outcome().unwrap().1.clone().unwrap();
+    assert!(
+        error.message.contains("rollback_failed: compensation of base failed"),
+        "{}",
+        error.message
+    );
+    h.assert_replay_matches();
+}
+
+const ESCALATE: &str = r#"
+name: esc
+on_failure: escalate
+escalation:
+  timeout: 1h
+  then: skip
+steps:
+  - id: migrate
+    run: ./migrate.sh
+    compensate: { run: ./unmigrate.sh }
+  - id: risky
+    needs: [migrate]
+    run: ./risky.sh
+  - id: other
+    needs: [migrate]
+    run: sleep 5
+  - id: after
+    needs: [risky]
+    run: "true"
+"#;
+
+#[test]
+fn escalation_waits_for_a_decision_then_retries() {
+    let mut h = Harness::new(ESCALATE);
+    h.succeed("migrate");
+    h.fail("risky", ErrorClass::Failure);
+    assert_eq!(h.status(), "escalated");
+    assert_eq!(h.notified, ["risky"]);
+    assert!(h.execution.waiting(h.index("after")).unwrap().contains("waiting for risky"));
+    assert_eq!(
+        h.decide("after", Decision::Skip),
+        Err("step `after` is not escalated (it is pending); only escalated steps take a decision"
+            .into())
+    );
+    h.succeed("other"); // running steps finish while escalated
+    h.decide("risky", Decision::Retry).unwrap();
+    assert_eq!(h.status(), "running");
+    h.succeed("risky");
+    h.succeed("after");
+    assert_eq!(h.status(), "succeeded");
+    assert_eq!(h.execution.steps()[h.index("risky")].attempts, 2);
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start migrate#1
+        [      0ms] succeeded migrate#1
+        [      0ms] start risky#1
+        [      0ms] start other#1
+        [      0ms] failed risky#1 failure (terminal)
+        [      0ms] escalated risky
+        [      0ms] succeeded other#1
+        [      0ms] decided risky: retry by ops
+        [      0ms] start risky#2
+        [      0ms] succeeded risky#2
+        [      0ms] start after#1
+        [      0ms] succeeded after#1
+        [      0ms] finished succeeded
+    "#]],
+    );
+}
+
+#[test]
+fn escalation_decisions_skip_fail_and_rollback() {
+    let mut h = Harness::new(ESCALATE);
+    h.succeed("migrate");
+    h.fail("risky", ErrorClass::Failure);
+    h.succeed("other");
+    h.control(Control::Decide {
+        step: "risky".into(),
+        decision: Decision::Skip,
+        outputs: crate::harness::outputs(json!({ "rows": 3 })),
+        actor: actor("ops"),
+    })
+    .unwrap();
+    assert_eq!(h.step_status("risky"), "succeeded");
+    h.succeed("after");
+    assert_eq!(h.status(), "succeeded");
+
+    let mut h = Harness::new(ESCALATE);
+    h.succeed("migrate");
+    h.fail("risky", ErrorClass::Failure);
+    h.decide("risky", Decision::Fail).unwrap();
+    assert_eq!(h.cancels, [("other".to_owned(), 1)]);
+    h.cancelled("other");
+    assert_eq!(h.status(), "failed");
+
+    let mut h = Harness::new(ESCALATE);
+    h.succeed("migrate");
+    h.fail("risky", ErrorClass::Failure);
+    h.succeed("other");
+    h.decide("risky", Decision::Rollback).unwrap();
+    h.compensated("migrate", true);
+    assert_eq!(h.status(), "rolled_back");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start migrate#1
+        [      0ms] succeeded migrate#1
+        [      0ms] start risky#1
+        [      0ms] start other#1
+        [      0ms] failed risky#1 failure (terminal)
+        [      0ms] escalated risky
+        [      0ms] succeeded other#1
+        [      0ms] decided risky: rollback by ops
+        [      0ms] stopping (Failed, rollback: true)
+        [      0ms] skipped after: the execution stopped after a failure
+        [      0ms] rollback started
+        [      0ms] compensate migrate#1
+        [      0ms] compensated migrate#1
+        [      0ms] finished rolled_back: step `risky` failed and ops decided to rollback
+    "#]],
+    );
+}
+
+#[test]
+fn escalation_timeout_applies_then() {
+    let mut h = Harness::new(ESCALATE);
+    h.succeed("migrate");
+    h.fail("risky", ErrorClass::Failure);
+    h.succeed("other");
+    h.advance(Duration::from_secs(3599));
+    assert_eq!(h.status(), "escalated");
+    h.advance(S);
+    assert_eq!(h.step_status("risky"), "skipped");
+    assert_eq!(h.step_status("after"), "skipped");
+    assert_eq!(h.status(), "succeeded");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start migrate#1
+        [      0ms] succeeded migrate#1
+        [      0ms] start risky#1
+        [      0ms] start other#1
+        [      0ms] failed risky#1 failure (terminal)
+        [      0ms] escalated risky
+        [      0ms] succeeded other#1
+        [3600000ms] decided risky: skip by escalation timeout
+        [3600000ms] skipped after: needs did not succeed: `risky` skipped
+        [3600000ms] finished succeeded
+    "#]],
+    );
+}
+
+const TWO_STAGES: &str = r#"
+name: stages
+steps:
+  - id: one
+    run: ./one.sh
+  - id: pause_point
+    needs: [one]
+    wait: 10s
+  - id: two
+    needs: [pause_point]
+    run: ./two.sh
+"#;
+
+#[test]
+fn pause_drains_and_resume_continues() {
+    let mut h = Harness::new(TWO_STAGES);
+    h.control(Control::Pause { actor: actor("alice"), until: None }).unwrap();
+    assert_eq!(h.status(), "paused");
+    h.succeed("one"); // running steps finish
+    assert!(h.running.is_empty(), "nothing new starts while paused");
+    assert!(h.execution.waiting(h.index("pause_point")).unwrap().contains("paused by alice"));
+    h.control(Control::Resume { actor: actor("alice") }).unwrap();
+    h.control(Control::Pause { actor: actor("bob"), until: None }).unwrap();
+    h.advance(Duration::from_secs(10)); // the wait keeps running while paused
+    assert_eq!(h.step_status("pause_point"), "succeeded");
+    assert!(h.running.is_empty());
+    assert_eq!(h.control(Control::Resume { actor: actor("bob") }), Ok(()));
+    assert_eq!(
+        h.control(Control::Resume { actor: actor("bob") }),
+        Err("execution ex1 is not paused (running)".into())
+    );
+    h.succeed("two");
+    check(
+        &h,
+        expect![[r#"
+        [      0ms] started
+        [      0ms] start one#1
+        [      0ms] paused by alice
+        [      0ms] succeeded one#1
+        [      0ms] resumed by alice
+        [      0ms] start pause_point#1 until +10000ms
+        [      0ms] paused by bob
+        [  10000ms] succeeded pause_point#1
+        [  10000ms] resumed by bob
+        [  10000ms] start two#1
+        [  10000ms] succeeded two#1
+        [  10000ms] finished succeeded
+    "#]],
+    );
+}
+
+#[test]
+fn pause_until_resumes_by_itself() {
+    let mut h = Harness::new(TWO_STAGES);
+    let until = h.now.after(Duration::from_secs(30));
+    h.control(Control::Pause { actor: actor("alice"), until: Some(until) }).unwrap();
+    h.succeed("one");
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.status(), "paused");
+    h.advance(S);
+    assert_eq!(h.status(), "running");
+    assert_eq!(h.step_status("pause_point"), "running");
+}
+
+#[test]
+fn cancel_at_every_stage() {
+    // Before anything finished.
+    let mut h = Harness::new(TWO_STAGES);
+    h.control(Control::Cancel { actor: actor("alice"), rollback: false }).unwrap();
+    h.cancelled("one");
+    assert_eq!(h.status(), "cancelled");
+    assert_eq!(h.step_status("two"), "cancelled");
+
+    // During a wait: the wait ends at once.
+    let mut h = Harness::new(TWO_STAGES);
+    h.succeed("one");
+    h.control(Control::Cancel { actor: actor("alice"), rollback: false }).unwrap();
+    assert_eq!(h.status(), "cancelled");
+    assert_eq!(h.step_status("pause_point"), "cancelled");
+
+    // While paused.
+    let mut h = Harness::new(TWO_STAGES);
+    h.control(Control::Pause { actor: actor("alice"), until: None }).unwrap();
+    h.succeed("one");
+    h.control(Control::Cancel { actor: actor("bob"), rollback: false }).unwrap();
+    assert_eq!(h.status(), "cancelled");
+
+    // During a retry pause.
+    let mut h = Harness::new(
+        "name: r\nsteps:\n  - id: s\n    run: 'false'\n    retry: { max_attempts: 3 }\n",
+    );
+    h.fail("s", ErrorClass::Failure);
+    h.control(Control::Cancel { actor: actor("alice"), rollback: false }).unwrap();
+    assert_eq!(h.status(), "cancelled");
+    assert_eq!(h.step_status("s"), "cancelled");
+    h.advance(Duration::from_secs(5));
+    assert!(h.running.is_empty(), "a stale retry timer starts nothing");
+
+    // After the end.
+    assert_eq!(
+        h.control(Control::Cancel { actor: actor("alice"), rollback: false }),
+        Err("execution ex1 already finished (cancelled)".into())
+    );
+    h.assert_replay_matches();
+}
+
+#[test]
+fn cancel_with_rollback_compensates() {
+    let mut h = Harness::new(DIAMOND);
+    h.succeed("base");
+    h.succeed("left");
+    h.control(Control::Cancel { actor: actor("alice"), rollback: true }).unwrap();
+    h.cancelled("right");
+    h.succeed("middle"); // finished before the cancel reached it
+    h.compensated("left", true);
+    h.compensated("base", true);
+    assert_eq!(h.status(), "cancelled");
+    assert_eq!(h.step_status("left"), "compensated");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn execution_timeout_fails_with_reason_timeout() {
+    let mut h = Harness::new(
+        "name: t\ntimeout: 1m\non_failure: rollback\nsteps:\n  - id: a\n    run: x\n    compensate: { run: undo }\n  - id: b\n    needs: [a]\n    run: sleep 1000\n",
+    );
+    h.succeed("a");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.cancels, [("b".to_owned(), 1)]);
+    h.cancelled("b");
+    h.compensated("a", true);
+    assert_eq!(h.status(), "failed");
+    let error = h.execution.outcome().unwrap().1.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Timeout);
+    assert_eq!(error.message, "the execution ran past its timeout of 1m");
+}
+
+#[test]
+fn step_timeouts_are_retried_as_class_timeout() {
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    run: sleep 10\n    timeout: 1s\n    retry: { max_attempts: 2, on: [timeout] }\n",
+    );
+    h.fail("a", ErrorClass::Timeout);
+    h.advance(S);
+    h.succeed("a");
+    assert_eq!(h.status(), "succeeded");
+}
+
+#[test]
+fn recovery_marks_in_flight_attempts_lost_and_retries_them() {
+    let h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    run: x\n    retry: { max_attempts: 2, delay: 1s }\n  - id: w\n    wait: 1m\n",
+    );
+    // The owner dies; a new one folds the journal.
+    let workflow = std::sync::Arc::clone(h.execution.workflow());
+    let mut replayed =
+        wayline_core::Execution::replay("ex1".into(), workflow, Default::default(), &h.journal)
+            .unwrap();
+    let now = h.now.after(Duration::from_secs(5));
+    let step =
+        replayed.handle(wayline_core::Input::Recover { owner: "host:2".into() }, now).unwrap();
+    let kinds: Vec<String> = step
+        .events
+        .iter()
+        .map(|e| serde_json::to_value(&e.kind).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["recovered", "attempt_failed", "retry_scheduled"]);
+    assert!(
+        matches!(&step.events[1].kind, wayline_core::EventKind::AttemptFailed { error, .. } if error.class == ErrorClass::Lost)
+    );
+    // The wait was not lost: its timer is armed again at its original end.
+    let wait_end = h.journal.iter().find_map(|e| match &e.kind {
+        wayline_core::EventKind::AttemptStarted { until: Some(until), .. } => Some(*until),
+        _ => None,
+    });
+    assert!(step.effects.iter().any(|e| matches!(e, wayline_core::Effect::Timer { at, timer: wayline_core::execution::Timer::Wait { .. } } if Some(*at) == wait_end)));
+}
+
+#[test]
+fn expression_errors_fail_without_retry() {
+    let h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    set: { x: 1 }\n  - id: b\n    needs: [a]\n    set: { y: \"${{ steps.a.outputs.x / 0 }}\" }\n    retry: { max_attempts: 3 }\n",
+    );
+    assert_eq!(h.step_status("b"), "failed");
+    assert_eq!(h.status(), "failed");
+    let error = h.execution.steps()[h.index("b")].error.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Expression);
+    h.assert_replay_matches();
+    let _ = Time::default();
+}
