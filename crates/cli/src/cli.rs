@@ -100,6 +100,35 @@ enum Command {
     },
     /// Print the JSON Schema of the workflow format (for editors: validation and completion).
     Schema,
+    /// Run a workflow: execute its steps here, show live progress, end with the result.
+    ///
+    /// Exit code 0 when the execution succeeded, 1 when it ended otherwise (failed, cancelled,
+    /// rolled back), 2 for an invalid definition or input, 3 for an infrastructure error.
+    /// Ctrl-C cancels the execution cleanly (running steps are stopped); a second Ctrl-C stops
+    /// at once.
+    Run {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// An input value, `name=value` (repeatable). Values are converted to the declared type.
+        #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON file with an object of input values.
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// A file of secrets: `NAME=value` lines or a JSON object. Secrets also come from
+        /// `WAYLINE_SECRET_<NAME>` environment variables.
+        #[arg(long, value_name = "FILE")]
+        secrets_file: Option<PathBuf>,
+        /// Keep the execution in memory only (nothing is written to disk).
+        #[arg(long)]
+        ephemeral: bool,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Write every event as a CloudEvents JSON object, one per line.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +151,17 @@ impl Cli {
                 definition::plan(&file, &inputs, input_file.as_deref(), json)
             }
             Command::Graph { file, format } => definition::graph(&file, format),
+            Command::Run { file, inputs, input_file, secrets_file, ephemeral: _, json, events } => {
+                crate::run::run(crate::run::RunArgs {
+                    file,
+                    inputs,
+                    input_file,
+                    secrets_file,
+                    location: crate::backend::Location::Ephemeral,
+                    json,
+                    events,
+                })
+            }
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&wayline_spec::schema::schema())?);
                 Ok(Exit::Success)

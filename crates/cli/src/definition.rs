@@ -63,6 +63,7 @@ pub fn validate(files: &[std::path::PathBuf], format: Format) -> anyhow::Result<
             Err(error) => {
                 if format == Format::Text {
                     eprintln!("error: {error}");
+                    println!("{name}: invalid (cannot be read)");
                 }
                 all_valid = false;
                 reports.push(json!({ "file": name, "valid": false, "error": error.to_string(), "diagnostics": [] }));
@@ -111,11 +112,15 @@ pub fn resolve_inputs(
     let mut given = Vec::new();
     if let Some(path) = file {
         let text = read(path)?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
-            invalid(format!("{}: not a JSON object of inputs: {error}", path.display()))
+        // JSON is YAML, so one parser reads both.
+        let node = wayline_spec::yaml::parse(&text).map_err(|d| {
+            invalid(format!("{}:{}:{}: {}", path.display(), d.span.line, d.span.column, d.message))
         })?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(invalid(format!("{}: expected a JSON object of inputs", path.display())));
+        let Some(serde_json::Value::Object(map)) = node.to_json() else {
+            return Err(invalid(format!(
+                "{}: expected a mapping of input names to values",
+                path.display()
+            )));
         };
         given.extend(map.into_iter().map(|(name, value)| (name, Given::Json(value))));
     }

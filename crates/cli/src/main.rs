@@ -2,8 +2,12 @@
 //! an exit code (0 success, 1 the execution ended otherwise, 2 invalid definition, input or
 //! usage, 3 infrastructure error). The only crate that uses `anyhow`.
 
+mod backend;
 mod cli;
 mod definition;
+mod progress;
+mod run;
+mod secrets;
 
 use std::process::ExitCode;
 
@@ -19,4 +23,15 @@ fn main() -> ExitCode {
             code.into()
         }
     }
+}
+
+/// Maps an engine error to the exit code it deserves.
+pub fn engine_error(error: wayline_runtime::Error) -> anyhow::Error {
+    use wayline_runtime::Error;
+    let exit = match &error {
+        Error::Invalid(_) => cli::Exit::Invalid,
+        Error::Rejected(_) => cli::Exit::Invalid,
+        Error::Store(_) | Error::Stopped => cli::Exit::Infrastructure,
+    };
+    anyhow::Error::new(cli::Failure { exit, message: error.to_string() })
 }

@@ -54,6 +54,7 @@ pub enum Code {
     InvalidValue,
     BadName,
     DuplicateId,
+    DuplicateKey,
     MissingBody,
     MultipleBodies,
     UnknownStep,
@@ -83,6 +84,7 @@ impl Code {
             Code::InvalidValue => "invalid-value",
             Code::BadName => "bad-name",
             Code::DuplicateId => "duplicate-id",
+            Code::DuplicateKey => "duplicate-key",
             Code::MissingBody => "missing-body",
             Code::MultipleBodies => "multiple-bodies",
             Code::UnknownStep => "unknown-step",
@@ -266,8 +268,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

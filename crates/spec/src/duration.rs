@@ -31,6 +31,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{text}` is not a duration; {hint}"));
         }
+        if rest[digits..].starts_with('.') {
+            return Err(fraction(text));
+        }
         let number: u64 =
             rest[..digits].parse().map_err(|_| format!("`{text}` is too large for a duration"))?;
         rest = &rest[digits..];
@@ -60,6 +63,40 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is longer than the maximum of 10 years"));
     }
     Ok(duration)
+}
+
+/// The message for `1.5h`: fractions are not part of the syntax, but the same duration can
+/// usually be spelt with smaller units, and the message says how.
+fn fraction(text: &str) -> String {
+    let unit_at = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let size = UNITS.iter().find(|(name, _)| *name == unit).map(|(_, size)| *size);
+    let spelt = match (number.parse::<f64>(), size) {
+        (Ok(value), Some(size)) if value.is_finite() && value >= 0.0 => {
+            let ms = value * size as f64;
+            (ms.fract() == 0.0 && ms < MAX.as_millis() as f64).then(|| spell(ms as u64))
+        }
+        _ => None,
+    };
+    match spelt {
+        Some(spelt) => format!("`{text}`: a duration has no fractions; write `{spelt}`"),
+        None => format!("`{text}`: a duration has no fractions; combine units like `1m30s`"),
+    }
+}
+
+/// Spells milliseconds in the syntax `parse` reads: `1h30m`, `1s500ms`.
+fn spell(mut ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
 }
 
 /// Formats a duration the way it would be written in a workflow file, with fractional seconds
@@ -127,6 +164,19 @@ mod tests {
         {
             assert!(parse(text).is_err(), "{text} should be rejected");
         }
+    }
+
+    #[test]
+    fn fractions_get_a_spelt_out_suggestion() {
+        assert_eq!(
+            parse("1.5h").unwrap_err(),
+            "`1.5h`: a duration has no fractions; write `1h30m`"
+        );
+        assert_eq!(
+            parse("2.25s").unwrap_err(),
+            "`2.25s`: a duration has no fractions; write `2s250ms`"
+        );
+        assert!(parse("1.0001ms").unwrap_err().contains("combine units"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
@@ -200,9 +201,11 @@ pub trait Scope {
 }
 
 thread_local! {
-    /// Building the standard environment costs ~10µs; each thread builds it once and
-    /// evaluations bind their variables in a cheap child scope.
+    /// Building the standard environment costs more than parsing a typical expression; each
+    /// thread builds it once. Evaluations bind their variables in a cheap child scope of
+    /// `ROOT`; parsing only needs the environment's macros, from `PARSE_ENV`.
     static ROOT: RefCell<Option<Context<'static, 'static>>> = const { RefCell::new(None) };
+    static PARSE_ENV: Env = environment();
 }
 
 fn environment() -> Env {
@@ -288,12 +291,13 @@ impl Expression {
             return Err(SyntaxError { message: "empty expression".into(), offset: 0, len: 1 });
         }
         check_nesting(source)?;
-        let parser = environment().parser().max_recursion_depth(MAX_EXPRESSION_DEPTH);
+        let parser = PARSE_ENV.with(|env| env.parser().max_recursion_depth(MAX_EXPRESSION_DEPTH));
         let (mut ast, info) = match parser.parse_with_source_info(source) {
             Ok(parsed) => parsed,
             Err(errors) => return Err(syntax_error(source, errors)),
         };
-        let mut walker = Walker { info: &info, scopes: Vec::new(), out: Collected::default() };
+        let mut walker =
+            Walker { source, info: &info, scopes: Vec::new(), out: Collected::default() };
         walker.walk(&mut ast);
         let Collected { references, status_fns, unknown } = walker.out;
         Ok(Expression {
@@ -347,12 +351,11 @@ impl Expression {
             match reference.root {
                 Root::Steps => {
                     // A bare `steps` has no path; validation rejects it, evaluation binds nothing.
-                    if let Some(id) = reference.path.first() {
-                        if !steps.contains_key(id) {
-                            if let Some(step) = scope.step(id) {
-                                steps.insert(id.clone(), step);
-                            }
-                        }
+                    if let Some(id) = reference.path.first()
+                        && !steps.contains_key(id)
+                        && let Some(step) = scope.step(id)
+                    {
+                        steps.insert(id.clone(), step);
                     }
                 }
                 Root::Secrets => {
@@ -411,10 +414,29 @@ impl Expression {
 }
 
 fn add(context: &mut Context<'_, '_>, name: &str, value: Value) -> Result<(), EvalError> {
-    let value = cel::to_value(value)
-        .map_err(|error| EvalError { message: format!("cannot bind `{name}`: {error}") })?;
-    context.add_variable_from_value(name, value);
+    context.add_variable_from_value(name, to_cel(&value));
     Ok(())
+}
+
+/// JSON to CEL. Integers become CEL `int` whenever they fit, so `outputs.n * 2` works whether
+/// the number came from a JSON parser (unsigned) or a literal (signed).
+fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let map: std::collections::HashMap<String, cel::Value> =
+                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            map.into()
+        }
+    }
 }
 
 /// Rejects nesting deeper than the cap before the parser recurses into it.
@@ -487,6 +509,7 @@ struct Collected {
 }
 
 struct Walker<'a> {
+    source: &'a str,
     info: &'a cel::common::ast::SourceInfo,
     /// Comprehension variables in scope (`x` in `list.all(x, x > 0)`).
     scopes: Vec<String>,
@@ -494,29 +517,108 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// The byte range of the token a node was made from. The parser records byte offsets of
+    /// the first and the last character (inclusive).
+    fn bytes(&self, id: u64) -> Option<(usize, usize)> {
+        let (start, stop) = self.info.offset_for(id)?;
+        let (start, stop) = (start as usize, stop as usize);
+        if !self.source.is_char_boundary(start) || !self.source.is_char_boundary(stop) {
+            return None;
+        }
+        let end = stop + self.source[stop..].chars().next().map_or(0, char::len_utf8);
+        Some((start, end.max(start)))
+    }
+
+    /// Character offset and length of a node's token.
     fn span(&self, id: u64) -> (usize, usize) {
-        match self.info.offset_for(id) {
-            Some((start, stop)) => (start as usize, (stop.saturating_sub(start) as usize).max(1)),
+        match self.bytes(id) {
+            Some((start, end)) => {
+                (self.chars(start), self.source[start..end].chars().count().max(1))
+            }
             None => (0, 1),
         }
     }
 
+    fn chars(&self, byte: usize) -> usize {
+        self.source[..byte].chars().count()
+    }
+
+    /// Character offset and length of a call's function name. The parser places a call at its
+    /// `(`; the name is written just before it.
+    fn call_span(&self, id: u64, name: &str) -> (usize, usize) {
+        let name = name.trim_start_matches('.');
+        if let Some((paren, _)) = self.bytes(id) {
+            let before = self.source[..paren].trim_end();
+            if let Some(start) = before.strip_suffix(name).map(str::len) {
+                return (self.chars(start), name.chars().count().max(1));
+            }
+        }
+        self.span(id)
+    }
+
+    /// The end (in bytes) of a reference chain starting at `start`: the root name followed by
+    /// `segments` selections, each `.name` or `["name"]`.
+    fn chain_end(&self, start: usize, segments: usize) -> usize {
+        let text = self.source.as_bytes();
+        let ident = |mut at: usize| {
+            while at < text.len() && (text[at].is_ascii_alphanumeric() || text[at] == b'_') {
+                at += 1;
+            }
+            at
+        };
+        let space = |mut at: usize| {
+            while at < text.len() && text[at].is_ascii_whitespace() {
+                at += 1;
+            }
+            at
+        };
+        let mut end = ident(start);
+        for _ in 0..segments {
+            let at = space(end);
+            match text.get(at) {
+                Some(b'.') => {
+                    let name = space(at + 1);
+                    let after = ident(name);
+                    if after == name {
+                        break;
+                    }
+                    end = after;
+                }
+                Some(b'[') => {
+                    let open = space(at + 1);
+                    let Some(&quote @ (b'\'' | b'"')) = text.get(open) else { break };
+                    let mut i = open + 1;
+                    while i < text.len() && text[i] != quote {
+                        i += if text[i] == b'\\' { 2 } else { 1 };
+                    }
+                    let close = space(i + 1);
+                    if text.get(close) != Some(&b']') {
+                        break;
+                    }
+                    end = close + 1;
+                }
+                _ => break,
+            }
+        }
+        end.min(text.len())
+    }
+
     fn walk(&mut self, node: &mut IdedExpr) {
         if let Some((root, path, root_id)) = self.chain(node) {
-            self.reference(root, path, root_id, node.id);
+            self.reference(root, path, root_id);
             return;
         }
         match &mut node.expr {
             Expr::Call(call) => {
-                if call.target.is_none() && call.args.is_empty() {
-                    if let Some(function) =
+                if call.target.is_none()
+                    && call.args.is_empty()
+                    && let Some(function) =
                         StatusFn::ALL.into_iter().find(|f| f.name() == call.func_name)
-                    {
-                        let (offset, _) = self.span(node.id);
-                        self.out.status_fns.push((function, offset));
-                        node.expr = Expr::Ident(function.binding().to_owned());
-                        return;
-                    }
+                {
+                    let (offset, _) = self.call_span(node.id, function.name());
+                    self.out.status_fns.push((function, offset));
+                    node.expr = Expr::Ident(function.binding().to_owned());
+                    return;
                 }
                 self.check_function(call, node.id);
                 if let Some(target) = &mut call.target {
@@ -578,7 +680,7 @@ impl Walker<'_> {
             || name.starts_with('!')
             || name.starts_with('-');
         if !operator && !FUNCTIONS.contains(&name) && name != "strings.quote" {
-            let (offset, len) = self.span(id);
+            let (offset, len) = self.call_span(id, name);
             self.out.unknown.push(Unknown { name: name.to_owned(), function: true, offset, len });
         }
     }
@@ -616,15 +718,39 @@ impl Walker<'_> {
         }
     }
 
-    fn reference(&mut self, root: Root, path: Vec<String>, root_id: u64, top_id: u64) {
-        let (offset, _) = self.span(root_id);
-        let end = self.info.offset_for(top_id).map(|(_, stop)| stop as usize).unwrap_or(offset + 1);
-        let len = end.saturating_sub(offset).max(root.name().len());
+    fn reference(&mut self, root: Root, path: Vec<String>, root_id: u64) {
+        let (offset, len) = match self.bytes(root_id) {
+            Some((start, _)) => {
+                let end = self.chain_end(start, path.len());
+                (self.chars(start), self.source[start..end].chars().count())
+            }
+            None => (0, 1),
+        };
+        let len = len.max(root.name().len());
         self.out.references.push(Reference { root, path, offset, len });
     }
 }
 
 // ----- templates -----
+
+/// Expressions already parsed while loading one file, by source text: workflows repeat
+/// expressions (`${{ inputs.version }}` in many steps), and parsing is the costly part of
+/// loading. An [`Expression`] shares its syntax tree, so a hit is a cheap clone.
+#[derive(Debug, Default)]
+pub(crate) struct ExpressionCache {
+    parsed: HashMap<Box<str>, Expression>,
+}
+
+impl ExpressionCache {
+    pub(crate) fn parse(&mut self, source: &str) -> Result<Expression, SyntaxError> {
+        if let Some(expression) = self.parsed.get(source) {
+            return Ok(expression.clone());
+        }
+        let expression = Expression::parse(source)?;
+        self.parsed.insert(source.into(), expression.clone());
+        Ok(expression)
+    }
+}
 
 /// A string that may hold `${{ }}` expressions.
 #[derive(Debug, Clone, PartialEq)]
@@ -653,6 +779,21 @@ impl Template {
     /// assert!(Template::parse("plain").unwrap().as_literal().is_some());
     /// ```
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_with(text, &mut Expression::parse)
+    }
+
+    /// Like [`Template::parse`], reusing the expressions `cache` already parsed.
+    pub(crate) fn parse_cached(
+        text: &str,
+        cache: &mut ExpressionCache,
+    ) -> Result<Template, TemplateError> {
+        Template::parse_with(text, &mut |source| cache.parse(source))
+    }
+
+    fn parse_with(
+        text: &str,
+        parse: &mut dyn FnMut(&str) -> Result<Expression, SyntaxError>,
+    ) -> Result<Template, TemplateError> {
         if text.len() > MAX_TEMPLATE_LEN {
             return Err(SyntaxError {
                 message: format!(
@@ -682,7 +823,7 @@ impl Template {
             let source = &inner[..end];
             let leading = source.len() - source.trim_start().len();
             let expression_offset = open_chars + 3 + source[..leading].chars().count();
-            let expression = Expression::parse(source.trim()).map_err(|error| SyntaxError {
+            let expression = parse(source.trim()).map_err(|error| SyntaxError {
                 offset: expression_offset + error.offset,
                 ..error
             })?;
@@ -747,6 +888,74 @@ impl Template {
                 Part::Text(text) => out.push_str(text),
                 Part::Expr(expression, _) => {
                     out.push_str(&quote(&to_text(&expression.evaluate(scope)?)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders a shell command so that every substituted value is exactly one literal word,
+    /// whatever it contains: unquoted substitutions are single-quoted, substitutions inside
+    /// `"…"` have `"`, `\`, `$` and `` ` `` escaped, and substitutions inside `'…'` have their
+    /// `'` closed, escaped and reopened. The quoting context is tracked through the literal
+    /// text of the template, the way a POSIX shell reads it.
+    ///
+    /// ```
+    /// use wayline_spec::expr::{Scope, Template};
+    /// # use std::borrow::Cow; use serde_json::{json, Value};
+    /// # struct S; impl Scope for S {
+    /// #   fn inputs(&self) -> Cow<'_, Value> { Cow::Owned(json!({"x": "a\"$(id)'b"})) }
+    /// #   fn step(&self, _: &str) -> Option<Value> { None }
+    /// #   fn env(&self) -> Cow<'_, Value> { Cow::Owned(json!({})) }
+    /// #   fn secret(&self, _: &str) -> Option<String> { None }
+    /// #   fn execution(&self) -> Value { json!({}) }
+    /// #   fn workflow_name(&self) -> &str { "w" } }
+    /// let t = |text: &str| Template::parse(text).unwrap().render_shell(&S).unwrap();
+    /// assert_eq!(t("echo ${{ inputs.x }}"), r#"echo 'a"$(id)'\''b'"#);
+    /// assert_eq!(t(r#"echo "v=${{ inputs.x }}""#), r#"echo "v=a\"\$(id)'b""#);
+    /// assert_eq!(t("echo 'v=${{ inputs.x }}'"), r#"echo 'v=a"$(id)'\''b'"#);
+    /// ```
+    pub fn render_shell(&self, scope: &dyn Scope) -> Result<String, EvalError> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Quote {
+            None,
+            Single,
+            Double,
+        }
+        let mut out = String::new();
+        let mut quote = Quote::None;
+        let mut escaped = false;
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => {
+                    for c in text.chars() {
+                        match (quote, c) {
+                            _ if escaped => escaped = false,
+                            (Quote::None | Quote::Double, '\\') => escaped = true,
+                            (Quote::None, '\'') => quote = Quote::Single,
+                            (Quote::Single, '\'') => quote = Quote::None,
+                            (Quote::None, '"') => quote = Quote::Double,
+                            (Quote::Double, '"') => quote = Quote::None,
+                            _ => {}
+                        }
+                        out.push(c);
+                    }
+                }
+                Part::Expr(expression, _) => {
+                    let value = to_text(&expression.evaluate(scope)?);
+                    match quote {
+                        Quote::None => out.push_str(&shell_quote(&value)),
+                        Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
+                        Quote::Double => {
+                            for c in value.chars() {
+                                if matches!(c, '"' | '\\' | '$' | '`') {
+                                    out.push('\\');
+                                }
+                                out.push(c);
+                            }
+                        }
+                    }
+                    escaped = false;
                 }
             }
         }

@@ -310,8 +310,8 @@ mod tests {
                         stack.extend(&needs[node]);
                     }
                 }
-                for from in 0..needs.len() {
-                    prop_assert_eq!(reach.is_upstream(from, to), seen[from], "{} -> {}", from, to);
+                for (from, &upstream) in seen.iter().enumerate() {
+                    prop_assert_eq!(reach.is_upstream(from, to), upstream, "{} -> {}", from, to);
                 }
             }
         }

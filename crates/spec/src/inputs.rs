@@ -73,15 +73,12 @@ pub fn resolve(
             errors.push(format!("input `{name}` must be {}, got {value}", article(input.ty)));
             continue;
         }
-        if let Some(allowed) = &input.allowed {
-            if !allowed.contains(&value) {
-                let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-                errors.push(format!(
-                    "input `{name}` must be one of {}, got {value}",
-                    list.join(", ")
-                ));
-                continue;
-            }
+        if let Some(allowed) = &input.allowed
+            && !allowed.contains(&value)
+        {
+            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            errors.push(format!("input `{name}` must be one of {}, got {value}", list.join(", ")));
+            continue;
         }
         out.insert(name, value);
     }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Span, did_you_mean};
 use crate::duration;
-use crate::expr::{Expression, FUNCTIONS, Reference, Root, Template};
+use crate::expr::{Expression, ExpressionCache, FUNCTIONS, Reference, Root, Template};
 use crate::format::{self, Object};
 use crate::graph::{self, Reachability};
 use crate::model::*;
@@ -141,6 +141,7 @@ struct Lower {
     step_refs: Vec<StepRef>,
     /// (step, need) -> where the dependency was written, for cycle messages.
     need_spans: HashMap<(StepIndex, StepIndex), Span>,
+    expressions: ExpressionCache,
 }
 
 /// The fields of a mapping, checked against a table of the format.
@@ -193,22 +194,24 @@ impl Lower {
 
     fn workflow(&mut self, root: &Node) -> Option<Workflow> {
         let obj = self.object(root, &format::WORKFLOW)?;
-        if let Some(node) = obj.get("version") {
-            if let Some(version) = self.integer(node, 1) {
-                if version != format::VERSION {
-                    self.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            node.span,
-                            format!("format version {version} is not supported; this wayline reads version {}", format::VERSION),
-                        )
-                        .with_help("upgrade wayline, or write the workflow for version 1"),
-                    );
-                }
-            }
+        if let Some(node) = obj.get("version")
+            && let Some(version) = self.integer(node, "`version`", 1)
+            && version != format::VERSION
+        {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    node.span,
+                    format!(
+                        "format version {version} is not supported; this wayline reads version {}",
+                        format::VERSION
+                    ),
+                )
+                .with_help("upgrade wayline, or write the workflow for version 1"),
+            );
         }
         let name = obj.get("name").and_then(|node| self.id(node, "workflow name"));
-        let description = obj.get("description").and_then(|node| self.text(node));
+        let description = obj.get("description").and_then(|node| self.text(node, "`description`"));
         let inputs = obj.get("inputs").map(|node| self.inputs(node)).unwrap_or_default();
         let env = match obj.get("env") {
             Some(node) => {
@@ -219,10 +222,11 @@ impl Lower {
             None => Vec::new(),
         };
         let timeout = obj.get("timeout").and_then(|node| self.duration(node));
-        let max_parallel = obj.get("max_parallel").and_then(|node| self.count(node));
+        let max_parallel =
+            obj.get("max_parallel").and_then(|node| self.count(node, "`max_parallel`"));
         let on_failure = obj
             .get("on_failure")
-            .and_then(|node| self.strategy(node))
+            .and_then(|node| self.strategy(node, "`on_failure`"))
             .unwrap_or(Strategy::FailFast);
         let retry = match obj.get("retry") {
             Some(node) => self.retry(node, &Retry::default(), &RetrySpans::default()),
@@ -298,11 +302,15 @@ impl Lower {
             if let Value::Map(entries) = &item.value {
                 for (key, node) in entries {
                     match key.name.as_str() {
+                        // The same spellings `id()` accepts: `id: 1` is the step "1".
                         "id" => {
-                            if let Value::Str(id) = &node.value {
-                                outline.id = id.clone();
-                                outline.span = node.span;
-                            }
+                            let id = match &node.value {
+                                Value::Str(id) => id.clone(),
+                                Value::Int(id) => id.to_string(),
+                                _ => continue,
+                            };
+                            outline.id = id;
+                            outline.span = node.span;
                         }
                         "set" => {
                             outline.body.get_or_insert("set");
@@ -357,8 +365,8 @@ impl Lower {
     ) -> (Option<Step>, Vec<StepIndex>) {
         let Some(obj) = self.object(node, &format::STEP) else { return (None, Vec::new()) };
         let id = obj.get("id").and_then(|node| self.id(node, "step id"));
-        let name = obj.get("name").and_then(|node| self.text(node));
-        let description = obj.get("description").and_then(|node| self.text(node));
+        let name = obj.get("name").and_then(|node| self.text(node, "`name`"));
+        let description = obj.get("description").and_then(|node| self.text(node, "`description`"));
         let display = id.clone().unwrap_or_else(|| format!("#{}", index + 1));
 
         let needs = obj.get("needs").map(|node| self.needs(index, node)).unwrap_or_default();
@@ -366,7 +374,15 @@ impl Lower {
 
         // Exactly one body.
         let present: Vec<&Key> = format::BODIES.iter().filter_map(|body| obj.key(body)).collect();
+        // A misspelt body (`rnu:`) is already reported as an unknown field with a suggestion;
+        // "does nothing" on top of it would only blur the fix.
+        let misspelt_body = obj.entries.iter().any(|(key, _)| {
+            format::STEP.field(&key.name).is_none()
+                && did_you_mean(&key.name, format::STEP.names())
+                    .is_some_and(|field| format::BODIES.contains(&field))
+        });
         let body = match present.as_slice() {
+            [] if misspelt_body => None,
             [] => {
                 self.push(
                     Diagnostic::error(
@@ -401,25 +417,25 @@ impl Lower {
         };
         let is = |kind: &str| present.len() == 1 && present[0].name == kind;
         for field in ["then", "else"] {
-            if let Some(key) = obj.key(field) {
-                if !is("condition") {
-                    self.error(
-                        Code::InvalidValue,
-                        key.span,
-                        format!("`{field}` only applies to a `condition` step"),
-                    );
-                }
+            if let Some(key) = obj.key(field)
+                && !is("condition")
+            {
+                self.error(
+                    Code::InvalidValue,
+                    key.span,
+                    format!("`{field}` only applies to a `condition` step"),
+                );
             }
         }
         for field in ["env", "cwd"] {
-            if let Some(key) = obj.key(field) {
-                if !is("run") {
-                    self.error(
-                        Code::InvalidValue,
-                        key.span,
-                        format!("`{field}` only applies to a `run` step"),
-                    );
-                }
+            if let Some(key) = obj.key(field)
+                && !is("run")
+            {
+                self.error(
+                    Code::InvalidValue,
+                    key.span,
+                    format!("`{field}` only applies to a `run` step"),
+                );
             }
         }
 
@@ -455,18 +471,23 @@ impl Lower {
         };
         let _ = retry_spans;
         let timeout = obj.get("timeout").and_then(|node| self.duration(node));
-        let on_failure =
-            obj.get("on_failure").and_then(|node| self.strategy(node)).unwrap_or(default_strategy);
-        let allow_failure =
-            obj.get("allow_failure").and_then(|node| self.boolean(node)).unwrap_or(false);
-        if allow_failure && on_failure != Strategy::Continue {
-            if let Some(key) = obj.key("allow_failure") {
-                self.push(Diagnostic::warning(
-                    Code::NoEffect,
-                    key.span,
-                    "`allow_failure` has no effect unless the step's `on_failure` is `continue`",
-                ));
-            }
+        let on_failure = obj
+            .get("on_failure")
+            .and_then(|node| self.strategy(node, "`on_failure`"))
+            .unwrap_or(default_strategy);
+        let allow_failure = obj
+            .get("allow_failure")
+            .and_then(|node| self.boolean(node, "`allow_failure`"))
+            .unwrap_or(false);
+        if allow_failure
+            && on_failure != Strategy::Continue
+            && let Some(key) = obj.key("allow_failure")
+        {
+            self.push(Diagnostic::warning(
+                Code::NoEffect,
+                key.span,
+                "`allow_failure` has no effect unless the step's `on_failure` is `continue`",
+            ));
         }
         let compensate =
             obj.get("compensate").and_then(|node| self.compensate(index, node, &default_retry.0));
@@ -552,7 +573,9 @@ impl Lower {
                 let then = obj.get("then").map(|node| self.branch(index, node)).unwrap_or_default();
                 let otherwise =
                     obj.get("else").map(|node| self.branch(index, node)).unwrap_or_default();
-                if then.is_empty() && otherwise.is_empty() {
+                // Only when neither branch is written: an unknown step in a branch is already
+                // an error, and a second message about it would only distract.
+                if obj.key("then").is_none() && obj.key("else").is_none() {
                     self.push(Diagnostic::warning(
                         Code::NoEffect,
                         node.span,
@@ -574,7 +597,9 @@ impl Lower {
                     self.wrong_type(node, "`set`", "a mapping of output names to values");
                     return None;
                 };
+                self.unique_keys(entries);
                 let mut out = Vec::new();
+                let mut valid = true;
                 for (key, value) in entries {
                     if !is_identifier(&key.name, true) {
                         self.error(
@@ -585,11 +610,15 @@ impl Lower {
                                 key.name
                             ),
                         );
+                        valid = false;
                         continue;
                     }
-                    out.push((key.name.clone(), self.value_template(value, Ctx::Body(index))?));
+                    match self.value_template(value, Ctx::Body(index)) {
+                        Some(value) => out.push((key.name.clone(), value)),
+                        None => valid = false,
+                    }
                 }
-                Some(Body::Set(out))
+                valid.then_some(Body::Set(out))
             }
             _ => None,
         }
@@ -662,41 +691,32 @@ impl Lower {
         }
     }
 
+    /// Every field is checked even when an earlier one is wrong, so one pass reports them all.
     fn http(&mut self, node: &Node, ctx: Ctx) -> Option<Http> {
         let obj = self.object(node, &format::HTTP)?;
         let method = match obj.get("method") {
-            Some(node) => {
-                let text = self.text(node)?;
-                let upper = text.to_ascii_uppercase();
-                const METHODS: [&str; 7] =
-                    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-                if !METHODS.contains(&upper.as_str()) {
-                    let mut diagnostic = Diagnostic::error(
+            Some(node) => self.method(node),
+            None => Some("GET".to_owned()),
+        };
+        let url = obj.get("url").and_then(|node| {
+            let url = self.template(node, ctx)?;
+            if let Some(literal) = url.as_literal()
+                && !(literal.starts_with("http://") || literal.starts_with("https://"))
+            {
+                self.push(
+                    Diagnostic::error(
                         Code::InvalidValue,
                         node.span,
-                        format!("`{text}` is not an HTTP method"),
-                    );
-                    if let Some(similar) = did_you_mean(&upper, METHODS) {
-                        diagnostic = diagnostic.with_label(format!("did you mean `{similar}`?"));
-                    }
-                    self.push(diagnostic);
-                    return None;
-                }
-                upper
-            }
-            None => "GET".to_owned(),
-        };
-        let url = self.template(obj.get("url")?, ctx)?;
-        if let Some(literal) = url.as_literal() {
-            if !(literal.starts_with("http://") || literal.starts_with("https://")) {
-                let span = obj.get("url").map_or(obj.span, |n| n.span);
-                self.error(
-                    Code::InvalidValue,
-                    span,
-                    format!("`{literal}` is not an http:// or https:// URL"),
+                        format!("`{literal}` is not an http:// or https:// URL"),
+                    )
+                    .with_help(
+                        "wayline calls HTTP endpoints only, e.g. `https://hooks.example/deploy`",
+                    ),
                 );
+                return None;
             }
-        }
+            Some(url)
+        });
         let headers = obj
             .get("headers")
             .map(|node| self.string_map(node, ctx, "header name"))
@@ -705,42 +725,75 @@ impl Lower {
             .get("query")
             .map(|node| self.string_map(node, ctx, "query parameter"))
             .unwrap_or_default();
-        let body = match obj.get("body") {
-            Some(node) => Some(self.value_template(node, ctx)?),
-            None => None,
+        let body = obj.get("body").map(|node| self.value_template(node, ctx));
+        let expect_status = obj.get("expect").map(|node| self.expect(node));
+        Some(Http {
+            method: method?,
+            url: url?,
+            headers,
+            query,
+            body: match body {
+                Some(body) => Some(body?),
+                None => None,
+            },
+            expect_status: match expect_status {
+                Some(codes) => Some(codes?),
+                None => None,
+            },
+        })
+    }
+
+    fn method(&mut self, node: &Node) -> Option<String> {
+        const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+        let text = self.text(node, "`method`")?;
+        let upper = text.to_ascii_uppercase();
+        if METHODS.contains(&upper.as_str()) {
+            return Some(upper);
+        }
+        let mut diagnostic = Diagnostic::error(
+            Code::InvalidValue,
+            node.span,
+            format!("`{text}` is not an HTTP method"),
+        );
+        diagnostic = match did_you_mean(&upper, METHODS) {
+            Some(similar) => diagnostic.with_label(format!("did you mean `{similar}`?")),
+            None => diagnostic.with_help(format!("use one of {}", METHODS.join(", "))),
         };
-        let expect_status = match obj.get("expect") {
-            Some(node) => {
-                let expect = self.object(node, &format::EXPECT)?;
-                let status = expect.get("status")?;
-                let items: Vec<&Node> = match &status.value {
-                    Value::Seq(items) => items.iter().collect(),
-                    _ => vec![status],
-                };
-                let mut codes = Vec::new();
-                for item in items {
-                    match item.value {
-                        Value::Int(code @ 100..=599) => codes.push(code as u16),
-                        Value::Int(code) => self.error(
-                            Code::InvalidValue,
-                            item.span,
-                            format!("{code} is not an HTTP status code (100-599)"),
-                        ),
-                        _ => self.wrong_type(item, "a status", "an integer like 200"),
-                    }
-                }
-                if codes.is_empty() {
+        self.push(diagnostic);
+        None
+    }
+
+    /// `expect: { status: … }`: the accepted status codes.
+    fn expect(&mut self, node: &Node) -> Option<Vec<u16>> {
+        let expect = self.object(node, &format::EXPECT)?;
+        let status = expect.get("status")?;
+        let items: Vec<&Node> = match &status.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![status],
+        };
+        let mut codes = Vec::new();
+        let mut valid = true;
+        for item in items {
+            match item.value {
+                Value::Int(code @ 100..=599) => codes.push(code as u16),
+                Value::Int(code) => {
+                    valid = false;
                     self.error(
                         Code::InvalidValue,
-                        status.span,
-                        "`expect.status` lists no status code",
+                        item.span,
+                        format!("{code} is not an HTTP status code (100-599)"),
                     );
                 }
-                Some(codes)
+                _ => {
+                    valid = false;
+                    self.wrong_type(item, "a status code", "an integer like 200");
+                }
             }
-            None => None,
-        };
-        Some(Http { method, url, headers, query, body, expect_status })
+        }
+        if valid && codes.is_empty() {
+            self.error(Code::InvalidValue, status.span, "`expect.status` lists no status code");
+        }
+        (valid && !codes.is_empty()).then_some(codes)
     }
 
     fn wait(&mut self, node: &Node, ctx: Ctx) -> Option<Wait> {
@@ -750,20 +803,20 @@ impl Lower {
                 let obj = self.object(node, &format::WAIT)?;
                 let until = obj.get("until")?;
                 let template = self.template(until, ctx)?;
-                if let Some(literal) = template.as_literal() {
-                    if let Err(error) = literal.parse::<jiff::Timestamp>() {
-                        self.push(
-                            Diagnostic::error(
-                                Code::BadTimestamp,
-                                until.span,
-                                format!("`{literal}` is not an RFC 3339 timestamp: {error}"),
-                            )
-                            .with_help(
-                                "write it like 2026-12-01T09:00:00Z or 2026-12-01T10:00:00+01:00",
-                            ),
-                        );
-                        return None;
-                    }
+                if let Some(literal) = template.as_literal()
+                    && let Err(error) = literal.parse::<jiff::Timestamp>()
+                {
+                    self.push(
+                        Diagnostic::error(
+                            Code::BadTimestamp,
+                            until.span,
+                            format!("`{literal}` is not an RFC 3339 timestamp: {error}"),
+                        )
+                        .with_help(
+                            "write it like 2026-12-01T09:00:00Z or 2026-12-01T10:00:00+01:00",
+                        ),
+                    );
+                    return None;
                 }
                 Some(Wait::Until(template))
             }
@@ -873,6 +926,7 @@ impl Lower {
             self.wrong_type(node, "`inputs`", "a mapping of input names to their declarations");
             return Vec::new();
         };
+        self.unique_keys(entries);
         let mut out = Vec::new();
         for (key, spec) in entries {
             if !is_identifier(&key.name, false) || key.name.len() > 63 {
@@ -884,7 +938,8 @@ impl Lower {
             }
             self.inputs.insert(key.name.clone());
             let Some(obj) = self.object(spec, &format::INPUT) else { continue };
-            let Some(ty) = obj.get("type").and_then(|node| self.word(node, format::INPUT_TYPES))
+            let Some(ty) =
+                obj.get("type").and_then(|node| self.word(node, "`type`", format::INPUT_TYPES))
             else {
                 continue;
             };
@@ -896,8 +951,12 @@ impl Lower {
                 "array" => InputType::Array,
                 _ => InputType::Object,
             };
-            let required = obj.get("required").and_then(|node| self.boolean(node)).unwrap_or(false);
-            let description = obj.get("description").and_then(|node| self.text(node));
+            let required = obj
+                .get("required")
+                .and_then(|node| self.boolean(node, "`required`"))
+                .unwrap_or(false);
+            let description =
+                obj.get("description").and_then(|node| self.text(node, "`description`"));
             let allowed = obj.get("enum").and_then(|node| {
                 let items = self.list(node, "`enum`");
                 let values: Vec<Json> =
@@ -906,28 +965,26 @@ impl Lower {
             });
             let default = obj.get("default").and_then(|node| {
                 let value = self.typed_json(node, ty, &key.name)?;
-                if let Some(allowed) = &allowed {
-                    if !allowed.contains(&value) {
-                        self.error(
-                            Code::InputDefault,
-                            node.span,
-                            format!(
-                                "the default of `{}` is not one of its `enum` values",
-                                key.name
-                            ),
-                        );
-                    }
+                if let Some(allowed) = &allowed
+                    && !allowed.contains(&value)
+                {
+                    self.error(
+                        Code::InputDefault,
+                        node.span,
+                        format!("the default of `{}` is not one of its `enum` values", key.name),
+                    );
                 }
                 Some(value)
             });
-            if required && default.is_some() {
-                if let Some(key) = obj.key("default") {
-                    self.push(Diagnostic::warning(
-                        Code::NoEffect,
-                        key.span,
-                        "a required input never uses its default",
-                    ));
-                }
+            if required
+                && default.is_some()
+                && let Some(key) = obj.key("default")
+            {
+                self.push(Diagnostic::warning(
+                    Code::NoEffect,
+                    key.span,
+                    "a required input never uses its default",
+                ));
             }
             out.push(Input { name: key.name.clone(), ty, required, default, description, allowed });
         }
@@ -958,6 +1015,7 @@ impl Lower {
             self.wrong_type(node, "`groups`", "a mapping of group names to settings");
             return Vec::new();
         };
+        self.unique_keys(entries);
         let mut out = Vec::new();
         for (key, spec) in entries {
             if !is_id(&key.name) {
@@ -968,8 +1026,8 @@ impl Lower {
                 Value::Null => (None, None),
                 _ => match self.object(spec, &format::GROUP) {
                     Some(obj) => (
-                        obj.get("max_parallel").and_then(|node| self.count(node)),
-                        obj.get("description").and_then(|node| self.text(node)),
+                        obj.get("max_parallel").and_then(|node| self.count(node, "`max_parallel`")),
+                        obj.get("description").and_then(|node| self.text(node, "`description`")),
                     ),
                     None => (None, None),
                 },
@@ -996,17 +1054,18 @@ impl Lower {
         let timeout = obj.get("timeout").and_then(|node| self.duration(node));
         let then = obj
             .get("then")
-            .and_then(|node| self.word(node, format::ESCALATION_THEN))
+            .and_then(|node| self.word(node, "`then`", format::ESCALATION_THEN))
             .and_then(Decision::parse)
             .unwrap_or_default();
-        if obj.get("then").is_some() && timeout.is_none() {
-            if let Some(key) = obj.key("then") {
-                self.push(Diagnostic::warning(
-                    Code::NoEffect,
-                    key.span,
-                    "`then` only applies when `timeout` is set",
-                ));
-            }
+        if obj.get("then").is_some()
+            && timeout.is_none()
+            && let Some(key) = obj.key("then")
+        {
+            self.push(Diagnostic::warning(
+                Code::NoEffect,
+                key.span,
+                "`then` only applies when `timeout` is set",
+            ));
         }
         Escalation { notify, timeout, then }
     }
@@ -1016,6 +1075,7 @@ impl Lower {
             self.wrong_type(node, "`env`", "a mapping of variable names to values");
             return Vec::new();
         };
+        self.unique_keys(entries);
         let mut out = Vec::new();
         for (key, value) in entries {
             if !is_identifier(&key.name, false) {
@@ -1041,6 +1101,7 @@ impl Lower {
             self.wrong_type(node, what, "a mapping");
             return Vec::new();
         };
+        self.unique_keys(entries);
         let mut out = Vec::new();
         for (key, value) in entries {
             if key.name.is_empty()
@@ -1069,9 +1130,21 @@ impl Lower {
         let mut spans = base_spans.clone();
         let Some(obj) = self.object(node, &format::RETRY) else { return (retry, spans) };
         if let Some(node) = obj.get("max_attempts") {
-            if let Some(value) = self.integer(node, 1) {
-                retry.max_attempts = value.min(u32::MAX as i64) as u32;
-                spans.max_attempts = Some(node.span);
+            match node.value {
+                Value::Int(value) if value < 1 => self.push(
+                    Diagnostic::error(
+                        Code::RetryConflict,
+                        node.span,
+                        format!("`max_attempts: {value}` would never run the step"),
+                    )
+                    .with_help("`max_attempts` counts every attempt, the first included: 1 means no retry, 3 means up to two retries"),
+                ),
+                _ => {
+                    if let Some(value) = self.integer(node, "`max_attempts`", 1) {
+                        retry.max_attempts = value.min(u32::MAX as i64) as u32;
+                        spans.max_attempts = Some(node.span);
+                    }
+                }
             }
         }
         let mut factor = None;
@@ -1082,20 +1155,20 @@ impl Lower {
                 _ => self.wrong_type(node, "`factor`", "a number like 2 or 1.5"),
             }
         }
-        if let Some(node) = obj.get("backoff") {
-            if let Some(word) = self.word(node, format::BACKOFFS) {
-                retry.backoff = match word {
-                    "fixed" => Backoff::Fixed,
-                    "linear" => Backoff::Linear,
-                    "exponential" => Backoff::Exponential { factor: 2.0 },
-                    _ => Backoff::Random,
-                };
-                spans.backoff = Some(node.span);
-            }
+        if let Some(node) = obj.get("backoff")
+            && let Some(word) = self.word(node, "`backoff`", format::BACKOFFS)
+        {
+            retry.backoff = match word {
+                "fixed" => Backoff::Fixed,
+                "linear" => Backoff::Linear,
+                "exponential" => Backoff::Exponential { factor: 2.0 },
+                _ => Backoff::Random,
+            };
+            spans.backoff = Some(node.span);
         }
         if let Some((value, span)) = factor {
             match retry.backoff {
-                Backoff::Exponential { .. } if value >= 1.0 && value <= 1000.0 => {
+                Backoff::Exponential { .. } if (1.0..=1000.0).contains(&value) => {
                     retry.backoff = Backoff::Exponential { factor: value };
                 }
                 Backoff::Exponential { .. } => {
@@ -1113,26 +1186,26 @@ impl Lower {
                 }
             }
         }
-        if let Some(node) = obj.get("delay") {
-            if let Some(value) = self.duration(node) {
-                retry.delay = value;
-                spans.delay = Some(node.span);
-            }
+        if let Some(node) = obj.get("delay")
+            && let Some(value) = self.duration(node)
+        {
+            retry.delay = value;
+            spans.delay = Some(node.span);
         }
-        if let Some(node) = obj.get("max_delay") {
-            if let Some(value) = self.duration(node) {
-                retry.max_delay = Some(value);
-                spans.max_delay = Some(node.span);
-            }
+        if let Some(node) = obj.get("max_delay")
+            && let Some(value) = self.duration(node)
+        {
+            retry.max_delay = Some(value);
+            spans.max_delay = Some(node.span);
         }
-        if let Some(node) = obj.get("jitter") {
-            if let Some(word) = self.word(node, format::JITTERS) {
-                retry.jitter = match word {
-                    "none" => Jitter::None,
-                    "full" => Jitter::Full,
-                    _ => Jitter::Equal,
-                };
-            }
+        if let Some(node) = obj.get("jitter")
+            && let Some(word) = self.word(node, "`jitter`", format::JITTERS)
+        {
+            retry.jitter = match word {
+                "none" => Jitter::None,
+                "full" => Jitter::Full,
+                _ => Jitter::Equal,
+            };
         }
         if let Some(node) = obj.get("budget") {
             retry.budget = self.duration(node);
@@ -1140,7 +1213,7 @@ impl Lower {
         if let Some(node) = obj.get("on") {
             let mut on = RetryOn { failure: false, timeout: false, lost: false };
             for item in self.list(node, "`on`") {
-                match self.word(item, format::ERROR_CLASSES) {
+                match self.word(item, "an error class", format::ERROR_CLASSES) {
                     Some("failure") => on.failure = true,
                     Some("timeout") => on.timeout = true,
                     Some(_) => on.lost = true,
@@ -1151,33 +1224,44 @@ impl Lower {
             spans.on = Some(node.span);
         }
         // Contradictions, judged on the merged policy.
+        // Each contradiction is reported at a field written in this object when there is one:
+        // that is the line to change when the other half comes from the workflow's default.
+        let own = |name: &str| obj.get(name).map(|node| node.span);
         if retry.backoff == Backoff::Random && retry.max_delay.is_none() {
-            let span = spans.backoff.unwrap_or(obj.span);
+            let span = own("backoff").or(spans.backoff).unwrap_or(obj.span.start());
             self.push(
                 Diagnostic::error(Code::RetryConflict, span, "`backoff: random` needs `max_delay`")
                     .with_help("the pause is drawn between `delay` and `max_delay`; set both"),
             );
         }
-        if let Some(max_delay) = retry.max_delay {
-            if max_delay < retry.delay {
-                let span = spans.max_delay.or(spans.delay).unwrap_or(obj.span);
-                self.push(
-                    Diagnostic::error(
-                        Code::RetryConflict,
-                        span,
-                        format!(
-                            "`max_delay` ({}) is shorter than `delay` ({})",
-                            duration::format(max_delay),
-                            duration::format(retry.delay)
-                        ),
-                    )
-                    .with_help("`max_delay` caps the pause; make it at least `delay`"),
-                );
-            }
+        if let Some(max_delay) = retry.max_delay
+            && max_delay < retry.delay
+        {
+            let span =
+                own("max_delay").or(own("delay")).or(spans.max_delay).unwrap_or(obj.span.start());
+            let help = match (own("max_delay"), spans.max_delay) {
+                (None, Some(inherited)) => format!(
+                    "`max_delay` comes from the workflow's `retry` (line {}); set a larger `max_delay` here, or a smaller `delay`",
+                    inherited.line
+                ),
+                _ => "`max_delay` caps the pause; make it at least `delay`".to_owned(),
+            };
+            self.push(
+                Diagnostic::error(
+                    Code::RetryConflict,
+                    span,
+                    format!(
+                        "`max_delay` ({}) is shorter than `delay` ({})",
+                        duration::format(max_delay),
+                        duration::format(retry.delay)
+                    ),
+                )
+                .with_help(help),
+            );
         }
         let on = retry.on;
         if retry.max_attempts > 1 && !(on.failure || on.timeout || on.lost) {
-            let span = spans.on.unwrap_or(obj.span);
+            let span = own("on").or(own("max_attempts")).or(spans.on).unwrap_or(obj.span.start());
             self.push(
                 Diagnostic::error(Code::RetryConflict, span, format!("`on` is empty, so none of the {} attempts after the first can ever run", retry.max_attempts - 1))
                     .with_help("list the error classes to retry (failure, timeout, lost), or set `max_attempts: 1`"),
@@ -1206,9 +1290,9 @@ impl Lower {
     /// An `if` or `condition`: a boolean, one `${{ }}`, or a bare expression.
     fn expression(&mut self, node: &Node, ctx: Ctx) -> Option<Expression> {
         let (source, offset) = match &node.value {
-            Value::Bool(value) => return Expression::parse(&value.to_string()).ok(),
+            Value::Bool(value) => return self.expressions.parse(&value.to_string()).ok(),
             Value::Str(text) => {
-                let template = match Template::parse(text) {
+                let template = match Template::parse_cached(text, &mut self.expressions) {
                     Ok(template) => template,
                     Err(error) => {
                         self.error(
@@ -1251,7 +1335,7 @@ impl Lower {
                 return None;
             }
         };
-        match Expression::parse(source.trim()) {
+        match self.expressions.parse(source.trim()) {
             Ok(expression) => {
                 self.check(node, &expression, offset, ctx);
                 Some(expression)
@@ -1279,7 +1363,7 @@ impl Lower {
                 return None;
             }
         };
-        match Template::parse(&text) {
+        match Template::parse_cached(&text, &mut self.expressions) {
             Ok(template) => {
                 for (expression, offset) in template.expressions() {
                     self.check(node, expression, offset, ctx);
@@ -1312,11 +1396,13 @@ impl Lower {
                 ValueTemplate::List(items.into_iter().collect::<Option<Vec<_>>>()?)
             }
             Value::Map(entries) => {
-                let mut out = Vec::new();
-                for (key, value) in entries {
-                    out.push((key.name.clone(), self.value_template(value, ctx)?));
-                }
-                ValueTemplate::Map(out)
+                self.unique_keys(entries);
+                let values: Vec<Option<ValueTemplate>> =
+                    entries.iter().map(|(_, value)| self.value_template(value, ctx)).collect();
+                let values = values.into_iter().collect::<Option<Vec<_>>>()?;
+                ValueTemplate::Map(
+                    entries.iter().map(|(key, _)| key.name.clone()).zip(values).collect(),
+                )
             }
             _ => ValueTemplate::Literal(self.json(node)?),
         })
@@ -1334,9 +1420,18 @@ impl Lower {
                     span,
                     format!("unknown function `{}`", unknown.name),
                 );
-                if let Some(similar) = did_you_mean(&unknown.name, names) {
-                    d = d.with_label(format!("did you mean `{similar}`?"));
-                }
+                // `upper` for `upperAscii`: a prefix is as telling as a typo.
+                let lower = unknown.name.to_ascii_lowercase();
+                let prefixed = FUNCTIONS.iter().copied().find(|function| {
+                    lower.len() >= 3 && function.to_ascii_lowercase().starts_with(&lower)
+                });
+                d = match did_you_mean(&unknown.name, names).or(prefixed) {
+                    Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
+                    None => d.with_help(format!(
+                        "expressions are CEL; its functions are {}",
+                        FUNCTIONS.join(", ")
+                    )),
+                };
                 d
             } else {
                 let roots: Vec<&str> = Root::ALL.iter().map(|root| root.name()).collect();
@@ -1356,10 +1451,17 @@ impl Lower {
         for (function, at) in expression.status_functions() {
             if !matches!(ctx, Ctx::If(_)) {
                 let span = node.offset_span(offset + at, function.name().len() + 2);
-                self.error(
-                    Code::UnknownReference,
-                    span,
-                    format!("`{}()` only makes sense in a step's `if`", function.name()),
+                let help = match ctx {
+                    Ctx::Condition(_) => "give the condition step an `if`, and keep `condition` for the values it decides on".to_owned(),
+                    _ => format!("it describes the needs of a step, so use it in `if:`, e.g. `if: ${{{{ {}() }}}}`; a step reads one need's result as `steps.<id>.status`", function.name()),
+                };
+                self.push(
+                    Diagnostic::error(
+                        Code::UnknownReference,
+                        span,
+                        format!("`{}()` only makes sense in a step's `if`", function.name()),
+                    )
+                    .with_help(help),
                 );
             }
         }
@@ -1382,38 +1484,38 @@ impl Lower {
         let first = reference.path.first().map(String::as_str);
         match root {
             Root::Inputs => {
-                if let Some(name) = first {
-                    if !self.inputs.contains(name) {
-                        let mut d = Diagnostic::error(
-                            Code::UnknownReference,
-                            span,
-                            format!("input `{name}` is not declared"),
-                        );
-                        d = match did_you_mean(name, self.inputs.iter().map(String::as_str)) {
-                            Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
-                            None => d.with_help(format!(
-                                "declare it under `inputs:`, e.g. `{name}: {{ type: string }}`"
-                            )),
-                        };
-                        self.push(d);
-                    }
+                if let Some(name) = first
+                    && !self.inputs.contains(name)
+                {
+                    let mut d = Diagnostic::error(
+                        Code::UnknownReference,
+                        span,
+                        format!("input `{name}` is not declared"),
+                    );
+                    d = match did_you_mean(name, self.inputs.iter().map(String::as_str)) {
+                        Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
+                        None => d.with_help(format!(
+                            "declare it under `inputs:`, e.g. `{name}: {{ type: string }}`"
+                        )),
+                    };
+                    self.push(d);
                 }
             }
             Root::Env => {
-                if let Some(name) = first {
-                    if !self.env_keys.contains(name) {
-                        let mut d = Diagnostic::error(
-                            Code::UnknownReference,
-                            span,
-                            format!("`env.{name}` is not declared in the workflow's `env`"),
-                        );
-                        if let Some(similar) =
-                            did_you_mean(name, self.env_keys.iter().map(String::as_str))
-                        {
-                            d = d.with_label(format!("did you mean `{similar}`?"));
-                        }
-                        self.push(d);
+                if let Some(name) = first
+                    && !self.env_keys.contains(name)
+                {
+                    let mut d = Diagnostic::error(
+                        Code::UnknownReference,
+                        span,
+                        format!("`env.{name}` is not declared in the workflow's `env`"),
+                    );
+                    if let Some(similar) =
+                        did_you_mean(name, self.env_keys.iter().map(String::as_str))
+                    {
+                        d = d.with_label(format!("did you mean `{similar}`?"));
                     }
+                    self.push(d);
                 }
             }
             Root::Secrets => match first {
@@ -1455,19 +1557,20 @@ impl Lower {
                     self.push(d);
                     return;
                 }
-                if let Some(field) = reference.path.get(1) {
-                    if field != "outputs" && field != "status" {
-                        let mut d = Diagnostic::error(
-                            Code::UnknownReference,
-                            span,
-                            format!("a step has `outputs` and `status`, not `{field}`"),
-                        );
-                        if let Some(similar) = did_you_mean(field, ["outputs", "status"]) {
-                            d = d.with_label(format!("did you mean `{similar}`?"));
-                        }
-                        self.push(d);
-                        return;
+                if let Some(field) = reference.path.get(1)
+                    && field != "outputs"
+                    && field != "status"
+                {
+                    let mut d = Diagnostic::error(
+                        Code::UnknownReference,
+                        span,
+                        format!("a step has `outputs` and `status`, not `{field}`"),
+                    );
+                    if let Some(similar) = did_you_mean(field, ["outputs", "status"]) {
+                        d = d.with_label(format!("did you mean `{similar}`?"));
                     }
+                    self.push(d);
+                    return;
                 }
                 self.step_refs.push(StepRef { ctx, path: reference.path.clone(), span });
             }
@@ -1475,19 +1578,19 @@ impl Lower {
     }
 
     fn field(&mut self, span: Span, root: &str, field: Option<&str>, fields: &[&str]) {
-        if let Some(field) = field {
-            if !fields.contains(&field) {
-                let mut d = Diagnostic::error(
-                    Code::UnknownReference,
-                    span,
-                    format!("`{root}` has no field `{field}`"),
-                );
-                d = match did_you_mean(field, fields.iter().copied()) {
-                    Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
-                    None => d.with_help(format!("`{root}` has: {}", fields.join(", "))),
-                };
-                self.push(d);
-            }
+        if let Some(field) = field
+            && !fields.contains(&field)
+        {
+            let mut d = Diagnostic::error(
+                Code::UnknownReference,
+                span,
+                format!("`{root}` has no field `{field}`"),
+            );
+            d = match did_you_mean(field, fields.iter().copied()) {
+                Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
+                None => d.with_help(format!("`{root}` has: {}", fields.join(", "))),
+            };
+            self.push(d);
         }
     }
 
@@ -1615,23 +1718,23 @@ impl Lower {
                 Body::Http(_) => Some(vec!["status".into(), "headers".into(), "body".into()]),
                 Body::Run(_) => None,
             };
-            if let Some(known) = known {
-                if !known.contains(key) {
-                    let kind = workflow.steps[target].body.kind();
-                    let mut d = Diagnostic::error(
-                        Code::UnknownReference,
-                        reference.span,
-                        format!("step `{id}` ({kind}) has no output `{key}`"),
-                    );
-                    d = match did_you_mean(key, known.iter().map(String::as_str)) {
-                        Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
-                        None if known.is_empty() => {
-                            d.with_help(format!("a {kind} step has no outputs"))
-                        }
-                        None => d.with_help(format!("its outputs are: {}", known.join(", "))),
-                    };
-                    self.push(d);
-                }
+            if let Some(known) = known
+                && !known.contains(key)
+            {
+                let kind = workflow.steps[target].body.kind();
+                let mut d = Diagnostic::error(
+                    Code::UnknownReference,
+                    reference.span,
+                    format!("step `{id}` ({kind}) has no output `{key}`"),
+                );
+                d = match did_you_mean(key, known.iter().map(String::as_str)) {
+                    Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
+                    None if known.is_empty() => {
+                        d.with_help(format!("a {kind} step has no outputs"))
+                    }
+                    None => d.with_help(format!("its outputs are: {}", known.join(", "))),
+                };
+                self.push(d);
             }
         }
     }
@@ -1684,21 +1787,22 @@ impl Lower {
 
     fn object<'n>(&mut self, node: &'n Node, def: &'static Object) -> Option<Obj<'n>> {
         let Value::Map(entries) = &node.value else {
-            self.wrong_type(node, &format!("`{}`", def.name), "a mapping");
-            return None;
-        };
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for (key, _) in entries {
-            if let Some(first) = seen.insert(key.name.as_str(), key.span) {
+            if def.name == format::WORKFLOW.name {
                 self.push(
                     Diagnostic::error(
-                        Code::DuplicateId,
-                        key.span,
-                        format!("`{}` is given twice", key.name),
+                        Code::WrongType,
+                        node.span,
+                        format!("a workflow file must be a mapping, found {}", node.value.kind()),
                     )
-                    .with_label(format!("first given on line {}", first.line)),
+                    .with_help("start the file with `name:` and `steps:`"),
                 );
+            } else {
+                self.wrong_type(node, &format!("`{}`", def.name), "a mapping");
             }
+            return None;
+        };
+        self.unique_keys(entries);
+        for (key, _) in entries {
             if def.field(&key.name).is_none() {
                 let mut d = Diagnostic::error(
                     Code::UnknownField,
@@ -1717,18 +1821,43 @@ impl Lower {
             }
         }
         for field in def.fields.iter().filter(|field| field.required) {
-            if !seen.contains_key(field.name) {
+            if !entries.iter().any(|(key, _)| key.name == field.name) {
                 self.push(
                     Diagnostic::error(
                         Code::MissingField,
                         node.span.start(),
                         format!("{} is missing `{}`", def.name, field.name),
                     )
-                    .with_help(field.doc),
+                    .with_help(format!(
+                        "add `{}:` ({})",
+                        field.name,
+                        sentence(field.doc)
+                    )),
                 );
             }
         }
         Some(Obj { entries, span: node.span })
+    }
+
+    /// YAML leaves a repeated key to the reader's whim (most keep the last one); wayline
+    /// refuses it, in fixed fields and free-form mappings alike.
+    fn unique_keys(&mut self, entries: &[(Key, Node)]) {
+        if entries.len() < 2 {
+            return;
+        }
+        let mut seen: HashMap<&str, Span> = HashMap::with_capacity(entries.len());
+        for (key, _) in entries {
+            if let Some(first) = seen.insert(key.name.as_str(), key.span) {
+                self.push(
+                    Diagnostic::error(
+                        Code::DuplicateKey,
+                        key.span,
+                        format!("`{}` is given twice", key.name),
+                    )
+                    .with_label(format!("first given on line {}", first.line)),
+                );
+            }
+        }
     }
 
     fn list<'n>(&mut self, node: &'n Node, what: &str) -> Vec<&'n Node> {
@@ -1751,11 +1880,11 @@ impl Lower {
         );
     }
 
-    fn text(&mut self, node: &Node) -> Option<String> {
+    fn text(&mut self, node: &Node, what: &str) -> Option<String> {
         match &node.value {
             Value::Str(text) => Some(text.clone()),
             _ => {
-                self.wrong_type(node, "this value", "a string");
+                self.wrong_type(node, what, "a string");
                 None
             }
         }
@@ -1798,33 +1927,51 @@ impl Lower {
         self.push(d);
     }
 
-    fn integer(&mut self, node: &Node, min: i64) -> Option<i64> {
+    fn integer(&mut self, node: &Node, what: &str, min: i64) -> Option<i64> {
         match node.value {
             Value::Int(value) if value >= min => Some(value),
             Value::Int(value) => {
                 self.error(
                     Code::InvalidValue,
                     node.span,
-                    format!("must be at least {min}, not {value}"),
+                    format!("{what} must be at least {min}, not {value}"),
                 );
                 None
             }
             _ => {
-                self.wrong_type(node, "this value", "an integer");
+                self.wrong_type(node, what, "an integer");
                 None
             }
         }
     }
 
-    fn count(&mut self, node: &Node) -> Option<u32> {
-        self.integer(node, 1).map(|value| value.min(u32::MAX as i64) as u32)
+    fn count(&mut self, node: &Node, what: &str) -> Option<u32> {
+        self.integer(node, what, 1).map(|value| value.min(u32::MAX as i64) as u32)
     }
 
-    fn boolean(&mut self, node: &Node) -> Option<bool> {
-        match node.value {
-            Value::Bool(value) => Some(value),
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(value) => Some(*value),
+            Value::Str(text) => {
+                // YAML 1.1 read these as booleans; YAML 1.2 (and wayline) reads them as text.
+                let meant = match text.to_ascii_lowercase().as_str() {
+                    "yes" | "y" | "on" => Some(true),
+                    "no" | "n" | "off" => Some(false),
+                    _ => None,
+                };
+                let mut d = Diagnostic::error(
+                    Code::WrongType,
+                    node.span,
+                    format!("{what} must be true or false, found the string `{text}`"),
+                );
+                if let Some(meant) = meant {
+                    d = d.with_help(format!("YAML 1.2 reads `{text}` as text; write `{meant}`"));
+                }
+                self.push(d);
+                None
+            }
             _ => {
-                self.wrong_type(node, "this value", "true or false");
+                self.wrong_type(node, what, "true or false");
                 None
             }
         }
@@ -1863,8 +2010,8 @@ impl Lower {
         }
     }
 
-    fn strategy(&mut self, node: &Node) -> Option<Strategy> {
-        Some(match self.word(node, format::STRATEGIES)? {
+    fn strategy(&mut self, node: &Node, what: &str) -> Option<Strategy> {
+        Some(match self.word(node, what, format::STRATEGIES)? {
             "fail_fast" => Strategy::FailFast,
             "continue" => Strategy::Continue,
             "rollback" => Strategy::Rollback,
@@ -1872,9 +2019,14 @@ impl Lower {
         })
     }
 
-    fn word(&mut self, node: &Node, words: &'static [&'static str]) -> Option<&'static str> {
+    fn word(
+        &mut self,
+        node: &Node,
+        what: &str,
+        words: &'static [&'static str],
+    ) -> Option<&'static str> {
         let Value::Str(text) = &node.value else {
-            self.wrong_type(node, "this value", &format!("one of {}", words.join(", ")));
+            self.wrong_type(node, what, &format!("one of {}", words.join(", ")));
             return None;
         };
         if let Some(word) = words.iter().find(|word| *word == text) {
@@ -1883,7 +2035,7 @@ impl Lower {
         let mut d = Diagnostic::error(
             Code::InvalidValue,
             node.span,
-            format!("`{text}` is not one of {}", words.join(", ")),
+            format!("{what} must be one of {}, not `{text}`", words.join(", ")),
         );
         if let Some(similar) = did_you_mean(text, words.iter().copied()) {
             d = d.with_label(format!("did you mean `{similar}`?"));
@@ -1910,16 +2062,27 @@ impl Lower {
             },
             Value::Str(text) => Json::String(text.clone()),
             Value::Seq(items) => {
-                Json::Array(items.iter().map(|item| self.json(item)).collect::<Option<Vec<_>>>()?)
+                let items: Vec<Option<Json>> = items.iter().map(|item| self.json(item)).collect();
+                Json::Array(items.into_iter().collect::<Option<Vec<_>>>()?)
             }
             Value::Map(entries) => {
-                let mut map = serde_json::Map::new();
-                for (key, value) in entries {
-                    map.insert(key.name.clone(), self.json(value)?);
-                }
-                Json::Object(map)
+                self.unique_keys(entries);
+                let values: Vec<Option<Json>> =
+                    entries.iter().map(|(_, value)| self.json(value)).collect();
+                let values = values.into_iter().collect::<Option<Vec<_>>>()?;
+                Json::Object(entries.iter().map(|(key, _)| key.name.clone()).zip(values).collect())
             }
         })
+    }
+}
+
+/// A field's documentation as part of a sentence: `The name.` becomes `the name`.
+fn sentence(doc: &str) -> String {
+    let doc = doc.trim_end_matches('.');
+    let mut chars = doc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::diagnostic::{Code, Diagnostic, Span};
 /// Nesting deeper than this is rejected before it can hurt anything.
 pub const MAX_DEPTH: usize = 64;
 /// Upper bound on the nodes of one document, aliases expanded.
-pub const MAX_NODES: usize = 2_000_000;
+pub const MAX_NODES: usize = 500_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -85,6 +85,35 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The node as a JSON value, or `None` when it holds a number JSON cannot represent
+    /// (NaN, infinity). For files of plain data, like a run's input values.
+    ///
+    /// ```
+    /// let node = wayline_spec::yaml::parse("replicas: 3\nregions: [eu, us]\n").unwrap();
+    /// assert_eq!(node.to_json(), Some(serde_json::json!({ "replicas": 3, "regions": ["eu", "us"] })));
+    /// ```
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        use serde_json::Value as Json;
+        Some(match &self.value {
+            Value::Null => Json::Null,
+            Value::Bool(value) => Json::Bool(*value),
+            Value::Int(value) => Json::from(*value),
+            Value::Float(value) => Json::Number(serde_json::Number::from_f64(*value)?),
+            Value::Str(text) => Json::String(text.clone()),
+            Value::Seq(items) => {
+                Json::Array(items.iter().map(Node::to_json).collect::<Option<_>>()?)
+            }
+            Value::Map(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(key, node)| Some((key.name.clone(), node.to_json()?)))
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+}
+
 /// Parses one YAML document. Errors are returned as diagnostics with positions.
 pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     let mut builder = Builder::default();
@@ -94,15 +123,7 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
         let (event, span) = match parser.next_event() {
             None => break,
             Some(Ok(next)) => next,
-            Some(Err(error)) => {
-                let at = position(error.marker());
-                let message = format!("invalid YAML: {}", error.info());
-                return Err(Diagnostic::error(
-                    Code::Syntax,
-                    Span::new(at.0, at.1, at.0, at.1 + 1),
-                    message,
-                ));
-            }
+            Some(Err(error)) => return Err(syntax_error(text, &builder, &error)),
         };
         match event {
             Event::DocumentStart(_) => {
@@ -125,6 +146,56 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     builder.root.ok_or_else(|| {
         Diagnostic::error(Code::Syntax, Span::new(1, 1, 1, 2), "the file is empty")
             .with_help("a workflow needs at least `name:` and `steps:`")
+    })
+}
+
+/// Turns the parser's complaint into a message about the likely cause: a tab in the
+/// indentation, or a `[`/`{` that was never closed, rather than where the parser gave up.
+fn syntax_error(text: &str, builder: &Builder, error: &saphyr_parser::ScanError) -> Diagnostic {
+    let (line, column) = position(error.marker());
+    if error.info().contains("tab")
+        && let Some((line, column)) = first_tab(text, line)
+    {
+        return Diagnostic::error(
+            Code::Syntax,
+            Span::new(line, column, line, column + 1),
+            "a tab in the indentation; YAML indents with spaces only",
+        )
+        .with_help("replace the tab with spaces");
+    }
+    let mut diagnostic = Diagnostic::error(
+        Code::Syntax,
+        Span::new(line, column, line, column + 1),
+        format!("invalid YAML: {}", error.info()),
+    );
+    if error.info().contains("mapping values are not allowed") {
+        diagnostic = diagnostic.with_help(
+            "`: ` inside an unquoted value starts a new key; quote the whole value, or write it as a block scalar (`run: |` and the command on the next line)",
+        );
+    }
+    let open_flow = builder.stack.iter().rev().find_map(|open| {
+        let start = open.start;
+        let c =
+            text.lines().nth(start.line as usize - 1)?.chars().nth(start.column as usize - 1)?;
+        matches!(c, '[' | '{').then_some((c, start))
+    });
+    if let Some((bracket, start)) = open_flow
+        && start.line < line
+    {
+        let close = if bracket == '[' { ']' } else { '}' };
+        diagnostic = diagnostic.with_help(format!(
+            "the `{bracket}` on line {}, column {} is still open here; is a `{close}` missing?",
+            start.line, start.column
+        ));
+    }
+    diagnostic
+}
+
+/// The first tab at or after the start of `line` (1-based), as (line, column).
+fn first_tab(text: &str, line: u32) -> Option<(u32, u32)> {
+    text.lines().enumerate().skip(line.saturating_sub(1) as usize).find_map(|(index, content)| {
+        let column = content.chars().position(|c| c == '\t')?;
+        Some((index as u32 + 1, column as u32 + 1))
     })
 }
 
@@ -163,21 +234,12 @@ impl Builder {
                     Some(tag) if tag.is_yaml_core_schema() && tag.suffix == "str" => {
                         Value::Str(text.into_owned())
                     }
-                    Some(tag) => {
-                        return Err(Diagnostic::error(
-                            Code::Syntax,
-                            span,
-                            format!("YAML tags are not supported here (found `{tag}`)"),
-                        ));
-                    }
+                    Some(tag) => return Err(unsupported_tag(span, &tag)),
                 };
                 self.finish(Node { value, span, style: style_kind }, anchor)
             }
-            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag)
-                if tag.is_some() =>
-            {
-                let _ = anchor;
-                Err(Diagnostic::error(Code::Syntax, span, "YAML tags are not supported here"))
+            Event::SequenceStart(_, Some(tag)) | Event::MappingStart(_, Some(tag)) => {
+                Err(unsupported_tag(span, &tag))
             }
             Event::SequenceStart(anchor, _) => self.open(span, anchor, OpenKind::Seq(Vec::new())),
             Event::MappingStart(anchor, _) => {
@@ -262,6 +324,18 @@ impl Builder {
     }
 }
 
+fn unsupported_tag(span: Span, tag: &saphyr_parser::Tag) -> Diagnostic {
+    // `!!binary` is shown as written, not as its expanded `tag:yaml.org,2002:` form.
+    let written =
+        if tag.is_yaml_core_schema() { format!("!!{}", tag.suffix) } else { tag.to_string() };
+    Diagnostic::error(
+        Code::Syntax,
+        span,
+        format!("YAML tags such as `{written}` are not supported"),
+    )
+    .with_help("remove the tag; to keep a value as text, quote it")
+}
+
 fn count(node: &Node) -> usize {
     match &node.value {
         Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
@@ -276,6 +350,7 @@ fn limit(span: Span) -> Diagnostic {
         span,
         format!("the document expands to more than {MAX_NODES} nodes (aliases included)"),
     )
+    .with_help("each alias (`*name`) is a full copy of its anchor, so aliases of aliases multiply; write the values out or use fewer levels")
 }
 
 fn position(marker: &Marker) -> (u32, u32) {
@@ -301,26 +376,27 @@ fn resolve_plain(text: &str) -> Value {
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(value) = i64::from_str_radix(hex, 16) {
-            return Value::Int(value);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(value) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(value);
     }
-    if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(value) = i64::from_str_radix(octal, 8) {
-            return Value::Int(value);
-        }
+    if let Some(octal) = text.strip_prefix("0o")
+        && let Ok(value) = i64::from_str_radix(octal, 8)
+    {
+        return Value::Int(value);
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(value) = text.parse::<i64>() {
-            return Value::Int(value);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(value) = text.parse::<i64>()
+    {
+        return Value::Int(value);
     }
-    if is_float(digits) {
-        if let Ok(value) = text.parse::<f64>() {
-            return Value::Float(value);
-        }
+    if is_float(digits)
+        && let Ok(value) = text.parse::<f64>()
+    {
+        return Value::Float(value);
     }
     Value::Str(text.to_owned())
 }

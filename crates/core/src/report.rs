@@ -1,0 +1,111 @@
+//! The result object of an execution (DESIGN.md §3): what `run --json` and `show --json`
+//! print, built from the folded state.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::event::ErrorInfo;
+use crate::execution::{Compensation, Execution};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub workflow: String,
+    pub status: &'static str,
+    pub inputs: Value,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<ReportError>,
+    pub steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub outputs: Map<String, Value>,
+    pub error: Option<ReportError>,
+    pub compensation: Option<CompensationReport>,
+    /// Why a step that is not running is not running (absent once it finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Why a skipped step was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportError {
+    pub class: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompensationReport {
+    pub status: &'static str,
+    pub attempts: u32,
+    pub error: Option<ReportError>,
+}
+
+fn error(info: &ErrorInfo) -> ReportError {
+    ReportError { class: info.class.name(), message: info.message.clone() }
+}
+
+impl Report {
+    pub fn new(execution: &Execution) -> Report {
+        let workflow = execution.workflow();
+        let steps = execution
+            .steps()
+            .iter()
+            .enumerate()
+            .map(|(index, run)| {
+                let compensation = match &run.compensation {
+                    Compensation::None => None,
+                    Compensation::Nothing => None,
+                    other => Some(CompensationReport {
+                        status: match other {
+                            Compensation::Waiting | Compensation::Ready => "pending",
+                            Compensation::Running { .. } => "running",
+                            Compensation::Retrying { .. } => "retrying",
+                            Compensation::Succeeded => "succeeded",
+                            _ => "failed",
+                        },
+                        attempts: run.compensation_attempts,
+                        error: match other {
+                            Compensation::Failed(info) => Some(error(info)),
+                            _ => None,
+                        },
+                    }),
+                };
+                StepReport {
+                    id: workflow.steps[index].id.clone(),
+                    status: run.status().name(),
+                    attempts: run.attempts,
+                    started_at: run.started_at.map(|t| t.rfc3339()),
+                    finished_at: run.finished_at.map(|t| t.rfc3339()),
+                    outputs: run.outputs.clone(),
+                    error: run.error.as_ref().map(error),
+                    compensation,
+                    waiting: execution.waiting(index),
+                    reason: match &run.state {
+                        crate::execution::StepState::Skipped { reason } => Some(reason.clone()),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        Report {
+            id: execution.id().to_owned(),
+            workflow: workflow.name.clone(),
+            status: execution.status().name(),
+            inputs: execution.inputs().clone(),
+            started_at: execution.started_at().map(|t| t.rfc3339()),
+            finished_at: execution.finished_at().map(|t| t.rfc3339()),
+            error: execution.outcome().and_then(|(_, e)| e.as_ref()).map(error),
+            steps,
+        }
+    }
+}

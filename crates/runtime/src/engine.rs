@@ -1,0 +1,961 @@
+//! The engine: owns executions, asks the core what to do, commits the decision to the store,
+//! and only then acts on it (starts attempts, arms timers, cancels, notifies).
+//!
+//! One task runs the loop. Inputs that arrive while a commit is in flight queue up and are
+//! decided and committed together in the next round: group commit across executions comes
+//! from the shape of the loop, not from a special code path.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wayline_core::event::{Actor, ErrorClass, ErrorInfo};
+use wayline_core::execution::{
+    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Status, Timer,
+};
+use wayline_core::report::Report;
+use wayline_core::{Event, Time};
+use wayline_exec as exec;
+use wayline_spec::Workflow;
+use wayline_spec::model::Decision;
+use wayline_store::{self as store, Action, Commit, Lease, LogLine, NewExecution, Store, Summary};
+
+use crate::clock::Clock;
+use crate::render::{self, Limits, Request};
+use crate::subscription::{Published, Subscription};
+use crate::{id, owner};
+
+/// How an engine behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This engine's owner id (see [`owner::this_process`]).
+    pub owner: String,
+    /// How long a lease lasts without renewal; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Limits and kill grace for attempts.
+    pub limits: Limits,
+    /// How often to look for control requests made by other processes; `None` when only this
+    /// process can make requests (an in-memory store).
+    pub request_poll: Option<Duration>,
+    /// How long to keep retrying a commit while the store is unavailable before stopping.
+    pub store_patience: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            owner: owner::this_process(),
+            lease_ttl: Duration::from_secs(15),
+            limits: Limits::default(),
+            request_poll: Some(Duration::from_millis(50)),
+            store_patience: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A workflow to run.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub workflow: Arc<Workflow>,
+    /// The file's text, stored in the journal so the execution can be rebuilt anywhere.
+    pub source: Arc<str>,
+    pub path: String,
+    pub inputs: Map<String, Value>,
+    pub secrets: Arc<Secrets>,
+}
+
+/// What can go wrong when asking the engine for something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The request does not apply (already finished, not escalated, …).
+    #[error("{0}")]
+    Rejected(String),
+    /// The request itself is wrong (a secret is missing, the stored definition is invalid).
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+enum Command {
+    Submit(Box<Submission>, oneshot::Sender<Result<String>>),
+    Control(String, Control, oneshot::Sender<Result<()>>),
+    Report(String, oneshot::Sender<Option<Report>>),
+    Recover(String, Arc<Secrets>, oneshot::Sender<Result<Recovered>>),
+}
+
+/// The outcome of [`EngineHandle::recover`].
+#[derive(Debug, Clone)]
+pub enum Recovered {
+    /// This engine now owns the execution and continues it.
+    Resumed,
+    /// The execution had already finished; nothing to do.
+    Finished(Status),
+}
+
+/// A cheap handle to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle<S> {
+    commands: mpsc::Sender<Command>,
+    bus: broadcast::Sender<Arc<Published>>,
+    store: S,
+}
+
+impl<S: Store> EngineHandle<S> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Starts an execution; returns its id once its creation is durable.
+    pub async fn submit(&self, submission: Submission) -> Result<String> {
+        self.ask(|reply| Command::Submit(Box::new(submission), reply)).await?
+    }
+
+    /// Applies a control request to an execution this engine owns; returns once the
+    /// resulting events are committed.
+    pub async fn control(&self, id: &str, control: Control) -> Result<()> {
+        self.ask(|reply| Command::Control(id.to_owned(), control, reply)).await?
+    }
+
+    /// Takes over an execution whose owner is gone and continues it.
+    pub async fn recover(&self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
+        self.ask(|reply| Command::Recover(id.to_owned(), secrets, reply)).await?
+    }
+
+    /// The current report of an execution: from memory when this engine owns it, otherwise
+    /// rebuilt from the store.
+    pub async fn report(&self, id: &str) -> Result<Report> {
+        if let Some(report) = self.ask(|reply| Command::Report(id.to_owned(), reply)).await? {
+            return Ok(report);
+        }
+        crate::inspect::report(&self.store, id).await
+    }
+
+    /// Events of an execution after `after` (0: all), then live as they are committed.
+    pub fn subscribe(&self, id: &str, after: u64) -> Subscription<S> {
+        Subscription::live(self.store.clone(), id, after, self.bus.subscribe())
+    }
+
+    /// Waits until the execution finishes and returns its final report.
+    pub async fn wait(&self, id: &str) -> Result<Report> {
+        let mut subscription = self.subscribe(id, 0);
+        while let Some(item) = subscription.next().await? {
+            if let crate::subscription::Item::Event(Event {
+                kind: wayline_core::EventKind::Finished { .. },
+                ..
+            }) = item
+            {
+                return self.report(id).await;
+            }
+        }
+        Err(Error::Stopped)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+/// An input waiting to be decided, and who waits for its outcome.
+struct Pending {
+    execution: Arc<str>,
+    /// `None` for a stored request that is not a valid control: it is only marked handled.
+    input: Option<Input>,
+    reply: Option<oneshot::Sender<Result<()>>>,
+    /// The stored control request this input carries out.
+    request: Option<u64>,
+}
+
+/// An execution this engine owns.
+struct Owned {
+    execution: Execution,
+    lease: Lease,
+    /// Cancellation of attempts in flight: (step, attempt, compensation).
+    attempts: HashMap<(usize, u32, bool), CancellationToken>,
+}
+
+/// A timer waiting to fire; ordered by time, then by when it was armed.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Armed {
+    at: Time,
+    seq: u64,
+    execution: Arc<str>,
+    timer: Timer,
+}
+
+/// The decisions about one execution in one round.
+#[derive(Default)]
+struct Decided {
+    events: Vec<Event>,
+    effects: Vec<Effect>,
+    /// Stored control requests carried out (or rejected) by these decisions.
+    handled: Vec<u64>,
+}
+
+/// Someone waiting for the outcome of a control input.
+struct Reply {
+    sender: Option<oneshot::Sender<Result<()>>>,
+    result: Result<()>,
+    execution: Arc<str>,
+}
+
+/// What attempt tasks report back.
+enum Message {
+    Finished {
+        execution: Arc<str>,
+        step: usize,
+        attempt: u32,
+        compensation: bool,
+        result: AttemptResult,
+    },
+    Log(LogLine),
+}
+
+/// The engine service. Build it with [`Engine::new`], then `run` it; talk to it through the
+/// [`EngineHandle`].
+pub struct Engine<S> {
+    store: S,
+    options: Options,
+    clock: Clock,
+    commands: mpsc::Receiver<Command>,
+    messages: mpsc::UnboundedReceiver<Message>,
+    sender: mpsc::UnboundedSender<Message>,
+    bus: broadcast::Sender<Arc<Published>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    executions: HashMap<Arc<str>, Owned>,
+    timers: BinaryHeap<Reverse<Armed>>,
+    timer_seq: u64,
+    inputs: VecDeque<Pending>,
+    /// Control requests from other processes already queued.
+    queued_requests: HashSet<u64>,
+    logs: Vec<LogLine>,
+    http: Option<exec::HttpClient>,
+    /// Reports of recently finished executions, for `report` after the end.
+    finished: HashMap<String, Report>,
+    finished_order: VecDeque<String>,
+}
+
+const FINISHED_KEPT: usize = 1024;
+
+impl<S: Store> Engine<S> {
+    pub fn new(
+        store: S,
+        options: Options,
+        shutdown: CancellationToken,
+    ) -> (Engine<S>, EngineHandle<S>) {
+        let (command_sender, commands) = mpsc::channel(1024);
+        let (sender, messages) = mpsc::unbounded_channel();
+        let (bus, _) = broadcast::channel(4096);
+        let handle =
+            EngineHandle { commands: command_sender, bus: bus.clone(), store: store.clone() };
+        let engine = Engine {
+            store,
+            options,
+            clock: Clock::system(),
+            commands,
+            messages,
+            sender,
+            bus,
+            tracker: TaskTracker::new(),
+            shutdown,
+            executions: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            inputs: VecDeque::new(),
+            queued_requests: HashSet::new(),
+            logs: Vec::new(),
+            http: None,
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+        };
+        (engine, handle)
+    }
+
+    /// Runs until the shutdown token is cancelled or the store stays unavailable for longer
+    /// than `store_patience`. Attempts still running are then cancelled and leases released,
+    /// so another engine (or `wayline resume`) can continue the executions.
+    pub async fn run(mut self) -> Result<()> {
+        let mut renew = tokio::time::interval(self.options.lease_ttl / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let poll_every = self.options.request_poll.unwrap_or(Duration::from_secs(3600));
+        let mut poll = tokio::time::interval(poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outcome = Ok(());
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse(armed)| self.clock.instant(armed.at));
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                Some(message) = self.messages.recv() => self.message(message),
+                Some(command) = self.commands.recv() => {
+                    if let Err(error) = self.command(command).await {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+                () = sleep_until(next_timer), if next_timer.is_some() => self.fire_timers(),
+                _ = renew.tick() => {
+                    if let Err(error) = self.renew().await {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+                _ = poll.tick(), if self.options.request_poll.is_some() => self.poll_requests().await,
+            }
+            while let Ok(message) = self.messages.try_recv() {
+                self.message(message);
+            }
+            if let Err(error) = self.process().await {
+                outcome = Err(error);
+                break;
+            }
+        }
+        self.stop().await;
+        outcome
+    }
+
+    async fn command(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Submit(submission, reply) => {
+                let result = self.submit(*submission).await;
+                let fatal = matches!(&result, Err(Error::Store(store::Error::Unavailable(_))));
+                let _ = reply.send(result.clone());
+                if fatal {
+                    return result.map(|_| ());
+                }
+            }
+            Command::Control(id, control, reply) => {
+                match self.executions.get_key_value(id.as_str()) {
+                    Some((key, _)) => {
+                        let execution = Arc::clone(key);
+                        self.inputs.push_back(Pending {
+                            execution,
+                            input: Some(Input::Control(control)),
+                            reply: Some(reply),
+                            request: None,
+                        });
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::Rejected(format!(
+                            "execution {id} is not running in this process"
+                        ))));
+                    }
+                }
+            }
+            Command::Report(id, reply) => {
+                let report = match self.executions.get(id.as_str()) {
+                    Some(owned) => Some(Report::new(&owned.execution)),
+                    None => self.finished.get(&id).cloned(),
+                };
+                let _ = reply.send(report);
+            }
+            Command::Recover(id, secrets, reply) => {
+                let result = self.recover(&id, secrets).await;
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn submit(&mut self, submission: Submission) -> Result<String> {
+        let missing: Vec<String> = render::secret_names(&submission.workflow)
+            .into_iter()
+            .filter(|name| submission.secrets.get(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the workflow reads secret{} {} but {} not set; provide WAYLINE_SECRET_<NAME> or --secrets-file",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                if missing.len() == 1 { "it is" } else { "they are" },
+            )));
+        }
+        let now = self.clock.now();
+        let id = id::new(now);
+        let workflow_name = submission.workflow.name.clone();
+        let created = Created {
+            id: id.clone(),
+            workflow: submission.workflow,
+            source: submission.source,
+            path: submission.path,
+            inputs: submission.inputs,
+        };
+        let (execution, first) = Execution::create(created, submission.secrets, now);
+        let new = NewExecution {
+            id: id.clone(),
+            workflow: workflow_name,
+            created_at: now,
+            owner: self.options.owner.clone(),
+            ttl: self.options.lease_ttl,
+        };
+        let lease = self.store.create(new, vec![first.clone()]).await?;
+        let key: Arc<str> = id.as_str().into();
+        self.publish(&key, vec![first]);
+        self.executions
+            .insert(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
+        self.inputs.push_back(Pending {
+            execution: key,
+            input: Some(Input::Start),
+            reply: None,
+            request: None,
+        });
+        Ok(id)
+    }
+
+    async fn recover(&mut self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
+        if self.executions.contains_key(id) {
+            return Err(Error::Rejected(format!(
+                "execution {id} is already running in this process"
+            )));
+        }
+        let record = self.store.get(id).await?;
+        if record.status.is_final() {
+            return Ok(Recovered::Finished(record.status));
+        }
+        let dead = record.owner.as_deref().filter(|owner| owner::is_dead(owner));
+        let now = self.clock.now();
+        let lease =
+            self.store.acquire(id, &self.options.owner, self.options.lease_ttl, now, dead).await?;
+        let events = crate::inspect::all_events(&self.store, id).await?;
+        let (workflow, _) = crate::inspect::definition(&events)?;
+        let missing: Vec<String> = render::secret_names(&workflow)
+            .into_iter()
+            .filter(|name| secrets.get(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let _ = self.store.release(lease).await;
+            return Err(Error::Invalid(format!(
+                "the workflow reads secrets that are not set: {}",
+                missing.join(", ")
+            )));
+        }
+        let execution = Execution::replay(id.to_owned(), Arc::new(workflow), secrets, &events)
+            .map_err(|error| {
+                Error::Store(store::Error::Corrupt(format!("execution {id}: {error}")))
+            })?;
+        let key: Arc<str> = id.into();
+        self.executions
+            .insert(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
+        let owner = self.options.owner.clone();
+        self.inputs.push_back(Pending {
+            execution: key,
+            input: Some(Input::Recover { owner }),
+            reply: None,
+            request: None,
+        });
+        Ok(Recovered::Resumed)
+    }
+
+    fn message(&mut self, message: Message) {
+        match message {
+            Message::Finished { execution, step, attempt, compensation, result } => {
+                if let Some(owned) = self.executions.get_mut(&execution) {
+                    owned.attempts.remove(&(step, attempt, compensation));
+                }
+                self.inputs.push_back(Pending {
+                    execution,
+                    input: Some(Input::Finished { step, attempt, compensation, result }),
+                    reply: None,
+                    request: None,
+                });
+            }
+            Message::Log(line) => self.logs.push(line),
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.clock.now();
+        while let Some(Reverse(armed)) = self.timers.peek() {
+            if armed.at > now {
+                break;
+            }
+            let Some(Reverse(Armed { execution, timer, .. })) = self.timers.pop() else { break };
+            if self.executions.contains_key(&execution) {
+                self.inputs.push_back(Pending {
+                    execution,
+                    input: Some(Input::Timer(timer)),
+                    reply: None,
+                    request: None,
+                });
+            }
+        }
+    }
+
+    async fn renew(&mut self) -> Result<()> {
+        if self.executions.is_empty() {
+            return Ok(());
+        }
+        let leases: Vec<Lease> =
+            self.executions.values().map(|owned| owned.lease.clone()).collect();
+        let now = self.clock.now();
+        match self.store.renew(leases.clone(), self.options.lease_ttl, now).await {
+            Ok(held) => {
+                for (lease, held) in leases.into_iter().zip(held) {
+                    if !held {
+                        self.abandon(
+                            &lease.execution,
+                            "its lease was taken over by another engine",
+                        );
+                    }
+                }
+                Ok(())
+            }
+            // A renewal failure is not fatal yet: the lease lasts three renewal periods.
+            Err(store::Error::Unavailable(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn poll_requests(&mut self) {
+        if self.executions.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.executions.keys().map(|id| id.to_string()).collect();
+        let Ok(requests) = self.store.requests(ids).await else { return };
+        for stored in requests {
+            if !self.queued_requests.insert(stored.id) {
+                continue;
+            }
+            let Some((key, _)) = self.executions.get_key_value(stored.execution.as_str()) else {
+                continue;
+            };
+            let execution = Arc::clone(key);
+            let actor =
+                Actor { by: stored.request.by.clone(), reason: stored.request.reason.clone() };
+            let control = match stored.request.action {
+                Action::Pause { until } => Control::Pause { actor, until },
+                Action::Resume => Control::Resume { actor },
+                Action::Cancel { rollback } => Control::Cancel { actor, rollback },
+                Action::Decide { step, decision, outputs } => match Decision::parse(&decision) {
+                    Some(decision) => Control::Decide { step, decision, outputs, actor },
+                    None => {
+                        self.inputs.push_back(Pending {
+                            execution,
+                            input: None,
+                            reply: None,
+                            request: Some(stored.id),
+                        });
+                        continue;
+                    }
+                },
+            };
+            self.inputs.push_back(Pending {
+                execution,
+                input: Some(Input::Control(control)),
+                reply: None,
+                request: Some(stored.id),
+            });
+        }
+    }
+
+    /// Decides every queued input, commits the decisions of all executions together, then
+    /// acts on them. Acting can queue new inputs (an attempt that cannot even be rendered),
+    /// so this repeats until nothing is queued.
+    async fn process(&mut self) -> Result<()> {
+        self.flush_logs().await;
+        while !self.inputs.is_empty() {
+            let now = self.clock.now();
+            let mut order: Vec<Arc<str>> = Vec::new();
+            let mut batch: HashMap<Arc<str>, Decided> = HashMap::new();
+            let mut replies: Vec<Reply> = Vec::new();
+            while let Some(pending) = self.inputs.pop_front() {
+                let Some(owned) = self.executions.get_mut(&pending.execution) else {
+                    if let Some(reply) = pending.reply {
+                        let _ = reply.send(Err(Error::Rejected(format!(
+                            "execution {} is not running in this process",
+                            pending.execution
+                        ))));
+                    }
+                    continue;
+                };
+                let entry = batch.entry(Arc::clone(&pending.execution)).or_insert_with(|| {
+                    order.push(Arc::clone(&pending.execution));
+                    Default::default()
+                });
+                let result = match pending.input {
+                    Some(input) => owned
+                        .execution
+                        .handle(input, now)
+                        .map_err(|rejected| Error::Rejected(rejected.0)),
+                    None => Err(Error::Rejected("not a valid request".into())),
+                };
+                let result = result.map(|step| {
+                    entry.events.extend(step.events);
+                    entry.effects.extend(step.effects);
+                });
+                if let Some(request) = pending.request {
+                    entry.handled.push(request);
+                }
+                replies.push(Reply {
+                    sender: pending.reply,
+                    result,
+                    execution: Arc::clone(&pending.execution),
+                });
+            }
+            let mut commits = Vec::new();
+            let mut committed: Vec<Arc<str>> = Vec::new();
+            for id in &order {
+                let decided = &batch[id];
+                if decided.events.is_empty() && decided.handled.is_empty() {
+                    continue;
+                }
+                let owned = &self.executions[id];
+                commits.push(Commit {
+                    lease: owned.lease.clone(),
+                    events: decided.events.clone(),
+                    summary: summary(&owned.execution),
+                    handled: decided.handled.clone(),
+                });
+                committed.push(Arc::clone(id));
+            }
+            let results = self.commit(commits).await?;
+            let mut failed: HashSet<Arc<str>> = HashSet::new();
+            for (id, result) in committed.iter().zip(results) {
+                if let Err(error) = result {
+                    failed.insert(Arc::clone(id));
+                    self.abandon(id, &error.to_string());
+                }
+            }
+            for id in order {
+                if failed.contains(&id) {
+                    continue;
+                }
+                let Some(Decided { events, effects, .. }) = batch.remove(&id) else { continue };
+                if !events.is_empty() {
+                    self.publish(&id, events);
+                }
+                for effect in effects {
+                    self.act(&id, effect).await;
+                }
+            }
+            for Reply { sender, result, execution } in replies {
+                if let Some(sender) = sender {
+                    let result = if failed.contains(&execution) {
+                        Err(Error::Rejected(format!(
+                            "execution {execution} is no longer owned by this process"
+                        )))
+                    } else {
+                        result
+                    };
+                    let _ = sender.send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a batch, retrying while the store is unavailable (a restarting database) up to
+    /// `store_patience`.
+    async fn commit(&mut self, commits: Vec<Commit>) -> Result<Vec<store::Result<()>>> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + self.options.store_patience;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.store.commit(commits.clone()).await {
+                Ok(results) => return Ok(results),
+                Err(store::Error::Unavailable(reason))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    eprintln!(
+                        "wayline: database unavailable ({reason}); retrying in {}ms",
+                        pause.as_millis()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn act(&mut self, id: &Arc<str>, effect: Effect) {
+        match effect {
+            Effect::Start { step, attempt, compensation } => {
+                let Some(owned) = self.executions.get(id) else { return };
+                match render::attempt(
+                    &owned.execution,
+                    step,
+                    attempt,
+                    compensation,
+                    &self.options.limits,
+                ) {
+                    Ok(request) => self.spawn_attempt(id, step, attempt, compensation, request),
+                    Err(error) => {
+                        let error = ErrorInfo::new(ErrorClass::Expression, error.message);
+                        let result =
+                            AttemptResult::Failed { error, outputs: Map::new(), retry_after: None };
+                        self.inputs.push_back(Pending {
+                            execution: Arc::clone(id),
+                            input: Some(Input::Finished { step, attempt, compensation, result }),
+                            reply: None,
+                            request: None,
+                        });
+                    }
+                }
+            }
+            Effect::Cancel { step, attempt, compensation } => {
+                if let Some(token) = self
+                    .executions
+                    .get(id)
+                    .and_then(|owned| owned.attempts.get(&(step, attempt, compensation)))
+                {
+                    token.cancel();
+                }
+            }
+            Effect::Timer { at, timer } => {
+                self.timer_seq += 1;
+                self.timers.push(Reverse(Armed {
+                    at,
+                    seq: self.timer_seq,
+                    execution: Arc::clone(id),
+                    timer,
+                }));
+            }
+            Effect::Notify { step } => self.notify(id, step),
+            Effect::Finished => {
+                if let Some(owned) = self.executions.remove(id) {
+                    for token in owned.attempts.values() {
+                        token.cancel();
+                    }
+                    self.remember(Report::new(&owned.execution));
+                    if let Err(error) = self.store.release(owned.lease).await {
+                        eprintln!("wayline: could not release the lease of {id}: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, report: Report) {
+        if self.finished_order.len() >= FINISHED_KEPT
+            && let Some(oldest) = self.finished_order.pop_front()
+        {
+            self.finished.remove(&oldest);
+        }
+        self.finished_order.push_back(report.id.clone());
+        self.finished.insert(report.id.clone(), report);
+    }
+
+    fn http(&mut self) -> Option<exec::HttpClient> {
+        if self.http.is_none() {
+            match exec::HttpClient::new() {
+                Ok(client) => self.http = Some(client),
+                Err(error) => eprintln!("wayline: cannot build the HTTP client: {error}"),
+            }
+        }
+        self.http.clone()
+    }
+
+    fn spawn_attempt(
+        &mut self,
+        id: &Arc<str>,
+        step: usize,
+        attempt: u32,
+        compensation: bool,
+        request: Request,
+    ) {
+        let token = self.shutdown.child_token();
+        let Some(owned) = self.executions.get_mut(id) else { return };
+        owned.attempts.insert((step, attempt, compensation), token.clone());
+        let step_id = owned.execution.workflow().steps[step].id.clone();
+        let sender = self.sender.clone();
+        let execution = Arc::clone(id);
+        let clock = self.clock;
+        let http = match &request {
+            Request::Http(_) => self.http(),
+            Request::Command(_) => None,
+        };
+        self.tracker.spawn(async move {
+            let outcome = match request {
+                Request::Command(command) => {
+                    let (sink, mut lines) = exec::LogSink::channel();
+                    let run = exec::run_command(command, token, sink);
+                    let forward = async {
+                        while let Some(line) = lines.recv().await {
+                            let _ = sender.send(Message::Log(LogLine {
+                                execution: execution.to_string(),
+                                line: 0,
+                                step: step_id.clone(),
+                                attempt,
+                                compensation,
+                                stream: match line.stream {
+                                    exec::Stream::Stdout => "stdout".into(),
+                                    exec::Stream::Stderr => "stderr".into(),
+                                },
+                                time: clock.now(),
+                                text: line.text,
+                            }));
+                        }
+                    };
+                    tokio::join!(run, forward).0
+                }
+                Request::Http(request) => match http {
+                    Some(client) => exec::run_http(&client, request, token).await,
+                    None => exec::Outcome::Failed(exec::Failure {
+                        class: exec::FailureClass::Fatal,
+                        message: "no HTTP client is available".into(),
+                        outputs: Map::new(),
+                        retry_after: None,
+                    }),
+                },
+            };
+            let result = match outcome {
+                exec::Outcome::Succeeded { outputs } => AttemptResult::Succeeded { outputs },
+                exec::Outcome::Failed(failure) => {
+                    let class = match failure.class {
+                        exec::FailureClass::Failure => ErrorClass::Failure,
+                        exec::FailureClass::Timeout => ErrorClass::Timeout,
+                        exec::FailureClass::Fatal => ErrorClass::Fatal,
+                        exec::FailureClass::Cancelled => {
+                            let _ = sender.send(Message::Finished {
+                                execution,
+                                step,
+                                attempt,
+                                compensation,
+                                result: AttemptResult::Cancelled,
+                            });
+                            return;
+                        }
+                    };
+                    let retry_after =
+                        failure.retry_after.map(|after| after.delay_from(clock.system_time()));
+                    AttemptResult::Failed {
+                        error: ErrorInfo::new(class, failure.message),
+                        outputs: failure.outputs,
+                        retry_after,
+                    }
+                }
+            };
+            let _ =
+                sender.send(Message::Finished { execution, step, attempt, compensation, result });
+        });
+    }
+
+    /// Calls `escalation.notify`; its outcome goes to the step's log.
+    fn notify(&mut self, id: &Arc<str>, step: usize) {
+        let Some(owned) = self.executions.get(id) else { return };
+        let step_id = owned.execution.workflow().steps[step].id.clone();
+        let Some(request) = render::notify(&owned.execution, step, &self.options.limits) else {
+            return;
+        };
+        let sender = self.sender.clone();
+        let execution = id.to_string();
+        let clock = self.clock;
+        let token = self.shutdown.child_token();
+        let http = self.http();
+        self.tracker.spawn(async move {
+            let outcome = match request {
+                Err(error) => Err(error.message),
+                Ok(Request::Command(command)) => {
+                    Ok(exec::run_command(command, token, exec::LogSink::discard()).await)
+                }
+                Ok(Request::Http(request)) => match http {
+                    Some(client) => Ok(exec::run_http(&client, request, token).await),
+                    None => Err("no HTTP client".into()),
+                },
+            };
+            let text = match outcome {
+                Ok(exec::Outcome::Succeeded { .. }) => {
+                    "[wayline] escalation notice sent".to_owned()
+                }
+                Ok(exec::Outcome::Failed(failure)) => {
+                    format!("[wayline] escalation notice failed: {}", failure.message)
+                }
+                Err(message) => format!("[wayline] escalation notice failed: {message}"),
+            };
+            let _ = sender.send(Message::Log(LogLine {
+                execution,
+                line: 0,
+                step: step_id,
+                attempt: 0,
+                compensation: false,
+                stream: "stderr".into(),
+                time: clock.now(),
+                text,
+            }));
+        });
+    }
+
+    async fn flush_logs(&mut self) {
+        if self.logs.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.logs);
+        for line in &lines {
+            let _ = self.bus.send(Arc::new(Published::Log(line.clone())));
+        }
+        if let Err(error) = self.store.append_logs(lines).await {
+            eprintln!("wayline: could not store log lines: {error}");
+        }
+    }
+
+    fn publish(&self, id: &Arc<str>, events: Vec<Event>) {
+        // Nobody listening is fine.
+        let _ = self
+            .bus
+            .send(Arc::new(Published::Events { execution: Arc::clone(id), events: events.into() }));
+    }
+
+    /// Stops working on an execution this engine can no longer write (lease lost, fenced):
+    /// its attempts are cancelled and its state dropped; the journal stays the truth.
+    fn abandon(&mut self, id: &str, why: &str) {
+        if let Some(owned) = self.executions.remove(id) {
+            eprintln!("wayline: stopped working on execution {id}: {why}");
+            for token in owned.attempts.values() {
+                token.cancel();
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        // Attempts end promptly once cancelled (their processes are killed); give them the
+        // kill grace period and a little more.
+        let grace = self.options.limits.kill_grace + Duration::from_secs(2);
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        while let Ok(message) = self.messages.try_recv() {
+            if let Message::Log(line) = message {
+                self.logs.push(line);
+            }
+        }
+        self.flush_logs().await;
+        for (_, owned) in self.executions.drain() {
+            let _ = self.store.release(owned.lease).await;
+        }
+    }
+}
+
+fn summary(execution: &Execution) -> Summary {
+    Summary {
+        status: execution.status(),
+        started_at: execution.started_at(),
+        finished_at: execution.finished_at(),
+        error: execution
+            .outcome()
+            .and_then(|(_, error)| error.as_ref())
+            .map(|error| error.message.clone()),
+    }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

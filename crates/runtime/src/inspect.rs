@@ -1,0 +1,62 @@
+//! Reading executions back from the store: journals, definitions, reports. Used by any
+//! process, whether or not it owns the execution.
+
+use std::sync::Arc;
+
+use wayline_core::execution::{Execution, Secrets};
+use wayline_core::report::Report;
+use wayline_core::{Event, EventKind};
+use wayline_spec::Workflow;
+use wayline_store::{self as store, Store};
+
+use crate::engine::{Error, Result};
+
+/// The whole journal of an execution.
+pub async fn all_events<S: Store>(store: &S, id: &str) -> Result<Vec<Event>> {
+    let mut events: Vec<Event> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |event| event.seq);
+        let page = store.events(id, after, 10_000).await?;
+        if page.is_empty() {
+            return Ok(events);
+        }
+        events.extend(page);
+    }
+}
+
+/// The workflow an execution runs, parsed again from the source in its first event.
+pub fn definition(events: &[Event]) -> Result<(Workflow, String)> {
+    let Some(Event { kind: EventKind::Created { source, path, .. }, .. }) = events.first() else {
+        return Err(Error::Store(store::Error::Corrupt(
+            "the journal does not start with `created`".into(),
+        )));
+    };
+    let loaded = wayline_spec::load(source);
+    match loaded.workflow {
+        Some(workflow) => Ok((workflow, source.clone())),
+        None => {
+            let problems: Vec<String> =
+                loaded.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+            Err(Error::Invalid(format!(
+                "the definition stored with this execution ({path}) does not validate with this version of wayline: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+/// Rebuilds an execution from its journal (without secrets: for reading, not running).
+pub async fn replay<S: Store>(store: &S, id: &str) -> Result<Execution> {
+    let events = all_events(store, id).await?;
+    if events.is_empty() {
+        return Err(Error::Store(store::Error::NotFound(id.to_owned())));
+    }
+    let (workflow, _) = definition(&events)?;
+    Execution::replay(id.to_owned(), Arc::new(workflow), Arc::new(Secrets::default()), &events)
+        .map_err(|error| Error::Store(store::Error::Corrupt(format!("execution {id}: {error}"))))
+}
+
+/// The report of an execution, from the store.
+pub async fn report<S: Store>(store: &S, id: &str) -> Result<Report> {
+    Ok(Report::new(&replay(store, id).await?))
+}

@@ -1,0 +1,18 @@
+//! wayline's async driver: the [`Engine`] service and its cheap [`EngineHandle`], timers,
+//! leases, the event bus and the local executor pool.
+//!
+//! The runtime is generic over [`wayline_store::Store`] and never names a backend. It follows
+//! decide → commit → act: the pure core decides, the store commits, and only then are
+//! effects carried out. It is the one place that reads wall time ([`clock`]) and the one place
+//! that spawns tasks (through the engine's task tracker).
+
+pub mod clock;
+pub mod engine;
+pub mod id;
+pub mod inspect;
+pub mod owner;
+pub mod render;
+pub mod subscription;
+
+pub use engine::{Engine, EngineHandle, Error, Options, Recovered, Submission};
+pub use subscription::{Item, Subscription};

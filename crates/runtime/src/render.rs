@@ -1,0 +1,238 @@
+//! Turning a step body into a concrete executor request for one attempt: every template
+//! evaluated against the execution's state, shell values quoted, secrets set up for masking.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use wayline_core::execution::Execution;
+use wayline_core::render;
+use wayline_exec as exec;
+use wayline_spec::expr::{self, EvalError, Expression, Scope, Template};
+use wayline_spec::model::{Action, Body, Command, Http, Program, ValueTemplate, Wait};
+
+/// Settings that apply to every attempt.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub kill_grace: Duration,
+    pub log_bytes: u64,
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            kill_grace: exec::Command::DEFAULT_KILL_GRACE,
+            log_bytes: exec::Limits::DEFAULT_BYTES,
+            output_bytes: exec::Limits::DEFAULT_BYTES,
+        }
+    }
+}
+
+/// A request ready for an executor.
+pub enum Request {
+    Command(exec::Command),
+    Http(exec::Http),
+}
+
+/// What one attempt needs, taken from the execution while the engine holds it.
+pub fn attempt(
+    execution: &Execution,
+    step: usize,
+    attempt: u32,
+    compensation: bool,
+    limits: &Limits,
+) -> Result<Request, EvalError> {
+    let definition = &execution.workflow().steps[step];
+    let scope = execution.scope(Some(attempt));
+    let key = if compensation {
+        format!("{}:{}:compensate", execution.id(), definition.id)
+    } else {
+        format!("{}:{}", execution.id(), definition.id)
+    };
+    let (action, timeout) = if compensation {
+        let Some(compensate) = &definition.compensate else {
+            return Err(EvalError {
+                message: format!("step `{}` has no compensation", definition.id),
+            });
+        };
+        (compensate.action.clone(), compensate.timeout)
+    } else {
+        let action = match &definition.body {
+            Body::Run(command) => Action::Run(command.clone()),
+            Body::Http(http) => Action::Http(http.clone()),
+            other => {
+                return Err(EvalError {
+                    message: format!("a {} step does not run on an executor", other.kind()),
+                });
+            }
+        };
+        (action, definition.timeout)
+    };
+    request(execution, &action, &scope, attempt, key, timeout, limits)
+}
+
+/// The escalation notice for an escalated step.
+pub fn notify(
+    execution: &Execution,
+    step: usize,
+    limits: &Limits,
+) -> Option<Result<Request, EvalError>> {
+    let action = execution.workflow().escalation.notify.as_ref()?;
+    let scope = execution.notify_scope(step);
+    let key = format!("{}:{}:notify", execution.id(), execution.workflow().steps[step].id);
+    Some(request(execution, action, &scope, 1, key, Some(Duration::from_secs(30)), limits))
+}
+
+fn request(
+    execution: &Execution,
+    action: &Action,
+    scope: &dyn Scope,
+    attempt: u32,
+    idempotency_key: String,
+    timeout: Option<Duration>,
+    limits: &Limits,
+) -> Result<Request, EvalError> {
+    let masker = exec::Masker::new(execution.secrets().values());
+    let exec_limits =
+        exec::Limits { log_bytes: limits.log_bytes, output_bytes: limits.output_bytes };
+    Ok(match action {
+        Action::Run(command) => {
+            let Command { program, cwd, env } = command;
+            let program = match program {
+                Program::Shell(template) => exec::Program::Shell(template.render_shell(scope)?),
+                Program::Argv(parts) => exec::Program::Argv(
+                    parts.iter().map(|part| text(part, scope)).collect::<Result<_, _>>()?,
+                ),
+            };
+            let mut variables = Vec::new();
+            if let Value::Object(workflow_env) = scope.env().as_ref() {
+                for (key, value) in workflow_env {
+                    variables.push((key.clone(), expr::to_text(value)));
+                }
+            }
+            for (key, template) in env {
+                variables.push((key.clone(), text(template, scope)?));
+            }
+            let mut request = exec::Command::new(program);
+            request.cwd =
+                cwd.as_ref().map(|cwd| text(cwd, scope).map(PathBuf::from)).transpose()?;
+            request.env = variables;
+            request.attempt = attempt;
+            request.idempotency_key = idempotency_key;
+            request.timeout = timeout;
+            request.kill_grace = limits.kill_grace;
+            request.limits = exec_limits;
+            request.masker = masker;
+            Request::Command(request)
+        }
+        Action::Http(http) => {
+            let Http { method, url, headers, query, body, expect_status } = http;
+            let mut request = exec::Http::new(method.clone(), text(url, scope)?);
+            request.headers = headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), text(v, scope)?)))
+                .collect::<Result<_, EvalError>>()?;
+            request.query = query
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), text(v, scope)?)))
+                .collect::<Result<_, EvalError>>()?;
+            request.body = match body {
+                None => None,
+                Some(template) => Some(match render::value(template, scope)? {
+                    Value::String(text) => exec::Body::Text(text),
+                    other => exec::Body::Json(other),
+                }),
+            };
+            request.expect_status = expect_status.clone();
+            request.timeout = timeout;
+            request.idempotency_key = idempotency_key;
+            request.limits = exec_limits;
+            request.masker = masker;
+            Request::Http(request)
+        }
+    })
+}
+
+fn text(template: &Template, scope: &dyn Scope) -> Result<String, EvalError> {
+    template.render(scope, |value| value.to_owned())
+}
+
+/// Names of every secret the workflow's expressions read, to check they exist before a run.
+pub fn secret_names(workflow: &wayline_spec::Workflow) -> BTreeSet<String> {
+    let mut names = SecretNames::default();
+    workflow.env.iter().for_each(|(_, template)| names.template(template));
+    if let Some(notify) = &workflow.escalation.notify {
+        names.action(notify);
+    }
+    for step in &workflow.steps {
+        if let Some(when) = &step.when {
+            names.expression(when);
+        }
+        match &step.body {
+            Body::Run(command) => names.command(command),
+            Body::Http(http) => names.http(http),
+            Body::Wait(Wait::Until(template)) => names.template(template),
+            Body::Wait(Wait::For(_)) => {}
+            Body::Condition(condition) => names.expression(&condition.expression),
+            Body::Set(entries) => entries.iter().for_each(|(_, template)| names.value(template)),
+        }
+        if let Some(compensate) = &step.compensate {
+            names.action(&compensate.action);
+        }
+    }
+    names.0
+}
+
+#[derive(Default)]
+struct SecretNames(BTreeSet<String>);
+
+impl SecretNames {
+    fn expression(&mut self, expression: &Expression) {
+        for reference in expression.references() {
+            if reference.root == expr::Root::Secrets
+                && let Some(name) = reference.path.first()
+            {
+                self.0.insert(name.clone());
+            }
+        }
+    }
+
+    fn template(&mut self, template: &Template) {
+        template.expressions().for_each(|(expression, _)| self.expression(expression));
+    }
+
+    fn value(&mut self, template: &ValueTemplate) {
+        match template {
+            ValueTemplate::Literal(_) => {}
+            ValueTemplate::Text(text) => self.template(text),
+            ValueTemplate::List(items) => items.iter().for_each(|item| self.value(item)),
+            ValueTemplate::Map(entries) => entries.iter().for_each(|(_, item)| self.value(item)),
+        }
+    }
+
+    fn command(&mut self, command: &Command) {
+        match &command.program {
+            Program::Shell(template) => self.template(template),
+            Program::Argv(parts) => parts.iter().for_each(|part| self.template(part)),
+        }
+        command.cwd.iter().for_each(|cwd| self.template(cwd));
+        command.env.iter().for_each(|(_, template)| self.template(template));
+    }
+
+    fn http(&mut self, http: &Http) {
+        self.template(&http.url);
+        http.headers.iter().chain(&http.query).for_each(|(_, template)| self.template(template));
+        if let Some(body) = &http.body {
+            self.value(body);
+        }
+    }
+
+    fn action(&mut self, action: &Action) {
+        match action {
+            Action::Run(command) => self.command(command),
+            Action::Http(http) => self.http(http),
+        }
+    }
+}

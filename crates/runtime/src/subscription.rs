@@ -1,0 +1,155 @@
+//! Following an execution: its events from any sequence number, then live as they are
+//! committed — from this process's engine (`live`) or by watching the store (`follow`,
+//! for an execution another process runs).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use wayline_core::{Event, EventKind};
+use wayline_store::{LogLine, Store};
+
+use crate::engine::{Error, Result};
+
+/// What the engine publishes as it commits.
+#[derive(Debug)]
+pub enum Published {
+    Events { execution: Arc<str>, events: Arc<[Event]> },
+    Log(LogLine),
+}
+
+/// One thing a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Event(Event),
+    Log(LogLine),
+}
+
+pub struct Subscription<S> {
+    store: S,
+    id: String,
+    /// Last event delivered.
+    after: u64,
+    /// Last log line delivered (follow mode).
+    log_after: Option<u64>,
+    live: Option<broadcast::Receiver<Arc<Published>>>,
+    buffer: VecDeque<Item>,
+    catching_up: bool,
+    ended: bool,
+}
+
+const PAGE: usize = 1000;
+
+impl<S: Store> Subscription<S> {
+    /// Fed by an engine's bus; catches up from the store first and whenever it falls behind.
+    pub fn live(
+        store: S,
+        id: &str,
+        after: u64,
+        bus: broadcast::Receiver<Arc<Published>>,
+    ) -> Subscription<S> {
+        Subscription {
+            store,
+            id: id.to_owned(),
+            after,
+            log_after: None,
+            live: Some(bus),
+            buffer: VecDeque::new(),
+            catching_up: true,
+            ended: false,
+        }
+    }
+
+    /// Watches the store: for executions run by another process.
+    pub fn follow(store: S, id: &str, after: u64) -> Subscription<S> {
+        Subscription {
+            store,
+            id: id.to_owned(),
+            after,
+            log_after: None,
+            live: None,
+            buffer: VecDeque::new(),
+            catching_up: true,
+            ended: false,
+        }
+    }
+
+    /// Also deliver log lines after line number `after` (follow mode).
+    pub fn with_logs(mut self, after: u64) -> Subscription<S> {
+        self.log_after = Some(after);
+        self
+    }
+
+    /// The next event or log line; `None` after the execution's last event.
+    pub async fn next(&mut self) -> Result<Option<Item>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                if let Item::Event(Event { kind: EventKind::Finished { .. }, .. }) = &item {
+                    self.ended = true;
+                }
+                return Ok(Some(item));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            if self.catching_up {
+                let events =
+                    self.store.events(&self.id, self.after, PAGE).await.map_err(Error::Store)?;
+                let logs = match self.log_after {
+                    Some(after) => {
+                        self.store.logs(&self.id, None, after, PAGE).await.map_err(Error::Store)?
+                    }
+                    None => Vec::new(),
+                };
+                if let Some(last) = logs.last() {
+                    self.log_after = Some(last.line);
+                }
+                let found = !events.is_empty() || !logs.is_empty();
+                self.buffer.extend(logs.into_iter().map(Item::Log));
+                for event in events {
+                    self.after = event.seq;
+                    self.buffer.push_back(Item::Event(event));
+                }
+                if found {
+                    continue;
+                }
+                match &self.live {
+                    Some(_) => self.catching_up = false,
+                    None => {
+                        self.store.changed(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(live) = &mut self.live else { continue };
+            match live.recv().await {
+                Ok(published) => match &*published {
+                    Published::Events { execution, events } if **execution == *self.id => {
+                        for event in events.iter() {
+                            if event.seq <= self.after {
+                                continue;
+                            }
+                            if event.seq != self.after + 1 {
+                                self.catching_up = true; // a gap: read it from the store
+                                break;
+                            }
+                            self.after = event.seq;
+                            self.buffer.push_back(Item::Event(event.clone()));
+                        }
+                    }
+                    Published::Log(line) if line.execution == self.id => {
+                        self.buffer.push_back(Item::Log(line.clone()))
+                    }
+                    _ => {}
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    // The engine stopped: whatever was committed is in the store.
+                    self.live = None;
+                    self.catching_up = true;
+                }
+            }
+        }
+    }
+}

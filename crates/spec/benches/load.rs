@@ -1,0 +1,160 @@
+//! Benchmark (not a timed test): a generated 10,000-step DAG workflow — the step limit — is
+//! parsed, validated and planned; the figures are medians of several runs. Target (DESIGN.md
+//! §4, issue 2): validate + plan under 200 ms on the 2-core development machine.
+//!
+//! Run with `cargo bench -p wayline-spec --bench load`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use wayline_core::plan::Plan;
+
+const STEPS: usize = wayline_spec::lower::MAX_STEPS;
+const RUNS: usize = 15;
+const TARGET: Duration = Duration::from_millis(200);
+
+fn main() {
+    let text = workflow(STEPS);
+    let loaded = wayline_spec::load(&text);
+    if let Some(first) = loaded.diagnostics.first() {
+        panic!("the generated workflow has diagnostics: {}", first.render("bench.yaml", &text));
+    }
+    let workflow = loaded.workflow.expect("the generated workflow is valid");
+    let templates = text.matches("${{").count();
+    println!(
+        "workflow: {} steps, {} groups, {} expressions, {} bytes, {} levels",
+        workflow.steps.len(),
+        workflow.groups.len(),
+        templates,
+        text.len(),
+        Plan::new(&workflow).levels.len(),
+    );
+
+    let parse = median(|| {
+        black_box(wayline_spec::yaml::parse(black_box(&text)).is_ok());
+    });
+    let load = median(|| {
+        black_box(wayline_spec::load(black_box(&text)).workflow.is_some());
+    });
+    let plan = median(|| {
+        black_box(Plan::new(black_box(&workflow)).levels.len());
+    });
+    let total = load + plan;
+    println!("yaml parse       {:>8.2} ms  (median of {RUNS})", ms(parse));
+    println!("parse + validate {:>8.2} ms", ms(load));
+    println!("plan             {:>8.2} ms", ms(plan));
+    println!(
+        "validate + plan  {:>8.2} ms  target < {} ms: {}",
+        ms(total),
+        TARGET.as_millis(),
+        if total < TARGET { "met" } else { "MISSED" }
+    );
+}
+
+fn median(mut run: impl FnMut()) -> Duration {
+    run(); // warm up allocator and caches
+    let mut times: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[RUNS / 2]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A deterministic pseudo-random sequence (splitmix64), so every run measures the same file.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A realistic large workflow: each step needs 1-3 earlier steps (mostly recent ones, some far
+/// back), about half read an upstream output through `${{ }}`, every 10th is in a capped group,
+/// every 100th is a condition whose two branches are the next two steps, and some steps carry
+/// an `if`, a retry policy or a timeout. It stays under the 1 MiB file limit.
+fn workflow(steps: usize) -> String {
+    let mut random = Random(7);
+    let mut text = String::from(
+        "name: bench\ninputs:\n  version: { type: string, default: '1.0' }\n\
+         retry: { max_attempts: 3, backoff: exponential, delay: 1s, max_delay: 30s }\ngroups:\n",
+    );
+    for group in 0..20 {
+        text.push_str(&format!("  g{group}: {{ max_parallel: {} }}\n", 1 + group % 4));
+    }
+    text.push_str("steps:\n");
+    // Steps listed in a branch are not needed by later steps, so nothing needs both branches.
+    let mut branch = vec![false; steps];
+    let mut condition = vec![false; steps];
+    for index in 0..steps {
+        let mut needs: Vec<usize> = Vec::new();
+        if index > 0 && !branch[index] {
+            for _ in 0..1 + random.below(3) {
+                let need = if random.below(4) == 0 {
+                    random.below(index)
+                } else {
+                    index - 1 - random.below(index.min(20))
+                };
+                if !branch[need] && !needs.contains(&need) {
+                    needs.push(need);
+                }
+            }
+        }
+        let mut fields = vec![format!("id: s{index}")];
+        if !needs.is_empty() {
+            let list: Vec<String> = needs.iter().map(|n| format!("s{n}")).collect();
+            fields.push(format!("needs: [{}]", list.join(", ")));
+        }
+        if index % 10 == 3 {
+            fields.push(format!("group: g{}", index % 20));
+        }
+        if index % 100 == 50 && index + 2 < steps {
+            condition[index] = true;
+            branch[index + 1] = true;
+            branch[index + 2] = true;
+            let source = needs.first().map_or("inputs.version == '1.0'".to_owned(), |n| {
+                format!("steps.s{n}.status == 'succeeded'")
+            });
+            fields.push(format!("condition: \"${{{{ {source} }}}}\""));
+            fields.push(format!("then: [s{}]", index + 1));
+            fields.push(format!("else: [s{}]", index + 2));
+        } else if let Some(&first) = needs.first().filter(|_| random.below(2) == 0) {
+            let output = if condition[first] { "result" } else { "v" };
+            fields.push(format!(
+                "set: {{ v: \"${{{{ steps.s{first}.outputs.{output} }}}}-{index}\" }}"
+            ));
+        } else if random.below(3) == 0 {
+            fields.push(format!("run: \"deploy ${{{{ inputs.version }}}} {index}\""));
+        } else {
+            fields.push(format!("set: {{ v: {index} }}"));
+        }
+        if index % 50 == 7 && !needs.is_empty() {
+            fields.push("if: \"${{ always() }}\"".to_owned());
+        }
+        if index % 25 == 11 {
+            fields.push("retry: { max_attempts: 5, delay: 500ms, jitter: full }".to_owned());
+        }
+        if index % 40 == 19 {
+            fields.push("timeout: 5m".to_owned());
+        }
+        text.push_str(&format!("  - {{ {} }}\n", fields.join(", ")));
+    }
+    assert!(text.len() <= wayline_spec::lower::MAX_FILE_BYTES, "{} bytes", text.len());
+    text
+}

@@ -1,0 +1,18 @@
+//! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
+//! fixtures against snapshots of their diagnostics, every example, and property tests.
+
+mod examples;
+mod invalid;
+mod properties;
+
+use std::path::{Path, PathBuf};
+
+/// A path under the crate directory, so tests run the same from any working directory.
+fn crate_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Every diagnostic of `text`, rendered exactly as `wayline validate` prints it.
+fn render(name: &str, text: &str) -> String {
+    wayline_spec::load(text).diagnostics.iter().map(|d| d.render(name, text)).collect()
+}

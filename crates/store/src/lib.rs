@@ -1,0 +1,207 @@
+//! Durable state: where journals, leases, control requests and logs live.
+//!
+//! The [`Store`] trait is all the runtime knows about storage; it never names a backend. Every
+//! backend (in-memory here, SQLite and PostgreSQL in their own crates) passes the same
+//! [`conformance`] suite.
+//!
+//! Appends are fenced: each execution has one lease at a time, identified by a token that
+//! grows with every takeover, and an append must present the current token and continue the
+//! journal exactly where it ends. A late write from an owner that lost its lease is rejected.
+
+pub mod bench;
+pub mod conformance;
+mod memory;
+mod record;
+
+use std::future::Future;
+use std::time::Duration;
+
+use wayline_core::{Event, Time};
+
+pub use memory::MemoryStore;
+pub use record::*;
+
+/// What can go wrong in a store. Callers match on the kind to decide what to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No execution with this id.
+    #[error("no execution `{0}`")]
+    NotFound(String),
+    /// An id prefix matches more than one execution.
+    #[error("`{prefix}` matches {count} executions; give more characters")]
+    Ambiguous { prefix: String, count: usize },
+    /// The execution's lease is held by a live owner.
+    #[error("execution {execution} is owned by {owner} (lease valid until {until})")]
+    Held { execution: String, owner: String, until: Time },
+    /// The caller's lease token is stale or the journal moved on: another owner took over.
+    #[error("execution {execution}: {detail}")]
+    Fenced { execution: String, detail: String },
+    /// The execution already exists.
+    #[error("execution `{0}` already exists")]
+    Exists(String),
+    /// The database was written by a newer wayline.
+    #[error(
+        "the database schema is version {found}, newer than this wayline supports ({supported}); upgrade wayline"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// Stored data cannot be read back.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The database cannot be reached or refused the operation (disk full, permission,
+    /// connection lost). Usually worth retrying later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The store was configured wrongly (a malformed URL, an invalid schema name): fix the
+    /// configuration; retrying cannot help.
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Durable state for executions. Implementations are cheap to clone handles.
+///
+/// Journals: `create` and `commit` take events whose sequence numbers continue the stored
+/// journal exactly (the first event of an execution is 1); anything else is
+/// [`Error::Fenced`] and stores nothing of that execution's share.
+///
+/// Fencing is by token: [`Store::acquire`] bumps the execution's token, and a commit, renewal
+/// or release presenting an older token (or another owner) is refused. A lease that merely
+/// expired still commits until someone else acquires it.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Creates an execution with its first events (seq 1, 2, …; may be empty) and takes its
+    /// lease, atomically. The record starts as [`wayline_core::execution::Status::Pending`].
+    fn create(
+        &self,
+        execution: NewExecution,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Lease>> + Send;
+
+    /// Appends events of several executions in one transaction (group commit). Each commit is
+    /// fenced on its own and applied in order (two commits of one execution in a batch are
+    /// fine when the second continues the first); one result per commit, in order. The outer
+    /// error is for failures of the whole batch, when nothing was committed — or, after
+    /// [`Error::Unavailable`], possibly everything: a retry of a commit that did land is then
+    /// refused as [`Error::Fenced`].
+    fn commit(&self, commits: Vec<Commit>) -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
+
+    /// One execution's record.
+    fn get(&self, id: &str) -> impl Future<Output = Result<ExecutionRecord>> + Send;
+
+    /// The full id of the one execution whose id starts with `prefix` (an exact id wins over
+    /// longer ids it is a prefix of; an empty prefix matches nothing).
+    fn resolve(&self, prefix: &str) -> impl Future<Output = Result<String>> + Send;
+
+    /// Events after `after` (a sequence number; 0 for all), in order, at most `limit`.
+    /// [`Error::NotFound`] when the execution does not exist.
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// Executions matching the filter, newest first (ties: greater id first).
+    fn list(&self, filter: Filter) -> impl Future<Output = Result<Vec<ExecutionRecord>>> + Send;
+
+    /// Takes the lease of an execution when it is free, expired (`lease_until <= now`), or held
+    /// by `dead_owner` (an owner the caller knows is gone: a process on this host that no
+    /// longer exists). The new lease's token is greater than every earlier one. Otherwise
+    /// [`Error::Held`], even for the current owner asking again.
+    fn acquire(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        now: Time,
+        dead_owner: Option<&str>,
+    ) -> impl Future<Output = Result<Lease>> + Send;
+
+    /// Extends leases to `now + ttl`; returns, for each, whether it is still held (false
+    /// when another owner took it over or the execution is gone).
+    fn renew(
+        &self,
+        leases: Vec<Lease>,
+        ttl: Duration,
+        now: Time,
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Gives a lease up (the execution finished, or the process is shutting down). A stale
+    /// lease is left alone without an error: whoever took it over keeps it.
+    fn release(&self, lease: Lease) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a control request for an execution, for its owner to act on; returns its id,
+    /// greater than every earlier request's (ids are never reused).
+    fn request(
+        &self,
+        id: &str,
+        request: Request,
+        now: Time,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Unhandled control requests of these executions, oldest first. Unknown ids are
+    /// ignored. A request is handled once a commit of its execution lists it in
+    /// [`Commit::handled`].
+    fn requests(&self, ids: Vec<String>)
+    -> impl Future<Output = Result<Vec<StoredRequest>>> + Send;
+
+    /// Stores log lines. The store numbers them (from 1 per execution, in the order given;
+    /// [`LogLine::line`] is ignored). Lines of executions that do not exist (any more) are
+    /// dropped.
+    fn append_logs(&self, lines: Vec<LogLine>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Log lines of an execution (optionally one step) after line number `after`, at most
+    /// `limit`. [`Error::NotFound`] when the execution does not exist.
+    fn logs(
+        &self,
+        id: &str,
+        step: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LogLine>>> + Send;
+
+    /// Deletes finished executions (with their events, requests and logs) whose
+    /// `finished_at` is before `before`; returns how many.
+    fn gc(&self, before: Time) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Resolves when something may have changed (events, requests or logs written by this or
+    /// another process), or after `timeout`. Changes are noticed from the moment the future
+    /// is first polled; one that happened before can be missed, so callers read again after
+    /// it returns and the timeout bounds the delay. Wakes may be spurious. The in-memory store
+    /// wakes at once, SQLite polls (~15 ms), PostgreSQL listens for notifications.
+    fn changed(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Checks that events with sequence numbers `seqs` continue a journal whose last event is
+/// `last_seq`: consecutive numbers from `last_seq + 1`. For backends; [`Error::Fenced`]
+/// otherwise.
+pub fn check_sequence(execution: &str, last_seq: u64, seqs: impl IntoIterator<Item = u64>) -> Result<()> {
+    let mut expected = last_seq + 1;
+    for seq in seqs {
+        if seq != expected {
+            return Err(Error::Fenced {
+                execution: execution.to_owned(),
+                detail: format!(
+                    "event {seq} does not continue the journal, which expects event {expected}; \
+                     another writer appended first or the events are out of order"
+                ),
+            });
+        }
+        expected += 1;
+    }
+    Ok(())
+}
+
+/// The `Fenced` error for a commit whose lease is not the current one.
+pub fn stale_lease(lease: &Lease, owner: Option<&str>, token: u64) -> Error {
+    Error::Fenced {
+        execution: lease.execution.clone(),
+        detail: format!(
+            "the lease of {} (token {}) is no longer valid: it is now held by {} (token {token}); \
+             another engine took the execution over",
+            lease.owner,
+            lease.token,
+            owner.unwrap_or("nobody"),
+        ),
+    }
+}

@@ -1,0 +1,126 @@
+//! The records a store keeps besides events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use wayline_core::execution::Status;
+use wayline_core::{Event, Time};
+
+/// A new execution, for [`crate::Store::create`].
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub workflow: String,
+    pub created_at: Time,
+    pub owner: String,
+    pub ttl: std::time::Duration,
+}
+
+/// What a store knows about an execution without reading its journal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub workflow: String,
+    pub status: Status,
+    pub created_at: Time,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    /// Sequence number of the last event.
+    pub last_seq: u64,
+    /// Current lease holder, if any lease was ever taken and not released.
+    pub owner: Option<String>,
+    pub lease_until: Option<Time>,
+    pub error: Option<String>,
+}
+
+/// The fields of [`ExecutionRecord`] that change with events; written with each commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub status: Status,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub error: Option<String>,
+}
+
+/// One execution's share of a group commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub lease: Lease,
+    /// Must continue the stored journal: the first has `seq = last_seq + 1`, no gaps.
+    pub events: Vec<Event>,
+    pub summary: Summary,
+    /// Control requests these events answer; marked handled in the same transaction.
+    pub handled: Vec<u64>,
+}
+
+/// The right to append to one execution's journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub execution: String,
+    pub owner: String,
+    /// Grows with every takeover; appends must present the current one.
+    pub token: u64,
+}
+
+/// Which executions to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Any of these statuses (all when empty).
+    pub status: Vec<Status>,
+    pub workflow: Option<String>,
+    /// Created at or after.
+    pub since: Option<Time>,
+    pub limit: Option<usize>,
+}
+
+/// A control request made from any process, for the owner to carry out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Pause {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Time>,
+    },
+    Resume,
+    Cancel {
+        rollback: bool,
+    },
+    Decide {
+        step: String,
+        decision: String,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    #[serde(flatten)]
+    pub action: Action,
+    /// Who asked (`user@host`).
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    pub id: u64,
+    pub execution: String,
+    pub request: Request,
+    pub created_at: Time,
+}
+
+/// One line of a step's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub execution: String,
+    /// Position in the execution's log, from 1; assigned by the store when 0.
+    pub line: u64,
+    pub step: String,
+    pub attempt: u32,
+    pub compensation: bool,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub time: Time,
+    pub text: String,
+}
