@@ -153,6 +153,9 @@ pub struct Expression {
     references: Vec<Reference>,
     status_fns: Vec<(StatusFn, usize)>,
     unknown: Vec<Unknown>,
+    /// The whole expression is one reference (`inputs.x`, `steps.a.outputs.b`): it is read
+    /// straight from the data, which keeps objects' key order and costs no evaluation.
+    direct: bool,
 }
 
 impl PartialEq for Expression {
@@ -299,13 +302,16 @@ impl Expression {
         let mut walker =
             Walker { source, info: &info, scopes: Vec::new(), out: Collected::default() };
         walker.walk(&mut ast);
+        let direct = walker.chain(&ast).is_some();
         let Collected { references, status_fns, unknown } = walker.out;
+        let direct = direct && references.len() == 1 && status_fns.is_empty() && unknown.is_empty();
         Ok(Expression {
             source: source.into(),
             ast: Arc::new(ast),
             references,
             status_fns,
             unknown,
+            direct,
         })
     }
 
@@ -329,6 +335,9 @@ impl Expression {
 
     /// Evaluates the expression against `scope`.
     pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        if self.direct {
+            return self.lookup(scope);
+        }
         ROOT.with(|root| {
             let mut root = root.borrow_mut();
             let root = root.get_or_insert_with(|| Context::with_env(Arc::new(environment())));
@@ -341,6 +350,56 @@ impl Expression {
                 message: format!("`{}`: the result cannot be represented: {error:?}", self.source),
             })
         })
+    }
+
+    /// Reads a plain reference from the data without the CEL engine.
+    fn lookup(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        let reference = &self.references[0];
+        let missing = |what: &str| EvalError { message: format!("`{}`: {what}", self.source) };
+        let step;
+        let secret;
+        let workflow;
+        let other;
+        let (start, path): (Cow<'_, Value>, &[String]) = match reference.root {
+            Root::Inputs => (scope.inputs(), &reference.path),
+            Root::Env => (scope.env(), &reference.path),
+            Root::Steps => {
+                let Some(id) = reference.path.first() else { return Err(missing("name a step")) };
+                step = scope.step(id).ok_or_else(|| missing(&format!("no step `{id}`")))?;
+                (Cow::Borrowed(&step), &reference.path[1..])
+            }
+            Root::Secrets => {
+                let Some(name) = reference.path.first() else { return Err(missing("name a secret")) };
+                secret = Value::String(
+                    scope.secret(name).ok_or_else(|| EvalError { message: format!("secret `{name}` is not available") })?,
+                );
+                (Cow::Borrowed(&secret), &reference.path[1..])
+            }
+            Root::Workflow => {
+                workflow = serde_json::json!({ "name": scope.workflow_name() });
+                (Cow::Borrowed(&workflow), &reference.path)
+            }
+            Root::Execution => {
+                other = scope.execution();
+                (Cow::Borrowed(&other), &reference.path)
+            }
+            Root::Escalation => {
+                other = scope.escalation().unwrap_or(Value::Null);
+                (Cow::Borrowed(&other), &reference.path)
+            }
+            Root::Attempt => match scope.attempt() {
+                Some(attempt) => return Ok(Value::from(attempt)),
+                None => return Err(missing("`attempt` is only known inside a step body")),
+            },
+        };
+        let mut value: &Value = start.as_ref();
+        for key in path {
+            value = match value {
+                Value::Object(map) => map.get(key).ok_or_else(|| missing(&format!("No such key: {key}")))?,
+                other => return Err(missing(&format!("cannot read `{key}` of {other}"))),
+            };
+        }
+        Ok(value.clone())
     }
 
     fn bind(&self, context: &mut Context<'_, '_>, scope: &dyn Scope) -> Result<(), EvalError> {

@@ -3,6 +3,7 @@
 
 mod graph;
 mod plan;
+mod run;
 mod schema;
 mod validate;
 

@@ -1,0 +1,455 @@
+//! `wayline run` end to end: real processes, a real local HTTP server, exit codes and the
+//! result object as a script sees them.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One finished `wayline run`.
+struct Outcome {
+    code: i32,
+    report: Value,
+    stderr: String,
+}
+
+/// A scratch directory with a workflow file written into it.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().expect("a temp dir") }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write a file");
+        path
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // tests start the binary under test
+fn command(workflow: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wayline"));
+    command
+        .arg("run")
+        .arg(workflow)
+        .args(["--ephemeral", "--json"])
+        .args(args)
+        .current_dir(workflow.parent().expect("a directory"))
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(workflow: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut command = command(workflow, args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("wayline runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("--json prints one JSON object ({error}); stderr:\n{stderr}")
+    });
+    Outcome { code: output.status.code().expect("exited normally"), report, stderr }
+}
+
+fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id}"))
+}
+
+/// Whether a process id is still alive (not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn retry_then_success() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: flaky
+steps:
+  - id: flaky
+    run: test "$WAYLINE_ATTEMPT" -ge 3 || exit 7
+    retry: { max_attempts: 5, backoff: fixed, delay: 50ms }
+"#,
+    );
+    let outcome = run(&flow, &[], &[]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.report["status"], "succeeded");
+    assert_eq!(step(&outcome.report, "flaky")["attempts"], 3);
+}
+
+#[test]
+fn retry_exhausted_fails_with_exit_code_1() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: broken
+steps:
+  - id: broken
+    run: echo "attempt $WAYLINE_ATTEMPT" >> attempts.txt; exit 3
+    retry: { max_attempts: 3, delay: 10ms }
+  - id: never
+    needs: [broken]
+    run: touch never.txt
+"#,
+    );
+    let outcome = run(&flow, &[], &[]);
+    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.report["status"], "failed");
+    let broken = step(&outcome.report, "broken");
+    assert_eq!(broken["attempts"], 3);
+    assert_eq!(broken["error"]["message"], "exited with code 3");
+    assert_eq!(step(&outcome.report, "never")["status"], "skipped");
+    assert_eq!(scratch.read("attempts.txt"), "attempt 1\nattempt 2\nattempt 3\n");
+    assert!(!scratch.path("never.txt").exists());
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_tree() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: slow
+steps:
+  - id: slow
+    run: sleep 60 & echo $! > grandchild.pid; echo $$ > child.pid; wait
+    timeout: 500ms
+"#,
+    );
+    let started = std::time::Instant::now();
+    let outcome = run(&flow, &[], &[]);
+    assert!(started.elapsed() < Duration::from_secs(20), "the timeout stopped the step");
+    assert_eq!(outcome.code, 1);
+    let slow = step(&outcome.report, "slow");
+    assert_eq!(slow["status"], "failed");
+    assert_eq!(slow["error"]["class"], "timeout");
+    for file in ["child.pid", "grandchild.pid"] {
+        let pid: u32 = scratch.read(file).trim().parse().expect("a pid");
+        assert!(!alive(pid), "{file} ({pid}) is still running");
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_and_stops_running_steps() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: long
+steps:
+  - id: long
+    run: echo $$ > long.pid; sleep 60
+  - id: after
+    needs: [long]
+    run: touch after.txt
+"#,
+    );
+    let mut child = command(&flow, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wayline starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // Wait until the step is running (a plain line per event on a pipe).
+    for line in lines.by_ref() {
+        if line.expect("a line").contains("long: running (attempt 1)") {
+            break;
+        }
+    }
+    while scratch.read("long.pid").trim().is_empty() {
+        std::thread::yield_now();
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).expect("a pid"),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = child.wait_with_output().expect("wayline ends");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a report");
+    assert_eq!(output.status.code(), Some(1), "{}", rest.join("\n"));
+    assert_eq!(report["status"], "cancelled");
+    assert_eq!(step(&report, "long")["status"], "cancelled");
+    assert_eq!(step(&report, "after")["status"], "cancelled");
+    let pid: u32 = scratch.read("long.pid").trim().parse().expect("a pid");
+    assert!(!alive(pid), "the step's process was killed");
+    assert!(!scratch.path("after.txt").exists());
+}
+
+#[test]
+fn outputs_flow_into_commands_env_and_shell_quoting_defeats_injection() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: flow
+inputs:
+  name: { type: string, required: true }
+steps:
+  - id: produce
+    run: |
+      echo "greeting=hello" >> "$WAYLINE_OUTPUT"
+      echo "count=3" >> "$WAYLINE_OUTPUT"
+  - id: compute
+    needs: [produce]
+    set: { text: "${{ steps.produce.outputs.greeting }} ${{ inputs.name }}", twice: "${{ int(steps.produce.outputs.count) * 2 }}" }
+  - id: consume
+    needs: [compute]
+    env: { TWICE: "${{ steps.compute.outputs.twice }}" }
+    run: |
+      printf '%s|%s|%s\n' ${{ steps.compute.outputs.text }} "$TWICE" "in quotes: ${{ inputs.name }}" > result.txt
+  - id: argv
+    needs: [compute]
+    run: [sh, -c, 'printf "%s" "$1" > argv.txt', sh, "${{ inputs.name }}"]
+"#,
+    );
+    let evil = r#"x"; touch pwned1; echo '$(touch pwned2)' `touch pwned3`"#;
+    let outcome = run(&flow, &["-i", &format!("name={evil}")], &[]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(step(&outcome.report, "compute")["outputs"]["twice"], 6);
+    assert_eq!(scratch.read("result.txt"), format!("hello {evil}|6|in quotes: {evil}\n"));
+    assert_eq!(scratch.read("argv.txt"), evil);
+    for file in ["pwned1", "pwned2", "pwned3"] {
+        assert!(!scratch.path(file).exists(), "the input ran as shell code ({file})");
+    }
+}
+
+#[test]
+fn secrets_are_masked_in_logs_outputs_and_events() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: secret
+steps:
+  - id: leak
+    run: echo "token is ${{ secrets.TOKEN }}"; echo "copy=${{ secrets.TOKEN }}" >> "$WAYLINE_OUTPUT"
+  - id: derived
+    needs: [leak]
+    set: { header: "Bearer ${{ secrets.TOKEN }}" }
+"#,
+    );
+    let events = scratch.path("events.jsonl");
+    let outcome = run(
+        &flow,
+        &["--events", events.to_str().unwrap()],
+        &[("WAYLINE_SECRET_TOKEN", "s3cr3t-value")],
+    );
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(step(&outcome.report, "leak")["outputs"]["copy"], "***");
+    assert_eq!(step(&outcome.report, "derived")["outputs"]["header"], "Bearer ***");
+    assert!(outcome.stderr.contains("token is ***"), "{}", outcome.stderr);
+    let everything =
+        format!("{}{}{}", outcome.report, outcome.stderr, scratch.read("events.jsonl"));
+    assert!(!everything.contains("s3cr3t-value"), "the secret leaked");
+
+    // A missing secret stops the run before anything starts.
+    let output = command(&flow, &[]).env_remove("WAYLINE_SECRET_TOKEN").output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TOKEN"));
+}
+
+#[test]
+fn invalid_inputs_exit_2() {
+    let scratch = Scratch::new();
+    let flow = scratch.write("flow.yaml", "name: w\ninputs:\n  n: { type: integer, required: true }\nsteps:\n  - id: a\n    run: 'true'\n");
+    let output = command(&flow, &["-i", "n=three"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("input `n` must be an integer, got `three`")
+    );
+}
+
+/// A scripted answer: status, headers, body.
+type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
+/// A received request: path and query, idempotency key, body.
+type Received = (String, String, String);
+
+/// A tiny HTTP server on 127.0.0.1 that answers from a script and records requests.
+struct Server {
+    url: String,
+    requests: Arc<Mutex<Vec<Received>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    /// `answers` is consumed in order; the last one repeats.
+    fn start(answers: Vec<Answer>) -> Server {
+        use axum::extract::{Request, State};
+        use axum::response::IntoResponse;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let state = (Arc::new(Mutex::new(answers)), Arc::clone(&requests));
+        type Shared = (Arc<Mutex<Vec<Answer>>>, Arc<Mutex<Vec<Received>>>);
+        async fn answer(
+            State((answers, requests)): State<Shared>,
+            request: Request,
+        ) -> axum::response::Response {
+            let uri = request.uri().to_string();
+            let key = request
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+            requests.lock().unwrap().push((uri, key, String::from_utf8_lossy(&body).into_owned()));
+            let (status, headers, body) = {
+                let mut answers = answers.lock().unwrap();
+                if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() }
+            };
+            let mut response =
+                (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        let listener =
+            runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let app = axum::Router::new().fallback(answer).with_state(state);
+        #[allow(clippy::disallowed_methods)] // the test server's own task
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server { url, requests, _runtime: runtime }
+    }
+}
+
+#[test]
+fn http_retries_honour_retry_after_and_expect() {
+    let server = Server::start(vec![
+        (503, vec![("retry-after", "1")], "busy"),
+        (200, vec![("content-type", "application/json")], r#"{"id": 42}"#),
+    ]);
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: api
+inputs:
+  url: { type: string, required: true }
+steps:
+  - id: make
+    set: { payload: { name: widget, size: 3 } }
+  - id: call
+    needs: [make]
+    http:
+      method: POST
+      url: "${{ inputs.url }}/things"
+      query: { dry: "no" }
+      body: "${{ steps.make.outputs.payload }}"
+      expect: { status: [200, 201] }
+    retry: { max_attempts: 3, delay: 10ms }
+  - id: use
+    needs: [call]
+    run: echo "id=${{ steps.call.outputs.body.id }}" > id.txt
+"#,
+    );
+    let events = scratch.path("events.jsonl");
+    let outcome = run(
+        &flow,
+        &["-i", &format!("url={}", server.url), "--events", events.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let call = step(&outcome.report, "call");
+    assert_eq!(call["attempts"], 2);
+    assert_eq!(call["outputs"]["status"], 200);
+    assert_eq!(scratch.read("id.txt"), "id=42\n");
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].0, "/things?dry=no");
+    assert_eq!(requests[0].2, r#"{"name":"widget","size":3}"#);
+    assert_eq!(requests[0].1, requests[1].1, "every attempt carries the same idempotency key");
+    assert!(!requests[0].1.is_empty());
+    let retried = scratch
+        .read("events.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("JSON lines"))
+        .find(|event| event["type"] == "io.serverlessworkflow.task.retried.v1")
+        .expect("a task.retried event");
+    assert!(
+        retried["data"]["delay_ms"].as_u64().unwrap() >= 1000,
+        "Retry-After: 1 lengthened the 10ms delay: {retried}"
+    );
+
+    // A status outside `expect` is a failure.
+    let server = Server::start(vec![(404, vec![], "nope")]);
+    let outcome = run(&flow, &["-i", &format!("url={}", server.url)], &[]);
+    assert_eq!(outcome.code, 1);
+    let call = step(&outcome.report, "call");
+    assert_eq!(call["error"]["message"], "unexpected status 404 (expected 200, 201)");
+    assert_eq!(call["attempts"], 3);
+}
+
+#[test]
+fn events_are_cloudevents_with_one_end_per_attempt() {
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        "name: ce\nsteps:\n  - id: a\n    run: test $WAYLINE_ATTEMPT = 2\n    retry: { max_attempts: 2, delay: 10ms }\n",
+    );
+    let events = scratch.path("events.jsonl");
+    let outcome = run(&flow, &["--events", events.to_str().unwrap()], &[]);
+    assert_eq!(outcome.code, 0);
+    let events: Vec<Value> =
+        scratch.read("events.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for event in &events {
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(
+            event["source"],
+            format!("/executions/{}", outcome.report["id"].as_str().unwrap())
+        );
+        assert!(event["time"].as_str().unwrap().contains('.'), "microsecond precision");
+    }
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|e| e["subject"] == "a")
+        .map(|e| {
+            format!(
+                "{}#{}",
+                e["type"].as_str().unwrap().rsplit('.').nth(1).unwrap(),
+                e["data"]["attempt"]
+            )
+        })
+        .collect();
+    assert_eq!(kinds, ["started#1", "faulted#1", "retried#2", "started#2", "completed#2"]);
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+}
