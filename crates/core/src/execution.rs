@@ -1255,7 +1255,8 @@ impl Execution {
             StopReason::Cancelled => "the execution was cancelled",
             StopReason::Timeout => "the execution timed out",
         };
-        for &step in &self.workflow.order.clone() {
+        let workflow = Arc::clone(&self.workflow);
+        for &step in &workflow.order {
             let state = self.steps[step].state.clone();
             match state {
                 StepState::Retrying { .. } => {
@@ -1412,7 +1413,8 @@ impl Execution {
 
     /// Starts attempt `attempt` of `step`. Condition and set steps complete on the spot.
     fn start(&mut self, out: &mut Step, step: StepIndex, attempt: u32, now: Time) -> bool {
-        let definition = self.workflow.steps[step].clone();
+        let workflow = Arc::clone(&self.workflow);
+        let definition = &workflow.steps[step];
         let id = definition.id.clone();
         match &definition.body {
             Body::Run(_) | Body::Http(_) => {

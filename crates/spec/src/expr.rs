@@ -369,10 +369,12 @@ impl Expression {
                 (Cow::Borrowed(&step), &reference.path[1..])
             }
             Root::Secrets => {
-                let Some(name) = reference.path.first() else { return Err(missing("name a secret")) };
-                secret = Value::String(
-                    scope.secret(name).ok_or_else(|| EvalError { message: format!("secret `{name}` is not available") })?,
-                );
+                let Some(name) = reference.path.first() else {
+                    return Err(missing("name a secret"));
+                };
+                secret = Value::String(scope.secret(name).ok_or_else(|| EvalError {
+                    message: format!("secret `{name}` is not available"),
+                })?);
                 (Cow::Borrowed(&secret), &reference.path[1..])
             }
             Root::Workflow => {
@@ -395,7 +397,9 @@ impl Expression {
         let mut value: &Value = start.as_ref();
         for key in path {
             value = match value {
-                Value::Object(map) => map.get(key).ok_or_else(|| missing(&format!("No such key: {key}")))?,
+                Value::Object(map) => {
+                    map.get(key).ok_or_else(|| missing(&format!("No such key: {key}")))?
+                }
                 other => return Err(missing(&format!("cannot read `{key}` of {other}"))),
             };
         }
@@ -1159,6 +1163,20 @@ mod tests {
             };
             assert!(!(undeclared(global) && undeclared(member)), "{name} is not in the engine");
         }
+    }
+
+    #[test]
+    fn spans_count_characters_and_cover_whole_names() {
+        let e = Expression::parse("'é' + steps['a-b'].outputs.x + upper(1) + 'x'.nope()").unwrap();
+        let reference = &e.references()[0];
+        assert_eq!((reference.offset, reference.len), (6, "steps['a-b'].outputs.x".len()));
+        let unknown: Vec<(&str, usize, usize)> =
+            e.unknown_names().iter().map(|u| (u.name.as_str(), u.offset, u.len)).collect();
+        assert_eq!(unknown, [("upper", 31, 5), ("nope", 46, 4)]);
+        let e = Expression::parse("inputs.a &&  failure ()").unwrap();
+        assert_eq!(e.status_functions(), [(StatusFn::Failure, 13)]);
+        let e = Expression::parse("nope").unwrap();
+        assert_eq!((e.unknown_names()[0].offset, e.unknown_names()[0].len), (0, 4));
     }
 
     #[test]

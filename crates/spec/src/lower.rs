@@ -1842,12 +1842,20 @@ impl Lower {
     /// YAML leaves a repeated key to the reader's whim (most keep the last one); wayline
     /// refuses it, in fixed fields and free-form mappings alike.
     fn unique_keys(&mut self, entries: &[(Key, Node)]) {
-        if entries.len() < 2 {
-            return;
-        }
-        let mut seen: HashMap<&str, Span> = HashMap::with_capacity(entries.len());
-        for (key, _) in entries {
-            if let Some(first) = seen.insert(key.name.as_str(), key.span) {
+        // Most mappings have a handful of keys: comparing pairs beats hashing them.
+        let first_of = |index: usize| -> Option<Span> {
+            let name = &entries[index].0.name;
+            entries[..index].iter().find(|(key, _)| key.name == *name).map(|(key, _)| key.span)
+        };
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for (index, (key, _)) in entries.iter().enumerate() {
+            let first = if entries.len() <= 16 {
+                first_of(index)
+            } else {
+                let first = *seen.entry(key.name.as_str()).or_insert(key.span);
+                (first != key.span).then_some(first)
+            };
+            if let Some(first) = first {
                 self.push(
                     Diagnostic::error(
                         Code::DuplicateKey,

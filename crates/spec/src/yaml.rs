@@ -229,7 +229,7 @@ impl Builder {
                     _ => Style::Block,
                 };
                 let value = match tag {
-                    None if style == ScalarStyle::Plain => resolve_plain(&text),
+                    None if style == ScalarStyle::Plain => resolve_plain(text),
                     None => Value::Str(text.into_owned()),
                     Some(tag) if tag.is_yaml_core_schema() && tag.suffix == "str" => {
                         Value::Str(text.into_owned())
@@ -364,8 +364,8 @@ fn convert(span: YamlSpan) -> Span {
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_plain(text: &str) -> Value {
-    match text {
+fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Value {
+    match &*text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
@@ -386,7 +386,7 @@ fn resolve_plain(text: &str) -> Value {
     {
         return Value::Int(value);
     }
-    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(&text);
     if !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && let Ok(value) = text.parse::<i64>()
@@ -398,7 +398,7 @@ fn resolve_plain(text: &str) -> Value {
     {
         return Value::Float(value);
     }
-    Value::Str(text.to_owned())
+    Value::Str(text.into_owned())
 }
 
 /// `[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?` or `\.[0-9]+(...)` — stricter than `f64::from_str`,

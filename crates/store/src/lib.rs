@@ -176,8 +176,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 /// `last_seq`: consecutive numbers from `last_seq + 1`. For backends; [`Error::Fenced`]
 /// otherwise.
 pub fn check_sequence(execution: &str, last_seq: u64, seqs: impl IntoIterator<Item = u64>) -> Result<()> {
-    let mut expected = last_seq + 1;
-    for seq in seqs {
+    for (expected, seq) in (last_seq + 1..).zip(seqs) {
         if seq != expected {
             return Err(Error::Fenced {
                 execution: execution.to_owned(),
@@ -187,7 +186,6 @@ pub fn check_sequence(execution: &str, last_seq: u64, seqs: impl IntoIterator<It
                 ),
             });
         }
-        expected += 1;
     }
     Ok(())
 }

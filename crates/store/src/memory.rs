@@ -228,11 +228,11 @@ impl Store for MemoryStore {
 
     async fn release(&self, lease: Lease) -> Result<()> {
         let mut inner = self.lock();
-        if let Some(entry) = inner.executions.get_mut(&lease.execution) {
-            if fence(entry, &lease).is_ok() {
-                entry.record.owner = None;
-                entry.record.lease_until = None;
-            }
+        if let Some(entry) = inner.executions.get_mut(&lease.execution)
+            && fence(entry, &lease).is_ok()
+        {
+            entry.record.owner = None;
+            entry.record.lease_until = None;
         }
         Ok(())
     }

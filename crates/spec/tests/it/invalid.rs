@@ -209,3 +209,22 @@ steps:
         ]
     );
 }
+
+/// Large mappings take another path through the duplicate check; it must agree.
+#[test]
+fn every_repeat_of_a_key_points_at_its_first_use() {
+    for size in [4, 40] {
+        let mut keys: Vec<String> = (0..size).map(|i| format!("      k{i}: {i}\n")).collect();
+        keys.push("      k1: again\n".into());
+        keys.push("      k1: and again\n".into());
+        let text = format!("name: dupes\nsteps:\n  - id: a\n    set:\n{}", keys.concat());
+        let labels: Vec<(u32, Option<String>)> = wayline_spec::load(&text)
+            .diagnostics
+            .into_iter()
+            .map(|d| (d.span.line, d.label))
+            .collect();
+        let first = Some("first given on line 6".to_owned());
+        let end = 4 + size as u32; // the line of the last distinct key
+        assert_eq!(labels, [(end + 1, first.clone()), (end + 2, first)], "{size} keys");
+    }
+}

@@ -244,6 +244,31 @@ proptest! {
     }
 
     #[test]
+    fn deep_nesting_never_panics(
+        kinds in proptest::collection::vec(0u8..4, 0..160),
+        leaf in scalar(),
+    ) {
+        // Flow and block collections mixed, down past the depth limit.
+        let mut text = String::from("name: deep\nsteps:\n  - id: a\n    set:\n      v: ");
+        let mut close = String::new();
+        for (depth, kind) in kinds.iter().enumerate() {
+            match kind {
+                0 => { text.push('['); close.insert(0, ']'); }
+                1 => { text.push_str("{k: "); close.insert(0, '}'); }
+                2 => text.push_str(&format!("\n{}- ", " ".repeat(8 + depth))),
+                _ => text.push_str(&format!("\n{}k{depth}: ", " ".repeat(8 + depth))),
+            }
+        }
+        text.push_str(&quote(&leaf));
+        text.push_str(&close);
+        text.push('\n');
+        let loaded = wayline_spec::load(&text);
+        if kinds.len() > wayline_spec::yaml::MAX_DEPTH {
+            prop_assert!(loaded.workflow.is_none());
+        }
+    }
+
+    #[test]
     fn random_steps_in_a_real_workflow_never_panic(steps in proptest::collection::vec(tree(), 1..6)) {
         let mut text = String::from("name: fuzz\ninputs:\n  version: { type: string }\ngroups:\n  deploys: {}\nsteps:\n");
         for (index, step) in steps.iter().enumerate() {

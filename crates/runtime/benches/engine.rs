@@ -1,0 +1,189 @@
+//! Engine benchmarks with the in-memory store (DESIGN.md §4), printed as figures and as
+//! ratios to their targets. Run with `cargo bench -p wayline-runtime --bench engine`.
+//!
+//! - a 1000-step chain of `set` steps (target ≤ 10 ms)
+//! - a 10,000-step fan-out/fan-in of `set` steps (target ≤ 100 ms)
+//! - a 1000-step chain of `run: "true"` steps, against spawning `true` 1000 times in a row
+//!   as the baseline measured in the same run (target: ≤ 200 µs of overhead per step)
+//! - 100,000 executions parked on a `wait` step (target ≤ 1 GiB RSS)
+
+#![allow(clippy::disallowed_methods)] // a benchmark spawns its baseline processes
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wayline_core::execution::Secrets;
+use wayline_runtime::{Engine, EngineHandle, Options, Submission};
+use wayline_store::MemoryStore;
+
+fn workflow(yaml: &str) -> (Arc<wayline_spec::Workflow>, Arc<str>) {
+    let loaded = wayline_spec::load(yaml);
+    let workflow = loaded.workflow.unwrap_or_else(|| panic!("invalid benchmark workflow: {:?}", loaded.diagnostics));
+    (Arc::new(workflow), yaml.into())
+}
+
+fn chain(count: usize, body: &str) -> String {
+    let mut yaml = String::from("name: chain\nsteps:\n");
+    for i in 0..count {
+        let _ = write!(yaml, "  - id: s{i}\n    {body}\n");
+        if i > 0 {
+            let _ = writeln!(yaml, "    needs: [s{}]", i - 1);
+        }
+    }
+    yaml
+}
+
+fn fan(count: usize) -> String {
+    let mut yaml = String::from("name: fan\nsteps:\n  - id: root\n    set: { x: 1 }\n");
+    for i in 0..count {
+        let _ = write!(yaml, "  - id: s{i}\n    needs: [root]\n    set: {{ x: 1 }}\n");
+    }
+    yaml.push_str("  - id: sink\n    needs: [");
+    yaml.push_str(&(0..count).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", "));
+    yaml.push_str("]\n    set: { done: true }\n");
+    yaml
+}
+
+fn submission(workflow: &(Arc<wayline_spec::Workflow>, Arc<str>)) -> Submission {
+    Submission {
+        workflow: Arc::clone(&workflow.0),
+        source: Arc::clone(&workflow.1),
+        path: "bench.yaml".into(),
+        inputs: Default::default(),
+        secrets: Arc::new(Secrets::default()),
+    }
+}
+
+/// Runs `work` against a fresh engine on an in-memory store.
+fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let options = Options { request_poll: None, ..Options::default() };
+        let (engine, handle) = Engine::new(MemoryStore::new(), options, shutdown.clone());
+        let (_, value) = tokio::join!(engine.run(), async {
+            let value = work(handle).await;
+            shutdown.cancel();
+            value
+        });
+        value
+    })
+}
+
+/// Median time from submit to the final report, over `rounds` executions.
+fn time_executions(workflow: &(Arc<wayline_spec::Workflow>, Arc<str>), rounds: usize) -> Duration {
+    with_engine(async |handle| {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let id = handle.submit(submission(workflow)).await.expect("submitted");
+            let report = handle.wait(&id).await.expect("finished");
+            times.push(started.elapsed());
+            assert_eq!(report.status, "succeeded");
+        }
+        times.sort();
+        times[times.len() / 2]
+    })
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn report(name: &str, value: Duration, target: Duration) {
+    println!(
+        "{name:<44} {:>10.3} ms   target {:>8.3} ms   {:.2}x of target",
+        value.as_secs_f64() * 1000.0,
+        target.as_secs_f64() * 1000.0,
+        value.as_secs_f64() / target.as_secs_f64()
+    );
+}
+
+fn main() {
+    let only = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
+
+    if wanted("set-chain") {
+        let median = time_executions(&workflow(&chain(1000, "set: { x: \"${{ 1 + 1 }}\" }")), 11);
+        report("set-chain: 1000 set steps, submit to end", median, Duration::from_millis(10));
+    }
+    if wanted("fan") {
+        // 1 root + 9,998 parallel steps + 1 sink: the 10,000-step limit exactly.
+        let median = time_executions(&workflow(&fan(9_998)), 5);
+        report("fan: 10,000-step fan-out/fan-in", median, Duration::from_millis(100));
+    }
+    if wanted("run-chain") {
+        let steps = 1000;
+        let baseline = {
+            let started = Instant::now();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                for _ in 0..steps {
+                    let status = tokio::process::Command::new("sh").args(["-c", "true"]).status().await.expect("sh runs");
+                    assert!(status.success());
+                }
+            });
+            started.elapsed()
+        };
+        let executor = {
+            let started = Instant::now();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                for _ in 0..steps {
+                    let command = wayline_exec::Command::new(wayline_exec::Program::Shell("true".into()));
+                    let outcome = wayline_exec::run_command(command, CancellationToken::new(), wayline_exec::LogSink::discard()).await;
+                    assert!(matches!(outcome, wayline_exec::Outcome::Succeeded { .. }));
+                }
+            });
+            started.elapsed()
+        };
+        println!("run-chain: executor alone, 1000 × `true`        {:>10.3} ms", executor.as_secs_f64() * 1000.0);
+        let wayline = time_executions(&workflow(&chain(steps, "run: \"true\"")), 1);
+        let overhead = wayline.saturating_sub(baseline) / steps as u32;
+        println!(
+            "run-chain: 1000 `run: true` steps               {:>10.3} ms   spawn-only baseline {:.3} ms   ratio {:.2}",
+            wayline.as_secs_f64() * 1000.0,
+            baseline.as_secs_f64() * 1000.0,
+            wayline.as_secs_f64() / baseline.as_secs_f64()
+        );
+        report("run-chain: wayline overhead per step", overhead, Duration::from_micros(200));
+    }
+    if wanted("parked") {
+        let count = 100_000;
+        let flow = workflow("name: parked\nsteps:\n  - id: wait\n    wait: 1h\n");
+        let before = rss_bytes();
+        let (elapsed, after) = with_engine(async |handle| {
+            let started = Instant::now();
+            let mut last = String::new();
+            for _ in 0..count {
+                last = handle.submit(submission(&flow)).await.expect("submitted");
+            }
+            // The last one is parked once its wait started.
+            let report = loop {
+                let report = handle.report(&last).await.expect("a report");
+                if report.steps[0].status == "running" {
+                    break report;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(report.status, "running");
+            (started.elapsed(), rss_bytes())
+        });
+        let grown = after.saturating_sub(before);
+        println!(
+            "parked: 100,000 executions on a wait step       RSS {:.0} MiB (+{:.0} MiB, {:.1} KiB each)   target 1024 MiB   {:.2}x of target   submitted in {:.1}s",
+            after as f64 / 1048576.0,
+            grown as f64 / 1048576.0,
+            grown as f64 / count as f64 / 1024.0,
+            after as f64 / (1024.0 * 1048576.0),
+            elapsed.as_secs_f64()
+        );
+    }
+}
