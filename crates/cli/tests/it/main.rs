@@ -5,6 +5,7 @@ mod graph;
 mod plan;
 mod run;
 mod schema;
+mod tidy;
 mod validate;
 
 use std::path::{Path, PathBuf};
