@@ -1,6 +1,13 @@
 //! Choosing the store: the one place that names concrete backends. `AnyStore` delegates every
 //! call to the backend picked from `--db` / `WAYLINE_DB` (or in-memory with `--ephemeral`).
+//!
+//! Database URLs: `sqlite:///absolute/path.db`, `sqlite://relative/path.db` or a plain file
+//! path; `?synchronous=full` makes every SQLite commit wait for the disk. `postgres://…` (or
+//! `postgresql://…`) selects PostgreSQL; `?schema=NAME` picks wayline's schema (default
+//! `wayline`). The default is `$XDG_DATA_HOME/wayline/wayline.db`
+//! (`~/.local/share/wayline/wayline.db`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wayline_core::{Event, Time};
@@ -8,10 +15,16 @@ use wayline_store::{
     Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request, Result,
     Store, StoredRequest,
 };
+use wayline_store_postgres::PostgresStore;
+use wayline_store_sqlite::{SqliteStore, Synchronous};
+
+use crate::cli::{Exit, Failure, invalid};
 
 #[derive(Clone)]
 pub enum AnyStore {
     Memory(MemoryStore),
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl AnyStore {
@@ -25,6 +38,8 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Memory($store) => $call,
+            AnyStore::Sqlite($store) => $call,
+            AnyStore::Postgres($store) => $call,
         }
     };
 }
@@ -91,13 +106,163 @@ impl Store for AnyStore {
 }
 
 /// Where executions are stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// In this process's memory only (`--ephemeral`).
     Ephemeral,
+    Sqlite { path: PathBuf, synchronous: Synchronous },
+    Postgres { url: String, schema: String },
 }
 
+impl Location {
+    /// The location from `--db`, else `WAYLINE_DB` (clap reads it), else the default file.
+    pub fn parse(db: Option<&str>) -> anyhow::Result<Location> {
+        match db.map(str::trim).filter(|db| !db.is_empty()) {
+            Some(url) => Location::from_url(url),
+            None => Ok(Location::Sqlite { path: default_path()?, synchronous: Synchronous::Normal }),
+        }
+    }
+
+    fn from_url(url: &str) -> anyhow::Result<Location> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let mut params = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push((key.to_owned(), value.to_owned()));
+        }
+        if base.starts_with("postgres://") || base.starts_with("postgresql://") {
+            let mut schema = "wayline".to_owned();
+            let mut rest = Vec::new();
+            for (key, value) in params {
+                if key == "schema" {
+                    schema = value;
+                } else {
+                    rest.push(format!("{key}={value}"));
+                }
+            }
+            let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+            return Ok(Location::Postgres { url, schema });
+        }
+        let path = if let Some(path) = base.strip_prefix("sqlite://") {
+            path
+        } else if let Some(path) = base.strip_prefix("sqlite:") {
+            path
+        } else if base.contains("://") {
+            return Err(invalid(format!("`{url}`: unknown database; use sqlite:///path/to/file.db or postgres://user@host/db")));
+        } else {
+            base
+        };
+        if path.is_empty() {
+            return Err(invalid(format!("`{url}` names no file")));
+        }
+        let mut synchronous = Synchronous::Normal;
+        for (key, value) in params {
+            match (key.as_str(), value.as_str()) {
+                ("synchronous", "normal") => synchronous = Synchronous::Normal,
+                ("synchronous", "full") => synchronous = Synchronous::Full,
+                _ => return Err(invalid(format!("`{url}`: unknown option `{key}={value}` (SQLite takes synchronous=normal|full)"))),
+            }
+        }
+        Ok(Location::Sqlite { path: PathBuf::from(path), synchronous })
+    }
+
+    /// The location as a `--db` URL (for a worker process).
+    pub fn url(&self) -> String {
+        match self {
+            Location::Ephemeral => "memory".into(),
+            Location::Sqlite { path, synchronous } => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                let sync = if *synchronous == Synchronous::Full { "?synchronous=full" } else { "" };
+                format!("sqlite://{}{sync}", path.display())
+            }
+            Location::Postgres { url, schema } => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}schema={schema}")
+            }
+        }
+    }
+
+    /// How to name this location to a person (no passwords).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Ephemeral => "memory (ephemeral)".into(),
+            Location::Sqlite { path, .. } => path.display().to_string(),
+            Location::Postgres { url, schema } => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+                    _ => url.clone(),
+                };
+                format!("{shown} (schema {schema})")
+            }
+        }
+    }
+}
+
+fn default_path() -> anyhow::Result<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")));
+    match data {
+        Some(dir) => Ok(dir.join("wayline").join("wayline.db")),
+        None => Err(invalid("no database given and neither XDG_DATA_HOME nor HOME is set; pass --db")),
+    }
+}
+
+/// Opens the store; a failure is an infrastructure error (exit 3) with the reason.
 pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
-    match location {
+    let store = match location {
         Location::Ephemeral => Ok(AnyStore::Memory(MemoryStore::new())),
+        Location::Sqlite { path, synchronous } => {
+            let options = wayline_store_sqlite::Options { synchronous: *synchronous, ..Default::default() };
+            SqliteStore::open(path, options).await.map(AnyStore::Sqlite)
+        }
+        Location::Postgres { url, schema } => {
+            let options = wayline_store_postgres::Options { schema: schema.clone(), ..Default::default() };
+            PostgresStore::connect(url, options).await.map(AnyStore::Postgres)
+        }
+    };
+    store.map_err(|error| store_error(error, location))
+}
+
+/// Maps a store error to a message and exit code.
+pub fn store_error(error: wayline_store::Error, location: &Location) -> anyhow::Error {
+    use wayline_store::Error;
+    let exit = match &error {
+        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } | Error::Config(_) => Exit::Invalid,
+        _ => Exit::Infrastructure,
+    };
+    let message = match &error {
+        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } => error.to_string(),
+        _ => format!("database {}: {error}", location.describe()),
+    };
+    anyhow::Error::new(Failure { exit, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            Location::parse(Some("sqlite:///var/lib/w.db?synchronous=full")).unwrap(),
+            Location::Sqlite { path: "/var/lib/w.db".into(), synchronous: Synchronous::Full }
+        );
+        assert_eq!(
+            Location::parse(Some("data/w.db")).unwrap(),
+            Location::Sqlite { path: "data/w.db".into(), synchronous: Synchronous::Normal }
+        );
+        assert_eq!(
+            Location::parse(Some("postgres://u@h/db?schema=ci&sslmode=disable")).unwrap(),
+            Location::Postgres { url: "postgres://u@h/db?sslmode=disable".into(), schema: "ci".into() }
+        );
+        assert!(Location::parse(Some("mysql://x")).is_err());
+        assert!(Location::parse(Some("sqlite:///x.db?fast=yes")).is_err());
+        let described = Location::parse(Some("postgres://user:secret@h:5432/db")).unwrap().describe();
+        assert!(!described.contains("secret"), "{described}");
     }
 }

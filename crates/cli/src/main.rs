@@ -4,6 +4,7 @@
 
 mod backend;
 mod cli;
+mod control;
 mod definition;
 mod progress;
 mod run;

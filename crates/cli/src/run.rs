@@ -10,19 +10,20 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
 use wayline_core::Event;
 use wayline_core::cloudevents;
-use wayline_core::event::{Actor, EventKind};
-use wayline_core::execution::{Control, Execution, Secrets};
+use wayline_core::event::EventKind;
+use wayline_core::Time;
+use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission};
+use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission, owner};
 use wayline_spec::Workflow;
 use wayline_spec::model::Decision;
-use wayline_store::Store;
+use wayline_store::{NewExecution, Store};
 
 use crate::backend::{self, AnyStore};
 use crate::cli::{Exit, invalid};
 use crate::progress::Progress;
-use crate::{definition, secrets};
+use crate::{control, definition, secrets};
 
 /// Everything `wayline run` was asked to do.
 #[derive(Debug, Clone)]
@@ -34,6 +35,26 @@ pub struct RunArgs {
     pub location: backend::Location,
     pub json: bool,
     pub events: Option<PathBuf>,
+    pub detach: bool,
+}
+
+/// Everything `wayline resume` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ResumeArgs {
+    pub id: String,
+    pub secrets_file: Option<PathBuf>,
+    pub location: backend::Location,
+    pub json: bool,
+    pub events: Option<PathBuf>,
+    /// No progress output (the detached worker of `run --detach`).
+    pub quiet: bool,
+}
+
+/// How the watched execution comes to be.
+enum Start {
+    Submit(Submission),
+    /// Take over an execution whose owner is gone.
+    Recover { id: String, secrets: Arc<Secrets>, workflow: Arc<Workflow> },
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
@@ -41,16 +62,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
-        eprintln!(
-            "wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here"
-        );
+        eprintln!("wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here");
     }
-    let events = match &args.events {
-        Some(path) => Some(std::fs::File::create(path).map_err(|error| {
-            invalid(format!("cannot write events to {}: {error}", path.display()))
-        })?),
-        None => None,
-    };
+    let missing: Vec<String> =
+        wayline_runtime::render::secret_names(&workflow).into_iter().filter(|name| secrets.get(name).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!(
+            "the workflow reads secret{} {} but {} not set; set WAYLINE_SECRET_<NAME> or use --secrets-file",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if missing.len() == 1 { "it is" } else { "they are" },
+        )));
+    }
+    let events = create_events_file(args.events.as_deref())?;
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: source.into(),
@@ -58,59 +82,197 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
         inputs,
         secrets: Arc::new(secrets),
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = runtime.block_on(async move {
+    if args.detach {
+        return block_on(detach(submission, args));
+    }
+    let watch = Watch { json: args.json, quiet: false, location: args.location.clone() };
+    block_on(async move {
         let store = backend::open(&args.location).await?;
-        execute(store, submission, &args, events).await
-    });
+        retention(&store).await;
+        execute(store, Start::Submit(submission), &watch, events).await
+    })
+}
+
+/// `wayline resume ID`: resume a paused execution, or take over one whose owner is gone.
+pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
+    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
+    let events = create_events_file(args.events.as_deref())?;
+    let watch = Watch { json: args.json, quiet: args.quiet, location: args.location.clone() };
+    block_on(async move {
+        let (store, id) = control::open_execution(&args.location, &args.id).await?;
+        let record = store.get(&id).await.map_err(|error| backend::store_error(error, &args.location))?;
+        if record.status.is_final() {
+            eprintln!("wayline: execution {id} already finished: {}", record.status.name());
+            let report = wayline_runtime::inspect::report(&store, &id).await.map_err(|e| control::engine_error(e, &args.location))?;
+            return finish(&store, &report, args.json, false).await;
+        }
+        let now = Clock::system().now();
+        let owner_alive = record.owner.as_deref().is_some_and(|owner| !owner::is_dead(owner))
+            && record.lease_until.is_some_and(|until| until > now);
+        if owner_alive {
+            // Running elsewhere: `resume` is the control request.
+            return control::control(&args.location, &id, control::Ask::Resume, None, Duration::from_secs(10)).await;
+        }
+        let events_so_far = wayline_runtime::inspect::all_events(&store, &id).await.map_err(|e| control::engine_error(e, &args.location))?;
+        let (workflow, _) = wayline_runtime::inspect::definition(&events_so_far).map_err(|e| control::engine_error(e, &args.location))?;
+        retention(&store).await;
+        let start = Start::Recover { id, secrets, workflow: Arc::new(workflow) };
+        execute(store, start, &watch, events).await
+    })
+}
+
+fn create_events_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<std::fs::File>> {
+    match path {
+        Some(path) => std::fs::File::create(path)
+            .map(Some)
+            .map_err(|error| invalid(format!("cannot write events to {}: {error}", path.display()))),
+        None => Ok(None),
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = runtime.block_on(work);
     // A read of stdin for an escalation prompt may still be blocked; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
 }
 
+/// Applies the automatic retention (`WAYLINE_RETENTION`, default 30d, `off` to keep
+/// everything): finished executions older than that are deleted.
+async fn retention<S: Store>(store: &S) {
+    let setting = std::env::var("WAYLINE_RETENTION").unwrap_or_else(|_| "30d".into());
+    if setting == "off" || setting == "0" {
+        return;
+    }
+    let Ok(age) = wayline_spec::duration::parse(&setting) else {
+        eprintln!("wayline: ignoring WAYLINE_RETENTION={setting}: not a duration like 30d");
+        return;
+    };
+    let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);
+    if let Err(error) = store.gc(before).await {
+        eprintln!("wayline: retention cleanup failed: {error}");
+    }
+}
+
+/// `run --detach`: record the execution, hand it to a background `wayline resume`, print its
+/// id.
+async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
+    if args.location == backend::Location::Ephemeral {
+        return Err(invalid("--detach needs a database (an ephemeral execution would vanish with this process)"));
+    }
+    let store = backend::open(&args.location).await?;
+    let now = Clock::system().now();
+    let id = wayline_runtime::id::new(now);
+    let created = Created {
+        id: id.clone(),
+        workflow: Arc::clone(&submission.workflow),
+        source: submission.source,
+        path: submission.path,
+        inputs: submission.inputs,
+    };
+    let (_, first) = Execution::create(created, Arc::new(Secrets::default()), now);
+    let new = NewExecution {
+        id: id.clone(),
+        workflow: submission.workflow.name.clone(),
+        created_at: now,
+        owner: owner::this_process(),
+        ttl: Duration::from_secs(15),
+    };
+    let lease = store.create(new, vec![first]).await.map_err(|error| backend::store_error(error, &args.location))?;
+    // Free the lease at once so the worker takes it without waiting for this process to end.
+    store.release(lease).await.map_err(|error| backend::store_error(error, &args.location))?;
+    let exe = std::env::current_exe()?;
+    #[allow(clippy::disallowed_methods)] // `--detach` starts wayline itself as the worker
+    let mut worker = std::process::Command::new(exe);
+    worker.args(["resume", &id, "--quiet", "--db", &args.location.url()]);
+    if let Some(file) = &args.secrets_file {
+        worker.arg("--secrets-file").arg(std::path::absolute(file)?);
+    }
+    use std::os::unix::process::CommandExt as _;
+    worker
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0) // not killed by the terminal's Ctrl-C
+        .spawn()
+        .map_err(|error| anyhow::anyhow!("cannot start the background worker: {error}"))?;
+    println!("{id}");
+    eprintln!("wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`");
+    Ok(Exit::Success)
+}
+
+/// How the user-facing loop shows the execution.
+struct Watch {
+    json: bool,
+    quiet: bool,
+    location: backend::Location,
+}
+
 /// Runs the engine and the user-facing loop side by side until the execution ends.
-async fn execute(
-    store: AnyStore,
-    submission: Submission,
-    args: &RunArgs,
-    events: Option<std::fs::File>,
-) -> anyhow::Result<Exit> {
+async fn execute(store: AnyStore, start: Start, watch: &Watch, events: Option<std::fs::File>) -> anyhow::Result<Exit> {
     let shutdown = CancellationToken::new();
     let options = Options {
         request_poll: store.is_shared().then_some(Duration::from_millis(50)),
         ..Options::default()
     };
     let (engine, handle) = Engine::new(store, options, shutdown.clone());
-    let watch = async {
-        let result = watch(&handle, submission, args, events).await;
+    let user = async {
+        let result = follow_execution(&handle, start, watch, events).await;
         shutdown.cancel();
         result
     };
-    let (engine_result, watch_result) = tokio::join!(engine.run(), watch);
-    let exit = watch_result?;
-    engine_result.map_err(crate::engine_error)?;
+    let (engine_result, user_result) = tokio::join!(engine.run(), user);
+    let exit = user_result?;
+    engine_result.map_err(|error| control::engine_error(error, &watch.location))?;
     Ok(exit)
 }
 
-fn actor() -> Actor {
-    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    Actor { by: format!("{user}@{} (cli)", wayline_runtime::owner::hostname()), reason: None }
-}
-
-async fn watch(
+async fn follow_execution(
     handle: &EngineHandle<AnyStore>,
-    submission: Submission,
-    args: &RunArgs,
+    start: Start,
+    watch: &Watch,
     mut events_file: Option<std::fs::File>,
 ) -> anyhow::Result<Exit> {
-    let workflow: Arc<Workflow> = Arc::clone(&submission.workflow);
-    let secrets: Arc<Secrets> = Arc::clone(&submission.secrets);
-    let id = handle.submit(submission).await.map_err(crate::engine_error)?;
+    let (id, workflow, secrets) = match start {
+        Start::Submit(submission) => {
+            let workflow = Arc::clone(&submission.workflow);
+            let secrets = Arc::clone(&submission.secrets);
+            let id = handle.submit(submission).await.map_err(|e| control::engine_error(e, &watch.location))?;
+            if !watch.quiet {
+                eprintln!("wayline: execution {id} of {} started ({})", workflow.name, watch.location.describe());
+            }
+            (id, workflow, secrets)
+        }
+        Start::Recover { id, secrets, workflow } => {
+            match handle.recover(&id, Arc::clone(&secrets)).await {
+                Ok(_) => {}
+                Err(wayline_runtime::Error::Store(wayline_store::Error::Held { owner, .. })) => {
+                    return Err(anyhow::Error::new(crate::cli::Failure {
+                        exit: Exit::Invalid,
+                        message: format!("execution {id} was just taken over by {owner}; it is running there"),
+                    }));
+                }
+                Err(error) => return Err(control::engine_error(error, &watch.location)),
+            }
+            if !watch.quiet {
+                eprintln!("wayline: took over execution {id} of {}", workflow.name);
+            }
+            // A takeover of a paused execution continues it.
+            let paused = handle.report(&id).await.is_ok_and(|report| report.status == "paused");
+            if paused {
+                let control = Control::Resume { actor: control::actor(None) };
+                if let Err(error) = handle.control(&id, control).await {
+                    eprintln!("wayline: {error}");
+                }
+            }
+            (id, workflow, secrets)
+        }
+    };
+    let args = watch;
     let clock = Clock::system();
-    let terminal = std::io::stderr().is_terminal() && !args.json;
+    let terminal = std::io::stderr().is_terminal() && !args.json && !args.quiet;
     let interactive = terminal && std::io::stdin().is_terminal();
-    eprintln!("wayline: execution {id} of {} started", workflow.name);
     let mut progress = Progress::new(terminal, clock.now());
     let mut subscription = handle.subscribe(&id, 0);
     let mut fold: Option<Execution> = None;
@@ -128,7 +290,9 @@ async fn watch(
                             writeln!(file, "{}", cloudevents::to_json(&id, &event))?;
                         }
                         let execution = follow(&mut fold, &id, &workflow, &secrets, &event)?;
-                        progress.event(execution, &event);
+                        if !args.quiet {
+                            progress.event(execution, &event);
+                        }
                         if let EventKind::StepEscalated { step, error } = &event.kind
                             && interactive
                         {
@@ -145,7 +309,7 @@ async fn watch(
                         }
                     }
                     Item::Log(line) => {
-                        if !terminal {
+                        if !terminal && !args.quiet {
                             progress.log(&line.step, &line.text);
                         }
                     }
@@ -171,7 +335,7 @@ async fn watch(
                     }
                 };
                 if let Some(decision) = decision {
-                    let control = Control::Decide { step, decision, outputs: Default::default(), actor: actor() };
+                    let control = Control::Decide { step, decision, outputs: Default::default(), actor: control::actor(None) };
                     if let Err(error) = handle.control(&id, control).await {
                         eprintln!("wayline: {error}");
                     }
@@ -188,7 +352,7 @@ async fn watch(
                 cancelling = true;
                 progress.clear();
                 eprintln!("wayline: cancelling execution {id} (press Ctrl-C again to stop at once)");
-                let control = Control::Cancel { actor: Actor { reason: Some("Ctrl-C".into()), ..actor() }, rollback: false };
+                let control = Control::Cancel { actor: control::actor(Some("Ctrl-C".into())), rollback: false };
                 if let Err(error) = handle.control(&id, control).await {
                     eprintln!("wayline: {error}");
                 }
@@ -198,7 +362,10 @@ async fn watch(
     if let Some(execution) = &fold {
         progress.draw(execution, clock.now());
     }
-    let report = handle.report(&id).await.map_err(crate::engine_error)?;
+    let report = handle.report(&id).await.map_err(|e| control::engine_error(e, &watch.location))?;
+    if args.quiet {
+        return Ok(if report.status == "succeeded" { Exit::Success } else { Exit::Ended });
+    }
     finish(handle.store(), &report, args.json, terminal).await
 }
 

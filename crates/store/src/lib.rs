@@ -175,7 +175,11 @@ pub trait Store: Clone + Send + Sync + 'static {
 /// Checks that events with sequence numbers `seqs` continue a journal whose last event is
 /// `last_seq`: consecutive numbers from `last_seq + 1`. For backends; [`Error::Fenced`]
 /// otherwise.
-pub fn check_sequence(execution: &str, last_seq: u64, seqs: impl IntoIterator<Item = u64>) -> Result<()> {
+pub fn check_sequence(
+    execution: &str,
+    last_seq: u64,
+    seqs: impl IntoIterator<Item = u64>,
+) -> Result<()> {
     for (expected, seq) in (last_seq + 1..).zip(seqs) {
         if seq != expected {
             return Err(Error::Fenced {

@@ -104,9 +104,11 @@ impl Store for MemoryStore {
                 results.push(Err(error));
                 continue;
             }
-            if let Err(error) =
-                check_sequence(&commit.lease.execution, entry.record.last_seq, commit.events.iter().map(|e| e.seq))
-            {
+            if let Err(error) = check_sequence(
+                &commit.lease.execution,
+                entry.record.last_seq,
+                commit.events.iter().map(|e| e.seq),
+            ) {
                 results.push(Err(error));
                 continue;
             }

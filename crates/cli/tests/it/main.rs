@@ -1,10 +1,13 @@
 //! The `wayline` binary tested from the outside, in one test binary: real processes, real
 //! files, exit codes and output as a user or a script sees them.
 
+mod durable;
+mod examples;
 mod graph;
 mod plan;
 mod run;
 mod schema;
+mod server;
 mod tidy;
 mod validate;
 

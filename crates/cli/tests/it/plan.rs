@@ -73,6 +73,9 @@ fn levels_groups_and_branches_as_text() {
         Inputs
           version = "1.0"
           replicas = 3
+          workdir = "/tmp/wayline-release"
+          chat_url = "https://chat.example/hooks/releases"
+          hooks_url = "https://hooks.example/ops"
 
         Levels (the steps of a level may run in parallel)
             0  build
@@ -114,7 +117,16 @@ fn json_plan_has_a_stable_shape() {
         plan["groups"],
         json!([{ "name": "deploys", "max_parallel": 2, "steps": ["deploy_eu", "deploy_us"] }])
     );
-    assert_eq!(plan["inputs"], json!({ "version": "1.0", "replicas": 3 }));
+    assert_eq!(
+        plan["inputs"],
+        json!({
+            "version": "1.0",
+            "replicas": 3,
+            "workdir": "/tmp/wayline-release",
+            "chat_url": "https://chat.example/hooks/releases",
+            "hooks_url": "https://hooks.example/ops",
+        })
+    );
     let steps = plan["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 10);
     for step in steps {

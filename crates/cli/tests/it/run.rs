@@ -4,10 +4,11 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::server::Server;
 
 /// One finished `wayline run`.
 struct Outcome {
@@ -292,65 +293,6 @@ fn invalid_inputs_exit_2() {
     );
 }
 
-/// A scripted answer: status, headers, body.
-type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
-/// A received request: path and query, idempotency key, body.
-type Received = (String, String, String);
-
-/// A tiny HTTP server on 127.0.0.1 that answers from a script and records requests.
-struct Server {
-    url: String,
-    requests: Arc<Mutex<Vec<Received>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Server {
-    /// `answers` is consumed in order; the last one repeats.
-    fn start(answers: Vec<Answer>) -> Server {
-        use axum::extract::{Request, State};
-        use axum::response::IntoResponse;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let state = (Arc::new(Mutex::new(answers)), Arc::clone(&requests));
-        type Shared = (Arc<Mutex<Vec<Answer>>>, Arc<Mutex<Vec<Received>>>);
-        async fn answer(
-            State((answers, requests)): State<Shared>,
-            request: Request,
-        ) -> axum::response::Response {
-            let uri = request.uri().to_string();
-            let key = request
-                .headers()
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
-            requests.lock().unwrap().push((uri, key, String::from_utf8_lossy(&body).into_owned()));
-            let (status, headers, body) = {
-                let mut answers = answers.lock().unwrap();
-                if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() }
-            };
-            let mut response =
-                (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();
-            for (name, value) in headers {
-                response.headers_mut().insert(name, value.parse().unwrap());
-            }
-            response
-        }
-        let listener =
-            runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let app = axum::Router::new().fallback(answer).with_state(state);
-        #[allow(clippy::disallowed_methods)] // the test server's own task
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Server { url, requests, _runtime: runtime }
-    }
-}
-
 #[test]
 fn http_retries_honour_retry_after_and_expect() {
     let server = Server::start(vec![
@@ -392,12 +334,16 @@ steps:
     assert_eq!(call["attempts"], 2);
     assert_eq!(call["outputs"]["status"], 200);
     assert_eq!(scratch.read("id.txt"), "id=42\n");
-    let requests = server.requests.lock().unwrap().clone();
+    let requests = server.requests();
     assert_eq!(requests.len(), 2);
-    assert_eq!(requests[0].0, "/things?dry=no");
-    assert_eq!(requests[0].2, r#"{"name":"widget","size":3}"#);
-    assert_eq!(requests[0].1, requests[1].1, "every attempt carries the same idempotency key");
-    assert!(!requests[0].1.is_empty());
+    assert_eq!(requests[0].uri, "/things?dry=no");
+    assert_eq!(requests[0].body, r#"{"name":"widget","size":3}"#);
+    assert_eq!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key"),
+        "every attempt carries the same idempotency key"
+    );
+    assert!(!requests[0].header("idempotency-key").is_empty());
     let retried = scratch
         .read("events.jsonl")
         .lines()

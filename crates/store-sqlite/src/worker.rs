@@ -1,0 +1,343 @@
+//! The threads that own the connections: one writer (group commit), a few readers, and a
+//! watcher that notices other processes' writes.
+//!
+//! Ownership: [`Workers`] holds the sending ends of every thread's channel. When the last
+//! [`crate::SqliteStore`] handle drops it, the channels disconnect and each thread finishes
+//! what it was given and ends, closing its connection. Nothing else keeps them alive.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::{oneshot, watch};
+use wayline_store::{Error, Result};
+
+use crate::{Options, db_error, open, shown};
+
+/// Jobs taken into one transaction at most; a bound on how long one commit holds the lock.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct Workers {
+    pub(crate) path: PathBuf,
+    writer: Sender<Box<dyn Job>>,
+    readers: Sender<Read>,
+    /// Wakes the watcher when someone starts waiting.
+    kick: SyncSender<()>,
+    /// How many callers wait in `changed()`; the watcher polls only while there are some.
+    waiters: Arc<AtomicUsize>,
+    /// Bumped after every write seen (ours at once, other processes' when the watcher polls).
+    signal: Arc<watch::Sender<u64>>,
+}
+
+impl Workers {
+    /// Opens the connections and starts the threads. The opening (checks, migrations) runs on
+    /// the writer thread, so that a busy database does not block the caller's executor.
+    pub(crate) async fn start(path: PathBuf, options: Options) -> Result<Workers> {
+        let (writer, jobs) = mpsc::channel::<Box<dyn Job>>();
+        let (ready, opened) = oneshot::channel::<Result<(Vec<Connection>, Connection)>>();
+        let signal = Arc::new(watch::Sender::new(0u64));
+
+        let writer_path = path.clone();
+        let writer_options = options.clone();
+        let writer_signal = Arc::clone(&signal);
+        spawn("wayline-sqlite-writer", &path, move || {
+            let opened = open::writer(&writer_path, &writer_options).and_then(|conn| {
+                let readers = (0..writer_options.readers.max(1))
+                    .map(|_| open::reader(&writer_path, &writer_options))
+                    .collect::<Result<Vec<_>>>()?;
+                let watcher = open::reader(&writer_path, &writer_options)?;
+                Ok((conn, readers, watcher))
+            });
+            match opened {
+                Ok((conn, readers, watcher)) => {
+                    if ready.send(Ok((readers, watcher))).is_ok() {
+                        write_loop(conn, &jobs, &writer_path, &writer_signal);
+                    }
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                }
+            }
+        })?;
+        let stopped = || {
+            Error::Unavailable(format!(
+                "the SQLite writer for {} stopped while opening",
+                shown(&path)
+            ))
+        };
+        let (reader_connections, watcher) = opened.await.map_err(|_| stopped())??;
+
+        let (readers, reads) = mpsc::channel::<Read>();
+        let reads = Arc::new(Mutex::new(reads));
+        for (index, conn) in reader_connections.into_iter().enumerate() {
+            let reads = Arc::clone(&reads);
+            spawn(&format!("wayline-sqlite-reader-{index}"), &path, move || {
+                read_loop(&conn, &reads)
+            })?;
+        }
+
+        let (kick, kicks) = mpsc::sync_channel::<()>(1);
+        let waiters = Arc::new(AtomicUsize::new(0));
+        let watcher_waiters = Arc::clone(&waiters);
+        let watcher_signal = Arc::clone(&signal);
+        let interval = options.poll_interval;
+        spawn("wayline-sqlite-watcher", &path, move || {
+            watch_loop(&watcher, &kicks, &watcher_waiters, &watcher_signal, interval)
+        })?;
+
+        Ok(Workers { path, writer, readers, kick, waiters, signal })
+    }
+
+    /// Runs `work` in the writer's next transaction; resolves once that transaction committed.
+    /// `work` may run twice: when another job of its batch fails, the batch is retried one job
+    /// at a time.
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Box::new(Task { work, output: None, reply }))
+            .map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Runs `work` on a reader connection.
+    pub(crate) async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let path = self.path.clone();
+        let job: Read = Box::new(move |conn| {
+            let _ = reply.send(work(conn).unwrap_or_else(|error| Err(db_error(&path, &error))));
+        });
+        self.readers.send(job).map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    pub(crate) async fn changed(&self, timeout: Duration) {
+        let mut seen = self.signal.subscribe();
+        let _waiting = Waiting::start(&self.waiters);
+        match self.kick.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+        }
+        let _ = tokio::time::timeout(timeout, seen.changed()).await;
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Unavailable(format!(
+            "the SQLite worker for {} stopped unexpectedly; restart wayline",
+            shown(&self.path)
+        ))
+    }
+}
+
+/// Starts one of the store's threads. Thread ownership: see the module docs; each thread ends
+/// when its channel disconnects, that is when the last store handle is dropped.
+fn spawn(name: &str, path: &Path, run: impl FnOnce() + Send + 'static) -> Result<()> {
+    // A storage driver's own thread: the accepted exception to "only the runtime spawns".
+    std::thread::Builder::new().name(name.to_owned()).spawn(run).map(drop).map_err(|error| {
+        Error::Unavailable(format!(
+            "cannot start a thread for the database {}: {error}",
+            shown(path)
+        ))
+    })
+}
+
+/// Counts a caller in `changed()` for as long as it waits (also when its future is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(waiters: &'a AtomicUsize) -> Waiting<'a> {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer.
+
+/// A write waiting for its transaction.
+trait Job: Send {
+    /// Runs inside the batch transaction. `Ok(false)`: refused (not found, fenced, …), so its
+    /// savepoint is rolled back. `Err`: the database failed.
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<bool>;
+
+    /// Answers the caller: its own outcome once the transaction committed, or `failure`.
+    fn answer(self: Box<Self>, failure: Option<Error>);
+}
+
+struct Task<T, F> {
+    work: F,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Task<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> rusqlite::Result<Result<T>> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<bool> {
+        let output = (self.work)(conn)?;
+        let accepted = output.is_ok();
+        self.output = Some(output);
+        Ok(accepted)
+    }
+
+    fn answer(self: Box<Self>, failure: Option<Error>) {
+        let answer = match (failure, self.output) {
+            (Some(error), _) => Err(error),
+            (None, Some(output)) => output,
+            (None, None) => Err(Error::Unavailable("the write was not carried out".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    jobs: &Receiver<Box<dyn Job>>,
+    path: &Path,
+    signal: &watch::Sender<u64>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mut conn, batch, path, signal);
+    }
+}
+
+/// Where a batch failed.
+enum Failure {
+    /// Starting or committing the transaction: every job of it failed the same way.
+    Transaction(rusqlite::Error),
+    /// One job's statements: the others may be fine on their own.
+    Job(rusqlite::Error),
+}
+
+/// Commits a batch, then wakes this process's waiters, then answers the callers (in this
+/// order, so that a caller that goes on to wait in `changed()` is not woken by its own write).
+fn write_batch(
+    conn: &mut Connection,
+    mut batch: Vec<Box<dyn Job>>,
+    path: &Path,
+    signal: &watch::Sender<u64>,
+) {
+    let wake = || signal.send_modify(|version| *version = version.wrapping_add(1));
+    match transaction(conn, &mut batch) {
+        Ok(()) => {
+            wake();
+            batch.into_iter().for_each(|job| job.answer(None));
+        }
+        Err(Failure::Job(_)) if batch.len() > 1 => {
+            // Find the culprit: each job alone, in its own transaction.
+            for job in batch {
+                let mut single = vec![job];
+                let failure = transaction(conn, &mut single).err();
+                wake();
+                let error = failure.map(|(Failure::Transaction(error) | Failure::Job(error))| {
+                    db_error(path, &error)
+                });
+                single.into_iter().for_each(|job| job.answer(error.clone()));
+            }
+        }
+        Err(Failure::Transaction(error) | Failure::Job(error)) => {
+            let error = db_error(path, &error);
+            batch.into_iter().for_each(|job| job.answer(Some(error.clone())));
+        }
+    }
+}
+
+fn transaction(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Failure> {
+    let run = |conn: &Connection, sql: &str| {
+        conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]))
+    };
+    run(conn, "BEGIN IMMEDIATE").map_err(Failure::Transaction)?;
+    for job in batch.iter_mut() {
+        let step = run(conn, "SAVEPOINT job").and_then(|_| match job.run(conn)? {
+            true => run(conn, "RELEASE job"),
+            false => run(conn, "ROLLBACK TO job").and_then(|_| run(conn, "RELEASE job")),
+        });
+        if let Err(error) = step {
+            rollback(conn);
+            return Err(Failure::Job(error));
+        }
+    }
+    run(conn, "COMMIT").map(drop).map_err(|error| {
+        rollback(conn);
+        Failure::Transaction(error)
+    })
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        // Fails only when SQLite already rolled back by itself.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readers and the watcher.
+
+type Read = Box<dyn FnOnce(&Connection) + Send>;
+
+fn read_loop(conn: &Connection, reads: &Mutex<Receiver<Read>>) {
+    loop {
+        // Hold the lock only while taking a job, so the other readers take the next ones.
+        let next = reads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+        match next {
+            Ok(read) => read(conn),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Polls `PRAGMA data_version` (which changes when another connection, in this process or
+/// another, commits) while someone waits, and bumps `signal` when it moves.
+fn watch_loop(
+    conn: &Connection,
+    kicks: &Receiver<()>,
+    waiters: &AtomicUsize,
+    signal: &watch::Sender<u64>,
+    interval: Duration,
+) {
+    let version = || conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
+    let mut last = version();
+    loop {
+        if waiters.load(Ordering::SeqCst) == 0 {
+            // Idle until someone waits; changes from before they started waiting are theirs
+            // to read, not to be woken for.
+            match kicks.recv() {
+                Ok(()) => last = version(),
+                Err(_) => return,
+            }
+            continue;
+        }
+        if let Err(RecvTimeoutError::Disconnected) = kicks.recv_timeout(interval) {
+            return;
+        }
+        let now = version();
+        if now != last {
+            last = now;
+            signal.send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+}
