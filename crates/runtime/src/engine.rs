@@ -186,6 +186,13 @@ struct Owned {
     attempts: HashMap<(usize, u32, bool), CancellationToken>,
 }
 
+/// A submission checked and built, waiting for its creation to be committed.
+struct Prepared {
+    execution: Execution,
+    first: Event,
+    new: NewExecution,
+}
+
 /// A timer waiting to fire; ordered by time, then by when it was armed.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Armed {
@@ -301,7 +308,16 @@ impl<S: Store> Engine<S> {
                 () = self.shutdown.cancelled() => break,
                 Some(message) = self.messages.recv() => self.message(message),
                 Some(command) = self.commands.recv() => {
-                    if let Err(error) = self.command(command).await {
+                    // Take every command already waiting: their submissions are created in
+                    // one round (the store batches concurrent creates into one commit).
+                    let mut commands = vec![command];
+                    while commands.len() < 1024 {
+                        match self.commands.try_recv() {
+                            Ok(command) => commands.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = self.commands(commands).await {
                         outcome = Err(error);
                         break;
                     }
@@ -327,16 +343,52 @@ impl<S: Store> Engine<S> {
         outcome
     }
 
-    async fn command(&mut self, command: Command) -> Result<()> {
-        match command {
-            Command::Submit(submission, reply) => {
-                let result = self.submit(*submission).await;
-                let fatal = matches!(&result, Err(Error::Store(store::Error::Unavailable(_))));
-                let _ = reply.send(result.clone());
-                if fatal {
-                    return result.map(|_| ());
+    async fn commands(&mut self, commands: Vec<Command>) -> Result<()> {
+        let mut creating = Vec::new();
+        for command in commands {
+            match command {
+                Command::Submit(submission, reply) => match self.prepare(*submission) {
+                    Ok(prepared) => creating.push((prepared, reply)),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
+                other => self.command(other).await,
+            }
+        }
+        if creating.is_empty() {
+            return Ok(());
+        }
+        let store = &self.store;
+        let results = futures_util::future::join_all(
+            creating.iter().map(|(prepared, _)| store.create(prepared.new.clone(), vec![prepared.first.clone()])),
+        )
+        .await;
+        let mut unavailable = None;
+        for ((prepared, reply), result) in creating.into_iter().zip(results) {
+            match result {
+                Ok(lease) => {
+                    let id = prepared.new.id.clone();
+                    self.register(prepared, lease);
+                    let _ = reply.send(Ok(id));
+                }
+                Err(error) => {
+                    if matches!(error, store::Error::Unavailable(_)) {
+                        unavailable = Some(error.clone());
+                    }
+                    let _ = reply.send(Err(error.into()));
                 }
             }
+        }
+        match unavailable {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Submit(..) => {} // handled in batches by `commands`
             Command::Control(id, control, reply) => {
                 match self.executions.get_key_value(id.as_str()) {
                     Some((key, _)) => {
@@ -367,10 +419,10 @@ impl<S: Store> Engine<S> {
                 let _ = reply.send(result);
             }
         }
-        Ok(())
     }
 
-    async fn submit(&mut self, submission: Submission) -> Result<String> {
+    /// Checks a submission and builds its execution and first event (nothing stored yet).
+    fn prepare(&self, submission: Submission) -> Result<Prepared> {
         let missing: Vec<String> = render::secret_names(&submission.workflow)
             .into_iter()
             .filter(|name| submission.secrets.get(name).is_none())
@@ -385,34 +437,30 @@ impl<S: Store> Engine<S> {
         }
         let now = self.clock.now();
         let id = id::new(now);
-        let workflow_name = submission.workflow.name.clone();
-        let created = Created {
+        let new = NewExecution {
             id: id.clone(),
+            workflow: submission.workflow.name.clone(),
+            created_at: now,
+            owner: self.options.owner.clone(),
+            ttl: self.options.lease_ttl,
+        };
+        let created = Created {
+            id,
             workflow: submission.workflow,
             source: submission.source,
             path: submission.path,
             inputs: submission.inputs,
         };
         let (execution, first) = Execution::create(created, submission.secrets, now);
-        let new = NewExecution {
-            id: id.clone(),
-            workflow: workflow_name,
-            created_at: now,
-            owner: self.options.owner.clone(),
-            ttl: self.options.lease_ttl,
-        };
-        let lease = self.store.create(new, vec![first.clone()]).await?;
-        let key: Arc<str> = id.as_str().into();
-        self.publish(&key, vec![first]);
-        self.executions
-            .insert(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
-        self.inputs.push_back(Pending {
-            execution: key,
-            input: Some(Input::Start),
-            reply: None,
-            request: None,
-        });
-        Ok(id)
+        Ok(Prepared { execution, first, new })
+    }
+
+    /// Takes a created execution into this engine and queues its start.
+    fn register(&mut self, prepared: Prepared, lease: Lease) {
+        let key: Arc<str> = prepared.new.id.as_str().into();
+        self.publish(&key, vec![prepared.first]);
+        self.executions.insert(Arc::clone(&key), Owned { execution: prepared.execution, lease, attempts: HashMap::new() });
+        self.inputs.push_back(Pending { execution: key, input: Some(Input::Start), reply: None, request: None });
     }
 
     async fn recover(&mut self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
@@ -566,7 +614,13 @@ impl<S: Store> Engine<S> {
     /// so this repeats until nothing is queued.
     async fn process(&mut self) -> Result<()> {
         self.flush_logs().await;
-        while !self.inputs.is_empty() {
+        loop {
+            // Timers already due (`wait: 0s`, a retry whose delay passed during a commit) fire
+            // here rather than after another trip through the timer wheel.
+            self.fire_timers();
+            if self.inputs.is_empty() {
+                return Ok(());
+            }
             let now = self.clock.now();
             let mut order: Vec<Arc<str>> = Vec::new();
             let mut batch: HashMap<Arc<str>, Decided> = HashMap::new();
@@ -654,7 +708,6 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Commits a batch, retrying while the store is unavailable (a restarting database) up to
