@@ -274,7 +274,7 @@ async fn follow_execution(
     let terminal = std::io::stderr().is_terminal() && !args.json && !args.quiet;
     let interactive = terminal && std::io::stdin().is_terminal();
     let mut progress = Progress::new(terminal, clock.now());
-    let mut subscription = handle.subscribe(&id, 0);
+    let mut subscription = handle.subscribe(&id, 0).with_logs(0);
     let mut fold: Option<Execution> = None;
     let mut redraw = tokio::time::interval(Duration::from_millis(200));
     let mut cancelling = false;

@@ -20,7 +20,9 @@ use wayline_store::MemoryStore;
 
 fn workflow(yaml: &str) -> (Arc<wayline_spec::Workflow>, Arc<str>) {
     let loaded = wayline_spec::load(yaml);
-    let workflow = loaded.workflow.unwrap_or_else(|| panic!("invalid benchmark workflow: {:?}", loaded.diagnostics));
+    let workflow = loaded
+        .workflow
+        .unwrap_or_else(|| panic!("invalid benchmark workflow: {:?}", loaded.diagnostics));
     (Arc::new(workflow), yaml.into())
 }
 
@@ -58,7 +60,11 @@ fn submission(workflow: &(Arc<wayline_spec::Workflow>, Arc<str>)) -> Submission 
 
 /// Runs `work` against a fresh engine on an in-memory store.
 fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let options = Options { request_poll: None, ..Options::default() };
@@ -123,10 +129,17 @@ fn main() {
         let steps = 1000;
         let baseline = {
             let started = Instant::now();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
             runtime.block_on(async {
                 for _ in 0..steps {
-                    let status = tokio::process::Command::new("sh").args(["-c", "true"]).status().await.expect("sh runs");
+                    let status = tokio::process::Command::new("sh")
+                        .args(["-c", "true"])
+                        .status()
+                        .await
+                        .expect("sh runs");
                     assert!(status.success());
                 }
             });
@@ -134,17 +147,29 @@ fn main() {
         };
         let executor = {
             let started = Instant::now();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
             runtime.block_on(async {
                 for _ in 0..steps {
-                    let command = wayline_exec::Command::new(wayline_exec::Program::Shell("true".into()));
-                    let outcome = wayline_exec::run_command(command, CancellationToken::new(), wayline_exec::LogSink::discard()).await;
+                    let command =
+                        wayline_exec::Command::new(wayline_exec::Program::Shell("true".into()));
+                    let outcome = wayline_exec::run_command(
+                        command,
+                        CancellationToken::new(),
+                        wayline_exec::LogSink::discard(),
+                    )
+                    .await;
                     assert!(matches!(outcome, wayline_exec::Outcome::Succeeded { .. }));
                 }
             });
             started.elapsed()
         };
-        println!("run-chain: executor alone, 1000 × `true`        {:>10.3} ms", executor.as_secs_f64() * 1000.0);
+        println!(
+            "run-chain: executor alone, 1000 × `true`        {:>10.3} ms",
+            executor.as_secs_f64() * 1000.0
+        );
         let wayline = time_executions(&workflow(&chain(steps, "run: \"true\"")), 1);
         let overhead = wayline.saturating_sub(baseline) / steps as u32;
         println!(

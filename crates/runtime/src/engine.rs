@@ -360,10 +360,11 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let store = &self.store;
-        let results = futures_util::future::join_all(
-            creating.iter().map(|(prepared, _)| store.create(prepared.new.clone(), vec![prepared.first.clone()])),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(creating.iter().map(|(prepared, _)| {
+                store.create(prepared.new.clone(), vec![prepared.first.clone()])
+            }))
+            .await;
         let mut unavailable = None;
         for ((prepared, reply), result) in creating.into_iter().zip(results) {
             match result {
@@ -459,8 +460,16 @@ impl<S: Store> Engine<S> {
     fn register(&mut self, prepared: Prepared, lease: Lease) {
         let key: Arc<str> = prepared.new.id.as_str().into();
         self.publish(&key, vec![prepared.first]);
-        self.executions.insert(Arc::clone(&key), Owned { execution: prepared.execution, lease, attempts: HashMap::new() });
-        self.inputs.push_back(Pending { execution: key, input: Some(Input::Start), reply: None, request: None });
+        self.executions.insert(
+            Arc::clone(&key),
+            Owned { execution: prepared.execution, lease, attempts: HashMap::new() },
+        );
+        self.inputs.push_back(Pending {
+            execution: key,
+            input: Some(Input::Start),
+            reply: None,
+            request: None,
+        });
     }
 
     async fn recover(&mut self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
@@ -949,11 +958,15 @@ impl<S: Store> Engine<S> {
             return;
         }
         let lines = std::mem::take(&mut self.logs);
-        for line in &lines {
-            let _ = self.bus.send(Arc::new(Published::Log(line.clone())));
-        }
+        // Tell subscribers only once the lines are stored: they read them from the store.
+        let mut told: HashSet<String> = HashSet::new();
+        let pokes: Vec<LogLine> =
+            lines.iter().filter(|line| told.insert(line.execution.clone())).cloned().collect();
         if let Err(error) = self.store.append_logs(lines).await {
             eprintln!("wayline: could not store log lines: {error}");
+        }
+        for line in pokes {
+            let _ = self.bus.send(Arc::new(Published::Log(line)));
         }
     }
 

@@ -75,7 +75,7 @@ impl<S: Store> Subscription<S> {
         }
     }
 
-    /// Also deliver log lines after line number `after` (follow mode).
+    /// Also deliver log lines after line number `after`.
     pub fn with_logs(mut self, after: u64) -> Subscription<S> {
         self.log_after = Some(after);
         self
@@ -91,7 +91,17 @@ impl<S: Store> Subscription<S> {
                 return Ok(Some(item));
             }
             if self.ended {
-                return Ok(None);
+                // The last event: read the log lines written before it, then stop.
+                let Some(after) = self.log_after.take() else { return Ok(None) };
+                let mut after = after;
+                loop {
+                    let lines =
+                        self.store.logs(&self.id, None, after, PAGE).await.map_err(Error::Store)?;
+                    let Some(last) = lines.last() else { break };
+                    after = last.line;
+                    self.buffer.extend(lines.into_iter().map(Item::Log));
+                }
+                continue;
             }
             if self.catching_up {
                 let events =
@@ -138,8 +148,12 @@ impl<S: Store> Subscription<S> {
                             self.buffer.push_back(Item::Event(event.clone()));
                         }
                     }
-                    Published::Log(line) if line.execution == self.id => {
-                        self.buffer.push_back(Item::Log(line.clone()))
+                    // Log lines are read from the store, in order and complete; the bus
+                    // only says there are new ones (a slow reader that lags loses nothing).
+                    Published::Log(line)
+                        if line.execution == self.id && self.log_after.is_some() =>
+                    {
+                        self.catching_up = true;
                     }
                     _ => {}
                 },

@@ -68,7 +68,8 @@ impl Sandbox {
 }
 
 /// Starts `wayline run` in the background and returns it with its execution id, read from
-/// its first line of output.
+/// its first line of output. The caller waits for (or kills) the child.
+#[allow(clippy::zombie_processes)]
 fn start(sandbox: &Sandbox, flow: &Path, args: &[&str]) -> (Child, String, BufReader<std::process::ChildStderr>) {
     let mut child = sandbox
         .wayline(&[&["run", flow.to_str().unwrap()], args].concat())
@@ -80,7 +81,10 @@ fn start(sandbox: &Sandbox, flow: &Path, args: &[&str]) -> (Child, String, BufRe
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).expect("a line") > 0, "wayline ended before starting an execution");
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("wayline ended before starting an execution: {status:?}");
+        }
         if let Some(rest) = line.strip_prefix("wayline: execution ") {
             let id = rest.split_whitespace().next().expect("an id").to_owned();
             return (child, id, stderr);
