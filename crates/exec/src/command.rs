@@ -4,7 +4,6 @@
 //! This is the only module in wayline that starts processes (ARCHITECTURE.md, "Invariants").
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -16,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{Lines, Logger};
+use crate::scratch::OutputFile;
 use crate::{
     FailureClass, Limits, LogSink, Masker, Outcome, Outputs, Stream, format_duration, outputs,
 };
@@ -82,8 +82,9 @@ impl Command {
 ///
 /// The process gets stdin from `/dev/null`, stdout and stderr as pipes whose lines go to
 /// `logs` (masked, bounded by [`Limits::log_bytes`]), and the variables `WAYLINE_OUTPUT`
-/// (a file path in a fresh private directory, removed afterwards; the file need not be
-/// created), `WAYLINE_ATTEMPT` and `WAYLINE_IDEMPOTENCY_KEY`.
+/// (a path no other attempt is ever given, in a private (0700) directory; the file need not
+/// be created and is removed when the attempt ends), `WAYLINE_ATTEMPT` and
+/// `WAYLINE_IDEMPOTENCY_KEY`.
 ///
 /// The process leads a new process group, and the whole group is this attempt's: nothing in
 /// it outlives the attempt.
@@ -146,27 +147,16 @@ async fn run(command: Command, cancel: CancellationToken, logs: LogSink) -> Outc
             _ => return Outcome::failed(FailureClass::Fatal, "the command names no program"),
         },
     };
-    if let Some(cwd) = &command.cwd
-        && !tokio::fs::metadata(cwd).await.is_ok_and(|metadata| metadata.is_dir())
-    {
-        let message = format!("working directory {} does not exist", cwd.display());
-        return Outcome::failed(FailureClass::Fatal, message);
-    }
-    // Private (0700) and fresh per attempt, so neither another user nor an earlier attempt
-    // can plant outputs. Removed when `scratch` drops, on every path.
-    let scratch = tempfile::Builder::new()
-        .prefix("wayline-")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir();
-    let scratch = match scratch {
-        Ok(scratch) => scratch,
+    // Removed when dropped, on every path; declared before `child` and `group` so that it
+    // drops after them, when nothing of the group can write it any more.
+    let mut output = match OutputFile::new() {
+        Ok(output) => output,
         Err(error) => {
             let message = format!("cannot create a directory for the output file: {error}");
             return Outcome::failed(FailureClass::Failure, message);
         }
     };
-    let output_path = scratch.path().join("output");
-    let mut child = match spawn(&command, program, &args, &output_path) {
+    let mut child = match spawn(&command, program, &args, output.path()) {
         Ok(child) => child,
         Err(outcome) => return outcome,
     };
@@ -261,7 +251,7 @@ async fn run(command: Command, cancel: CancellationToken, logs: LogSink) -> Outc
         }
         (Some(Stop::Cancelled), _) => Outcome::failed(FailureClass::Cancelled, "cancelled"),
         (None, Some(Ok(status))) => {
-            finish(status, &output_path, command.limits.output_bytes, masker).await
+            finish(status, &mut output, command.limits.output_bytes, masker).await
         }
         (None, Some(Err(error))) => {
             let message = format!("lost track of the process: {error}");
@@ -292,6 +282,14 @@ fn spawn(command: &Command, program: &str, args: &[&str], output: &Path) -> Resu
         process.current_dir(cwd);
     }
     process.spawn().map_err(|error| {
+        // Checked only now that the start failed: on the happy path it would be one more
+        // system call, and the start fails anyway (ENOENT, ENOTDIR) when the directory is bad.
+        if let Some(cwd) = &command.cwd
+            && !std::fs::metadata(cwd).is_ok_and(|metadata| metadata.is_dir())
+        {
+            let message = format!("working directory {} does not exist", cwd.display());
+            return Outcome::failed(FailureClass::Fatal, message);
+        }
         let (class, message) = match error.kind() {
             io::ErrorKind::NotFound => {
                 (FailureClass::Fatal, format!("program not found: {program}"))
@@ -314,9 +312,19 @@ fn spawn(command: &Command, program: &str, args: &[&str], output: &Path) -> Resu
 }
 
 /// Turns a main process that exited on its own into the outcome, reading its output file.
-async fn finish(status: ExitStatus, output: &Path, limit: u64, masker: &Masker) -> Outcome {
+async fn finish(
+    status: ExitStatus,
+    output: &mut OutputFile,
+    limit: u64,
+    masker: &Masker,
+) -> Outcome {
     let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    let (mut outputs, invalid) = match outputs::read(output, limit).await {
+    let read = match output.open() {
+        Ok(Some(file)) => outputs::read(file, limit).await,
+        Ok(None) => Ok(Outputs::new()),
+        Err(error) => Err(outputs::Error::Unreadable(error)),
+    };
+    let (mut outputs, invalid) = match read {
         Ok(outputs) => (outputs, None),
         Err(error) => (Outputs::new(), Some(error)),
     };

@@ -35,6 +35,7 @@ pub mod http;
 mod log;
 mod mask;
 mod outputs;
+mod scratch;
 
 use std::time::Duration;
 

@@ -69,6 +69,11 @@ impl From<mpsc::UnboundedSender<LogLine>> for LogSink {
 /// Longest line passed on whole; longer lines are cut into pieces of about this size.
 pub(crate) const MAX_LINE: usize = 16 * 1024;
 
+/// Room for a pipe's reads until it yields its first byte.
+const FIRST_READ: usize = 512;
+/// Room for each read after that.
+const READ: usize = 8 * 1024;
+
 /// A piece of a pipe's output: one line, or one piece of a line longer than [`MAX_LINE`].
 #[derive(Debug)]
 pub(crate) struct Chunk {
@@ -82,13 +87,15 @@ pub(crate) struct Chunk {
 pub(crate) struct Lines<R> {
     pipe: R,
     buffer: Vec<u8>,
+    /// Whether any byte was read yet.
+    yielded: bool,
     eof: bool,
     done: bool,
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
     pub(crate) fn new(pipe: R) -> Lines<R> {
-        Lines { pipe, buffer: Vec::new(), eof: false, done: false }
+        Lines { pipe, buffer: Vec::new(), yielded: false, eof: false, done: false }
     }
 
     /// Whether the pipe is closed and everything it held has been returned.
@@ -109,10 +116,12 @@ impl<R: AsyncRead + Unpin> Lines<R> {
                 self.done = true;
                 return None;
             }
-            self.buffer.reserve(8 * 1024);
+            // Until the pipe yields something, a small buffer will do: many steps write
+            // nothing, and a pipe that only reports its end then costs no large allocation.
+            self.buffer.reserve(if self.yielded { READ } else { FIRST_READ });
             match self.pipe.read_buf(&mut self.buffer).await {
                 Ok(0) => self.eof = true,
-                Ok(_) => {}
+                Ok(_) => self.yielded = true,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 // A pipe that cannot be read any more is as good as closed.
                 Err(_) => self.eof = true,

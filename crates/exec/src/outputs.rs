@@ -6,7 +6,7 @@
 //! `[A-Za-z_][A-Za-z0-9_-]*`, and a later line for the same key wins.
 
 use std::fmt;
-use std::path::Path;
+use std::io::Read;
 
 use tokio::io::AsyncReadExt;
 
@@ -17,6 +17,7 @@ use crate::Outputs;
 pub(crate) enum Error {
     TooLarge { limit: u64 },
     Unreadable(std::io::Error),
+    NotAFile,
     NotUtf8,
     Json(serde_json::Error),
     MissingEquals { line: usize },
@@ -30,6 +31,7 @@ impl fmt::Display for Error {
                 write!(f, "output file is larger than the limit of {limit} bytes")
             }
             Error::Unreadable(error) => write!(f, "cannot read the output file: {error}"),
+            Error::NotAFile => f.write_str("output file is not a regular file"),
             Error::NotUtf8 => f.write_str("output file is not valid UTF-8"),
             Error::Json(error) => write!(f, "output file is not a valid JSON object: {error}"),
             Error::MissingEquals { line } => {
@@ -43,20 +45,27 @@ impl fmt::Display for Error {
     }
 }
 
-/// Reads and parses the output file; a file that does not exist means no outputs.
-pub(crate) async fn read(path: &Path, limit: u64) -> Result<Outputs, Error> {
-    let file = match tokio::fs::File::open(path).await {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Outputs::new()),
-        Err(error) => return Err(Error::Unreadable(error)),
-    };
+/// Files up to this size are read on the calling thread: from the page cache that takes a few
+/// microseconds, much less than handing the read to a blocking thread and back.
+const INLINE_READ: u64 = 64 * 1024;
+
+/// Reads and parses an output file the process left. Only a regular file is accepted: reading
+/// a FIFO or a device (through a symlink) could block forever or never end.
+pub(crate) async fn read(file: std::fs::File, limit: u64) -> Result<Outputs, Error> {
+    let metadata = file.metadata().map_err(Error::Unreadable)?;
+    if !metadata.is_file() {
+        return Err(Error::NotAFile);
+    }
     // Read one byte past the limit instead of trusting the size on disk, so a file that is
     // still growing (a leftover writer) cannot make us buffer more than the limit.
+    let bound = limit.saturating_add(1);
     let mut content = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut content)
-        .await
-        .map_err(Error::Unreadable)?;
+    let result = if metadata.len() <= INLINE_READ {
+        file.take(bound).read_to_end(&mut content)
+    } else {
+        tokio::fs::File::from_std(file).take(bound).read_to_end(&mut content).await
+    };
+    result.map_err(Error::Unreadable)?;
     if content.len() as u64 > limit {
         return Err(Error::TooLarge { limit });
     }

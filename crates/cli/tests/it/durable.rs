@@ -44,6 +44,8 @@ impl Sandbox {
             .current_dir(self.dir.path())
             .env("WAYLINE_DB", self.db())
             .env("WAYLINE_RETENTION", "off")
+            // Scratch files of killed processes stay inside the sandbox, not in /tmp.
+            .env("TMPDIR", self.dir.path())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());
         command

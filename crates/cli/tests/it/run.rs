@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::server::Server;
@@ -398,4 +400,62 @@ fn events_are_cloudevents_with_one_end_per_attempt() {
     assert_eq!(kinds, ["started#1", "faulted#1", "retried#2", "started#2", "completed#2"]);
     let ids: Vec<u64> = events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_escalation_is_decided_at_the_terminal_prompt() {
+    use std::io::{Read as _, Write as _};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        "name: esc\non_failure: escalate\nsteps:\n  - id: risky\n    run: exit 3\n  - id: after\n    needs: [risky]\n    run: touch after.txt\n",
+    );
+    // A pseudo-terminal, so that `wayline run` believes a person is watching.
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pty");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("the pty's name");
+    let terminal = std::fs::OpenOptions::new().read(true).write(true).open(name.to_str().unwrap()).expect("the terminal side");
+    #[allow(clippy::disallowed_methods)]
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wayline"))
+        .args(["run", flow.to_str().unwrap(), "--ephemeral"])
+        .current_dir(scratch.path(""))
+        .stdin(terminal.try_clone().unwrap())
+        .stdout(Stdio::null())
+        .stderr(terminal)
+        .spawn()
+        .expect("wayline starts");
+    // A stuck run must not hang the suite: end it after a generous bound.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let done = Arc::clone(&done);
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        })
+    };
+    let mut screen = std::fs::File::from(master);
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("decide: [r]etry, [s]kip, roll[b]ack, [f]ail >") {
+        let read = screen.read(&mut buffer).expect("the terminal shows the run");
+        assert!(read > 0, "the terminal closed before the prompt: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert!(seen.contains("step `risky` failed and needs a decision: exited with code 3"), "{seen}");
+    screen.write_all(b"s\n").expect("answer the prompt");
+    let status = child.wait().expect("wayline ends");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    watchdog.thread().unpark();
+    let _ = watchdog.join();
+    assert_eq!(status.code(), Some(0), "skipping the step lets the execution succeed");
+    assert!(!scratch.path("after.txt").exists(), "`after` needs a success, so it is skipped too");
 }

@@ -1,6 +1,7 @@
 //! Command steps against real processes: outputs, environment, exit classification, and that
 //! no process of a step outlives it (timeout, cancel, leftovers, a dropped future).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -154,7 +155,7 @@ async fn the_process_sees_attempt_key_env_and_cwd() {
             echo "custom=$CUSTOM"
             echo "home_set=${HOME:+yes}"
             echo "cwd=$(pwd -P)"
-            echo "scratch=$(dirname "$WAYLINE_OUTPUT")"
+            echo "output=$WAYLINE_OUTPUT"
             echo "scratch_mode=$(stat -c %a "$(dirname "$WAYLINE_OUTPUT")")"
         } >> "$WAYLINE_OUTPUT"
         read -r line || echo "stdin is empty"
@@ -177,8 +178,8 @@ async fn the_process_sees_attempt_key_env_and_cwd() {
     let cwd = workdir.path().canonicalize().unwrap();
     assert_eq!(outputs["cwd"], cwd.display().to_string());
     assert_eq!(outputs["scratch_mode"], "700");
-    let scratch = outputs["scratch"].as_str().unwrap();
-    assert!(!Path::new(scratch).exists(), "the output directory is removed afterwards");
+    let output = outputs["output"].as_str().unwrap();
+    assert!(!Path::new(output).exists(), "the output file is removed afterwards");
     assert_eq!(logs.iter().map(|line| line.text.as_str()).collect::<Vec<_>>(), ["stdin is empty"]);
 }
 
@@ -430,6 +431,67 @@ async fn an_output_file_over_the_limit_is_fatal() {
         "#]],
     )
     .await;
+}
+
+#[tokio::test]
+async fn output_files_share_one_private_directory_and_never_outlive_their_attempt() {
+    let mut paths = Vec::new();
+    for ending in ["exit 0", "exit 3", "sleep 30"] {
+        // The script tells the test where its output file is, then ends its own way.
+        let script = format!(
+            r#"echo "k=v" > "$WAYLINE_OUTPUT"; echo "$WAYLINE_OUTPUT" > "$PIDFILE"; {ending}"#
+        );
+        let (mut command, dir) = with_pidfile(sh(&script));
+        if ending.starts_with("sleep") {
+            command.timeout = Some(Duration::from_millis(300));
+        }
+        let (outcome, _) = run(command).await;
+        let path = std::fs::read_to_string(dir.path().join("pids")).unwrap();
+        let path = std::path::PathBuf::from(path.trim_end());
+        assert!(!path.exists(), "{ending}: {} outlived {outcome:?}", path.display());
+        paths.push(path);
+    }
+    let directory = paths[0].parent().unwrap();
+    assert!(paths.iter().all(|path| path.parent() == Some(directory)), "{paths:?}");
+    assert!(paths[0] != paths[1] && paths[1] != paths[2], "every attempt gets its own name");
+    let mode = std::fs::metadata(directory).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[tokio::test]
+async fn a_large_output_file_is_read_whole_and_still_bounded() {
+    // Past 64 KiB the file is read off the runtime's thread; the limit holds there too.
+    let script = r#"printf 'big=%070000d\n' 0 > "$WAYLINE_OUTPUT""#;
+    let (outcome, _) = run(sh(script)).await;
+    let Outcome::Succeeded { outputs } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(outputs["big"].as_str().map(str::len), Some(70_000));
+    let mut command = sh(script);
+    command.limits.output_bytes = 70_000;
+    check(
+        command,
+        expect![[r#"
+            fatal: output file is larger than the limit of 70000 bytes
+            outputs: {"exit_code":0}
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_output_file_that_is_not_a_regular_file_is_fatal() {
+    // Reading a FIFO nobody writes would block forever; a directory cannot be read at all.
+    for make in ["mkfifo", "mkdir"] {
+        let script = format!(r#"{make} "$WAYLINE_OUTPUT"; echo "$WAYLINE_OUTPUT" > "$PIDFILE""#);
+        let (command, dir) = with_pidfile(sh(&script));
+        let (outcome, _) = run(command).await;
+        expect![[r#"
+            fatal: output file is not a regular file
+            outputs: {"exit_code":0}
+        "#]]
+        .assert_eq(&render(&outcome, &[]));
+        let path = std::fs::read_to_string(dir.path().join("pids")).unwrap();
+        assert!(!Path::new(path.trim_end()).exists(), "{make}: {path} is left behind");
+    }
 }
 
 #[tokio::test]
