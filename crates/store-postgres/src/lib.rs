@@ -110,7 +110,7 @@ impl PostgresStore {
         let origin = format!("{}-{}", std::process::id(), STORES.fetch_add(1, Ordering::Relaxed));
         let channel = format!("wayline_{}", options.schema);
         let signal = Arc::new(watch::Sender::new(0));
-        let listener = listen::Listener::new(&channel, &origin, Arc::clone(&signal));
+        let listener = listen::Listener::new(&channel, &origin);
         Ok(PostgresStore { shared: Arc::new(Shared { pool, listener, signal, channel, origin }) })
     }
 
@@ -271,11 +271,8 @@ impl Store for PostgresStore {
 
     async fn changed(&self, timeout: Duration) {
         let mut seen = self.shared.signal.subscribe();
-        let waiting = async {
-            self.shared.listener.ensure(&self.shared.pool).await;
-            let _ = seen.changed().await;
-        };
-        let _ = tokio::time::timeout(timeout, waiting).await;
+        listen::ensure(&self.shared);
+        let _ = tokio::time::timeout(timeout, seen.changed()).await;
     }
 }
 

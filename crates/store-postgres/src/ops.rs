@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
 use wayline_core::execution::Status;
 use wayline_core::{Event, Time};
 use wayline_store::{
@@ -92,7 +93,7 @@ pub(crate) async fn create(
             ],
         )
         .await?;
-    if row.get::<_, i64>(0) == 0 {
+    if row.col::<i64>(0)? == 0 {
         return Ok(Err(Error::Exists(execution.id.clone())));
     }
     Ok(Ok(Lease { execution: execution.id.clone(), owner: execution.owner.clone(), token: 1 }))
@@ -115,23 +116,20 @@ pub(crate) async fn commit(
     let mut ids: Vec<&str> = commits.iter().map(|commit| commit.lease.execution.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    conn.begin().await?;
     // Locks in id order: two batches over the same executions queue instead of deadlocking.
     let rows = conn
-        .query("SELECT id, owner, token, last_seq FROM executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", &[&ids])
+        .begin_with("SELECT id, owner, token, last_seq FROM executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", &[&ids])
         .await?;
-    let mut current: HashMap<String, Current<'_>> = rows
-        .iter()
-        .map(|row| {
-            let current = Current {
-                owner: row.get(1),
-                token: row.get::<_, i64>(2) as u64,
-                last_seq: row.get::<_, i64>(3) as u64,
-                summary: None,
-            };
-            (row.get(0), current)
-        })
-        .collect();
+    let mut current: HashMap<String, Current<'_>> = HashMap::new();
+    for row in &rows {
+        let state = Current {
+            owner: row.col(1)?,
+            token: row.col::<i64>(2)? as u64,
+            last_seq: row.col::<i64>(3)? as u64,
+            summary: None,
+        };
+        current.insert(row.col(0)?, state);
+    }
 
     let mut results = Vec::with_capacity(commits.len());
     let (mut event_ids, mut seqs, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
@@ -188,7 +186,7 @@ pub(crate) async fn commit(
         conn.rollback().await?;
         return Ok(Ok(results));
     }
-    conn.query(
+    conn.commit_with(
         "WITH journal AS (
              INSERT INTO events (execution, seq, body)
              SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])
@@ -221,7 +219,6 @@ pub(crate) async fn commit(
         ],
     )
     .await?;
-    conn.commit().await?;
     Ok(Ok(results))
 }
 
@@ -250,7 +247,7 @@ pub(crate) async fn acquire(
             )
             .await?;
         if let Some(row) = taken {
-            let token = row.get::<_, i64>(0) as u64;
+            let token = row.col::<i64>(0)? as u64;
             return Ok(Ok(Lease { execution: id.to_owned(), owner: owner.into_owned(), token }));
         }
         let Some(row) = conn
@@ -259,7 +256,7 @@ pub(crate) async fn acquire(
         else {
             return Ok(Err(Error::NotFound(id.to_owned())));
         };
-        let (current, lease_until): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
+        let (current, lease_until): (Option<String>, Option<i64>) = (row.col(0)?, row.col(1)?);
         if let (Some(current), Some(lease_until)) = (current, lease_until)
             && Time::from_micros(lease_until) > now
         {
@@ -280,14 +277,13 @@ pub(crate) async fn renew(conn: &mut Conn, leases: &[Lease], until: Time) -> Out
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    conn.begin().await?;
-    conn.query(
+    conn.begin_with(
         "SELECT id FROM executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
         &[&sorted],
     )
     .await?;
     let renewed = conn
-        .query(
+        .commit_with(
             "UPDATE executions AS e SET lease_until = $4
              FROM unnest($1::text[], $2::text[], $3::int8[]) AS l (id, owner, token)
              WHERE e.id = l.id AND e.owner = l.owner AND e.token = l.token
@@ -295,8 +291,8 @@ pub(crate) async fn renew(conn: &mut Conn, leases: &[Lease], until: Time) -> Out
             &[&ids, &owners, &tokens, &until.as_micros()],
         )
         .await?;
-    conn.commit().await?;
-    let renewed: Vec<(String, i64)> = renewed.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let renewed: Vec<(String, i64)> =
+        renewed.iter().map(|row| Ok((row.col(0)?, row.col(1)?))).collect::<Result<_, Failure>>()?;
     Ok(Ok(leases
         .iter()
         .map(|lease| {
@@ -339,7 +335,7 @@ pub(crate) async fn request(
         )
         .await;
     match inserted {
-        Ok(Some(row)) => Ok(Ok(row.get::<_, i64>(0) as u64)),
+        Ok(Some(row)) => Ok(Ok(row.col::<i64>(0)? as u64)),
         Ok(None) => Ok(Err(Error::NotFound(id.to_owned()))),
         // Deleted (gc) between the check and the insert.
         Err(Failure::Db { error, .. })
@@ -361,14 +357,14 @@ pub(crate) async fn append_logs(
         lines.iter().map(|line| line.execution.as_str()).filter(|id| !id.contains('\0')).collect();
     ids.sort_unstable();
     ids.dedup();
-    conn.begin().await?;
     let rows = conn
-        .query(
+        .begin_with(
             "SELECT id, last_log FROM executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
             &[&ids],
         )
         .await?;
-    let mut last: HashMap<String, i64> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let mut last: HashMap<String, i64> =
+        rows.iter().map(|row| Ok((row.col(0)?, row.col(1)?))).collect::<Result<_, Failure>>()?;
 
     let mut executions = Vec::new();
     let mut numbers = Vec::new();
@@ -396,7 +392,7 @@ pub(crate) async fn append_logs(
     }
     let (last_ids, last_numbers): (Vec<&str>, Vec<i64>) =
         last.iter().map(|(id, number)| (id.as_str(), *number)).unzip();
-    conn.query(
+    conn.commit_with(
         "WITH written AS (
              INSERT INTO logs (execution, line, step, attempt, compensation, stream, time, text)
              SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::int8[], $8::bytea[])
@@ -422,7 +418,6 @@ pub(crate) async fn append_logs(
         ],
     )
     .await?;
-    conn.commit().await?;
     Ok(Ok(()))
 }
 
@@ -442,7 +437,7 @@ pub(crate) async fn gc(conn: &mut Conn, before: Time) -> Outcome<u64> {
             &[&before.as_micros(), &finals],
         )
         .await?;
-    Ok(Ok(row.get::<_, i64>(0) as u64))
+    Ok(Ok(row.col::<i64>(0)? as u64))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,8 +477,8 @@ pub(crate) async fn resolve(conn: &mut Conn, prefix: &str) -> Outcome<String> {
         )
         .await?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| row.col(0))
+        .collect::<Result<_, _>>()?;
     Ok(match ids.as_slice() {
         [] => Err(Error::NotFound(prefix.to_owned())),
         [one] => Ok(one.clone()),
@@ -494,7 +489,7 @@ pub(crate) async fn resolve(conn: &mut Conn, prefix: &str) -> Outcome<String> {
                     &[&prefix, &upper],
                 )
                 .await?
-                .get(0);
+                .col(0)?;
             Err(Error::Ambiguous { prefix: prefix.to_owned(), count: count as usize })
         }
     })
@@ -520,7 +515,7 @@ pub(crate) async fn events(
     }
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let (seq, body): (i64, &str) = (row.get(0), row.get(1));
+        let (seq, body): (i64, &str) = (row.col(0)?, row.col(1)?);
         match serde_json::from_str(body) {
             Ok(event) => events.push(event),
             Err(error) => {
@@ -563,7 +558,7 @@ pub(crate) async fn requests(conn: &mut Conn, ids: &[String]) -> Outcome<Vec<Sto
     let mut requests = Vec::with_capacity(rows.len());
     for row in rows {
         let (id, execution, body, created_at): (i64, String, &str, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+            (row.col(0)?, row.col(1)?, row.col(2)?, row.col(3)?);
         let request: Request = serde_json::from_str(body).map_err(|error| {
             Failure::Corrupt(format!("execution {execution}: request {id} cannot be read: {error}"))
         })?;
@@ -600,18 +595,18 @@ pub(crate) async fn logs(
     }
     let mut lines = Vec::with_capacity(rows.len());
     for row in rows {
-        let number: i64 = row.get(0);
-        let text = String::from_utf8(row.get::<_, Vec<u8>>(6)).map_err(|_| {
+        let number: i64 = row.col(0)?;
+        let text = String::from_utf8(row.col::<Vec<u8>>(6)?).map_err(|_| {
             Failure::Corrupt(format!("execution {id}: log line {number} is not UTF-8"))
         })?;
         lines.push(LogLine {
             execution: id.to_owned(),
             line: number as u64,
-            step: row.get(1),
-            attempt: row.get::<_, i32>(2).max(0) as u32,
-            compensation: row.get(3),
-            stream: row.get(4),
-            time: Time::from_micros(row.get(5)),
+            step: row.col(1)?,
+            attempt: row.col::<i32>(2)?.max(0) as u32,
+            compensation: row.col(3)?,
+            stream: row.col(4)?,
+            time: Time::from_micros(row.col(5)?),
             text,
         });
     }
@@ -620,27 +615,45 @@ pub(crate) async fn logs(
 
 // ---------------------------------------------------------------------------------------------
 
+/// Reading a column without panicking: a value of an unexpected type means the tables were
+/// changed behind wayline's back.
+trait Column {
+    fn col<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, Failure>;
+}
+
+impl Column for Row {
+    fn col<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, Failure> {
+        self.try_get(index).map_err(|error| {
+            Failure::Corrupt(format!(
+                "a stored value cannot be read (column {index}): {}",
+                crate::describe(&error)
+            ))
+        })
+    }
+}
+
 async fn exists(conn: &mut Conn, id: &str) -> Result<bool, Failure> {
     Ok(conn.query_opt("SELECT 1 FROM executions WHERE id = $1", &[&id]).await?.is_some())
 }
 
 fn record(row: &Row) -> Result<ExecutionRecord, Failure> {
-    let id: String = row.get(0);
-    let status: &str = row.get(2);
+    let id: String = row.col(0)?;
+    let status: &str = row.col(2)?;
     let Some(status) = Status::parse(status) else {
         return Err(Failure::Corrupt(format!("execution {id} has an unknown status `{status}`")));
     };
-    let time = |index: usize| row.get::<_, Option<i64>>(index).map(Time::from_micros);
+    let time =
+        |index: usize| Ok::<_, Failure>(row.col::<Option<i64>>(index)?.map(Time::from_micros));
     Ok(ExecutionRecord {
-        workflow: row.get(1),
+        workflow: row.col(1)?,
         status,
-        created_at: Time::from_micros(row.get(3)),
-        started_at: time(4),
-        finished_at: time(5),
-        last_seq: row.get::<_, i64>(6) as u64,
-        owner: row.get(7),
-        lease_until: time(8),
-        error: row.get(9),
+        created_at: Time::from_micros(row.col(3)?),
+        started_at: time(4)?,
+        finished_at: time(5)?,
+        last_seq: row.col::<i64>(6)? as u64,
+        owner: row.col(7)?,
+        lease_until: time(8)?,
+        error: row.col(9)?,
         id,
     })
 }

@@ -214,15 +214,38 @@ impl Conn {
         Ok(self.client.execute(&statement, params).await?)
     }
 
-    pub(crate) async fn begin(&mut self) -> Result<(), Failure> {
-        Ok(self.client.batch_execute("BEGIN").await?)
+    /// Starts a transaction and runs its first statement, in one round trip (pipelined).
+    pub(crate) async fn begin_with(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Failure> {
+        let statement = self.statement(sql).await?;
+        let (_, rows) = tokio::try_join!(
+            self.client.batch_execute("BEGIN"),
+            self.client.query(&statement, params)
+        )?;
+        Ok(rows)
     }
 
-    pub(crate) async fn commit(&mut self) -> Result<(), Failure> {
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|error| Failure::Db { error, committing: true })
+    /// Runs the transaction's last statement and commits, in one round trip (pipelined).
+    pub(crate) async fn commit_with(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Failure> {
+        let statement = self.statement(sql).await?;
+        let (rows, committed) = tokio::join!(
+            self.client.query(&statement, params),
+            self.client.batch_execute("COMMIT")
+        );
+        match (rows, committed) {
+            (Ok(rows), Ok(())) => Ok(rows),
+            // The statement failed on a live connection: the COMMIT rolled back, nothing landed.
+            (Err(error), _) if !connection_lost(&error) => Err(Failure::from(error)),
+            // Lost while committing: whether it landed is unknown.
+            (Err(error), _) | (Ok(_), Err(error)) => Err(Failure::Db { error, committing: true }),
+        }
     }
 
     pub(crate) async fn rollback(&mut self) -> Result<(), Failure> {

@@ -117,12 +117,12 @@ async fn apply(conn: &mut crate::pool::Conn, schema: &str) -> Result<(), Outcome
         .await?;
     let table = format!("\"{schema}\".schema_migrations");
     let exists: bool =
-        client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await?.get(0);
+        client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await?.try_get(0)?;
     let version: i64 = if exists {
         client
             .query_one(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[])
             .await?
-            .get(0)
+            .try_get(0)?
     } else {
         0
     };

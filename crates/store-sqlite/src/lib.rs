@@ -28,6 +28,7 @@ mod open;
 mod ops;
 mod worker;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,24 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.workers.path
+    }
+
+    /// Resolves once the store's threads have ended and closed the database, which happens
+    /// when the last handle is dropped. Keep the future, drop the handles, then await it to
+    /// exit with the file closed cleanly (the WAL checkpointed):
+    ///
+    /// ```
+    /// # use wayline_store_sqlite::{Options, SqliteStore};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteStore::open(dir.path().join("wayline.db"), Options::default()).await.unwrap();
+    /// let closed = store.closed();
+    /// drop(store);
+    /// closed.await;
+    /// # });
+    /// ```
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.workers.closed()
     }
 
     /// The settings the writing connection runs with, as SQLite reports them (for

@@ -3,9 +3,14 @@
 //! Each case is a public async function taking an empty store. A backend's test binary runs
 //! them all, each as its own test, with [`conformance_tests!`](crate::conformance_tests):
 //!
-//! ```ignore
-//! async fn fixture() -> Option<MyFixture> { Some(MyFixture::new().await) }
+//! ```
+//! // tests/it/main.rs of a backend (here the in-memory store, its own fixture):
+//! async fn fixture() -> Option<wayline_store::MemoryStore> {
+//!     Some(wayline_store::MemoryStore::new())
+//! }
+//!
 //! wayline_store::conformance_tests!(fixture());
+//! # fn main() {}
 //! ```
 //!
 //! A [`Fixture`] owns what a store needs (a temporary file, a database schema) and cleans it

@@ -168,7 +168,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// another process), or after `timeout`. Changes are noticed from the moment the future
     /// is first polled; one that happened before can be missed, so callers read again after
     /// it returns and the timeout bounds the delay. Wakes may be spurious. The in-memory store
-    /// wakes at once, SQLite polls (~15 ms), PostgreSQL listens for notifications.
+    /// wakes at once, SQLite polls (every 10 ms by default), PostgreSQL listens for
+    /// notifications.
     fn changed(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
 }
 

@@ -114,7 +114,8 @@ pub struct StoredRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     pub execution: String,
-    /// Position in the execution's log, from 1; assigned by the store when 0.
+    /// Position in the execution's log, from 1; assigned by the store (a value given to
+    /// `append_logs` is ignored).
     pub line: u64,
     pub step: String,
     pub attempt: u32,

@@ -163,9 +163,8 @@ async fn killed_connections_are_replaced() {
         // Fill the pool and start listening.
         let (a, b, c) =
             tokio::join!(store.list(Filter::default()), store.get("e1"), store.events("e1", 0, 10));
-        (a.unwrap(), b.unwrap(), c.unwrap());
-        store.changed(Duration::from_millis(1)).await;
-
+        assert!(a.is_ok() && b.is_ok() && c.is_ok(), "{a:?} {b:?} {c:?}");
+        store.changed(Duration::from_millis(1)).await; // starts listening
         let killed = terminate(&admin, &application).await;
         assert!(killed >= 2, "expected the pool and the listener to be terminated, got {killed}");
 
@@ -186,7 +185,6 @@ async fn killed_connections_are_replaced() {
 
         // The listener comes back too: another process's commit wakes us.
         let lease_e2 = create(&other, "e2").await;
-        store.changed(Duration::from_millis(1)).await; // re-listens
         let started = Instant::now();
         let patience = Duration::from_secs(20);
         let mut seq = 1;
@@ -196,8 +194,16 @@ async fn killed_connections_are_replaced() {
                 assert_eq!(other.commit(vec![step(&lease_e2, seq)]).await.unwrap(), vec![Ok(())]);
             }
         };
+        let noticed = async {
+            loop {
+                store.changed(patience).await;
+                if store.get("e2").await.unwrap().last_seq > 1 {
+                    return;
+                }
+            }
+        };
         tokio::select! {
-            () = store.changed(patience) => {}
+            () = noticed => {}
             () = writes => unreachable!(),
         }
         assert!(
@@ -205,6 +211,66 @@ async fn killed_connections_are_replaced() {
             "the notification never came: {:?}",
             started.elapsed()
         );
+    };
+    in_schema(&url, &schema, outcome).await;
+}
+
+/// A commit or a request in one process wakes `changed()` in another, through NOTIFY.
+#[tokio::test]
+async fn another_process_is_notified() {
+    let Some(url) = server() else { return };
+    let schema = random_schema();
+    let options = Options { schema: schema.clone(), ..Options::default() };
+    let owner = PostgresStore::connect(&url, options.clone()).await.unwrap();
+    let cli = PostgresStore::connect(&url, options).await.unwrap();
+    let outcome = async {
+        let lease = create(&owner, "e1").await;
+        let patience = Duration::from_secs(20);
+        let started = Instant::now();
+        // Keep writing until the other side notices: it starts listening on its first wait.
+        let mut seq = 1;
+        let commits = async {
+            loop {
+                seq += 1;
+                assert_eq!(owner.commit(vec![step(&lease, seq)]).await.unwrap(), vec![Ok(())]);
+            }
+        };
+        let followed = async {
+            loop {
+                cli.changed(patience).await;
+                if cli.get("e1").await.unwrap().last_seq > 1 {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = followed => {}
+            () = commits => unreachable!(),
+        }
+        assert!(started.elapsed() < patience / 4, "no notification after {:?}", started.elapsed());
+
+        // Now that it listens, a single request is enough.
+        let started = Instant::now();
+        let pause = wayline_store::Request {
+            action: wayline_store::Action::Pause { until: None },
+            by: "alice".into(),
+            reason: None,
+        };
+        let noticed = async {
+            loop {
+                owner.changed(patience).await;
+                if !owner.requests(vec!["e1".into()]).await.unwrap().is_empty() {
+                    return;
+                }
+            }
+        };
+        let (_, requested) = tokio::join!(noticed, async {
+            // Let the owner's listener come up first (its first wait started it).
+            owner.changed(Duration::from_millis(200)).await;
+            cli.request("e1", pause, Time::from_micros(5)).await
+        });
+        requested.unwrap();
+        assert!(started.elapsed() < patience / 4, "no notification after {:?}", started.elapsed());
     };
     in_schema(&url, &schema, outcome).await;
 }

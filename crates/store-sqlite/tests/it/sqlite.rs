@@ -343,6 +343,34 @@ async fn concurrent_opens_migrate_once() {
     }
 }
 
+/// The store's threads end, closing the file, when the last handle is dropped, and not
+/// before.
+#[tokio::test]
+async fn threads_end_with_the_last_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wayline.db");
+    let store = open(&path, Options::default()).await;
+    let clone = store.clone();
+    let mut closed = std::pin::pin!(store.closed());
+    let lease = create(&store, "e1", 0).await;
+    drop(store);
+
+    // Still served through the clone.
+    tokio::select! {
+        biased;
+        () = &mut closed => panic!("closed while a handle was left"),
+        results = clone.commit(vec![step(&lease, 2)]) => assert_eq!(results.unwrap(), vec![Ok(())]),
+    }
+    let wal = dir.path().join("wayline.db-wal");
+    assert!(wal.exists(), "an open WAL database has its -wal file");
+
+    drop(clone);
+    tokio::time::timeout(Duration::from_secs(20), closed).await.expect("the threads must end");
+    // The last connection to close checkpoints the WAL and removes the file.
+    assert!(!wal.exists(), "every connection must be closed once the threads ended");
+    assert_eq!(open(&path, Options::default()).await.get("e1").await.unwrap().last_seq, 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async fn open(path: &Path, options: Options) -> SqliteStore {
