@@ -126,7 +126,11 @@ async fn measure<S: Store>(store: S) -> Figures {
             let mut subscription = handle.subscribe(&id, 0);
             loop {
                 match subscription.next().await.expect("events") {
-                    Some(Item::Event(event)) if matches!(event.kind, EventKind::AttemptStarted { .. }) => break,
+                    Some(Item::Event(event))
+                        if matches!(event.kind, EventKind::AttemptStarted { .. }) =>
+                    {
+                        break;
+                    }
                     Some(_) => {}
                     None => panic!("ended without starting a step"),
                 }
@@ -164,7 +168,11 @@ fn print(name: &str, figures: &Figures, baseline: &Figures) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
     runtime.block_on(async {
         let memory = measure(MemoryStore::new()).await;
         print("memory", &memory, &memory);

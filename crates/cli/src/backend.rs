@@ -110,8 +110,14 @@ impl Store for AnyStore {
 pub enum Location {
     /// In this process's memory only (`--ephemeral`).
     Ephemeral,
-    Sqlite { path: PathBuf, synchronous: Synchronous },
-    Postgres { url: String, schema: String },
+    Sqlite {
+        path: PathBuf,
+        synchronous: Synchronous,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
 }
 
 impl Location {
@@ -119,7 +125,9 @@ impl Location {
     pub fn parse(db: Option<&str>) -> anyhow::Result<Location> {
         match db.map(str::trim).filter(|db| !db.is_empty()) {
             Some(url) => Location::from_url(url),
-            None => Ok(Location::Sqlite { path: default_path()?, synchronous: Synchronous::Normal }),
+            None => {
+                Ok(Location::Sqlite { path: default_path()?, synchronous: Synchronous::Normal })
+            }
         }
     }
 
@@ -143,7 +151,11 @@ impl Location {
                     rest.push(format!("{key}={value}"));
                 }
             }
-            let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+            let url = if rest.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            };
             return Ok(Location::Postgres { url, schema });
         }
         let path = if let Some(path) = base.strip_prefix("sqlite://") {
@@ -151,7 +163,9 @@ impl Location {
         } else if let Some(path) = base.strip_prefix("sqlite:") {
             path
         } else if base.contains("://") {
-            return Err(invalid(format!("`{url}`: unknown database; use sqlite:///path/to/file.db or postgres://user@host/db")));
+            return Err(invalid(format!(
+                "`{url}`: unknown database; use sqlite:///path/to/file.db or postgres://user@host/db"
+            )));
         } else {
             base
         };
@@ -163,7 +177,11 @@ impl Location {
             match (key.as_str(), value.as_str()) {
                 ("synchronous", "normal") => synchronous = Synchronous::Normal,
                 ("synchronous", "full") => synchronous = Synchronous::Full,
-                _ => return Err(invalid(format!("`{url}`: unknown option `{key}={value}` (SQLite takes synchronous=normal|full)"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "`{url}`: unknown option `{key}={value}` (SQLite takes synchronous=normal|full)"
+                    )));
+                }
             }
         }
         Ok(Location::Sqlite { path: PathBuf::from(path), synchronous })
@@ -192,7 +210,9 @@ impl Location {
             Location::Sqlite { path, .. } => path.display().to_string(),
             Location::Postgres { url, schema } => {
                 let shown = match (url.find("://"), url.rfind('@')) {
-                    (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+                    }
                     _ => url.clone(),
                 };
                 format!("{shown} (schema {schema})")
@@ -208,7 +228,9 @@ fn default_path() -> anyhow::Result<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")));
     match data {
         Some(dir) => Ok(dir.join("wayline").join("wayline.db")),
-        None => Err(invalid("no database given and neither XDG_DATA_HOME nor HOME is set; pass --db")),
+        None => {
+            Err(invalid("no database given and neither XDG_DATA_HOME nor HOME is set; pass --db"))
+        }
     }
 }
 
@@ -217,11 +239,13 @@ pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
     let store = match location {
         Location::Ephemeral => Ok(AnyStore::Memory(MemoryStore::new())),
         Location::Sqlite { path, synchronous } => {
-            let options = wayline_store_sqlite::Options { synchronous: *synchronous, ..Default::default() };
+            let options =
+                wayline_store_sqlite::Options { synchronous: *synchronous, ..Default::default() };
             SqliteStore::open(path, options).await.map(AnyStore::Sqlite)
         }
         Location::Postgres { url, schema } => {
-            let options = wayline_store_postgres::Options { schema: schema.clone(), ..Default::default() };
+            let options =
+                wayline_store_postgres::Options { schema: schema.clone(), ..Default::default() };
             PostgresStore::connect(url, options).await.map(AnyStore::Postgres)
         }
     };
@@ -232,7 +256,9 @@ pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
 pub fn store_error(error: wayline_store::Error, location: &Location) -> anyhow::Error {
     use wayline_store::Error;
     let exit = match &error {
-        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } | Error::Config(_) => Exit::Invalid,
+        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } | Error::Config(_) => {
+            Exit::Invalid
+        }
         _ => Exit::Infrastructure,
     };
     let message = match &error {
@@ -258,11 +284,15 @@ mod tests {
         );
         assert_eq!(
             Location::parse(Some("postgres://u@h/db?schema=ci&sslmode=disable")).unwrap(),
-            Location::Postgres { url: "postgres://u@h/db?sslmode=disable".into(), schema: "ci".into() }
+            Location::Postgres {
+                url: "postgres://u@h/db?sslmode=disable".into(),
+                schema: "ci".into()
+            }
         );
         assert!(Location::parse(Some("mysql://x")).is_err());
         assert!(Location::parse(Some("sqlite:///x.db?fast=yes")).is_err());
-        let described = Location::parse(Some("postgres://user:secret@h:5432/db")).unwrap().describe();
+        let described =
+            Location::parse(Some("postgres://user:secret@h:5432/db")).unwrap().describe();
         assert!(!described.contains("secret"), "{described}");
     }
 }

@@ -294,26 +294,68 @@ impl Cli {
                 definition::plan(&file, &inputs, input_file.as_deref(), json)
             }
             Command::Graph { file, format } => definition::graph(&file, format),
-            Command::Run { file, inputs, input_file, secrets_file, db, ephemeral, json, events, detach } => {
-                let location = if ephemeral { backend::Location::Ephemeral } else { db.location()? };
-                run::run(run::RunArgs { file, inputs, input_file, secrets_file, location, json, events, detach })
+            Command::Run {
+                file,
+                inputs,
+                input_file,
+                secrets_file,
+                db,
+                ephemeral,
+                json,
+                events,
+                detach,
+            } => {
+                let location =
+                    if ephemeral { backend::Location::Ephemeral } else { db.location()? };
+                run::run(run::RunArgs {
+                    file,
+                    inputs,
+                    input_file,
+                    secrets_file,
+                    location,
+                    json,
+                    events,
+                    detach,
+                })
             }
             Command::Resume { id, secrets_file, json, events, quiet, db } => {
-                run::resume(run::ResumeArgs { id, secrets_file, location: db.location()?, json, events, quiet })
+                run::resume(run::ResumeArgs {
+                    id,
+                    secrets_file,
+                    location: db.location()?,
+                    json,
+                    events,
+                    quiet,
+                })
             }
             Command::List { status, workflow, since, limit, json, db } => {
                 let location = db.location()?;
-                block_on(control::list(&location, control::ListArgs { status, workflow, since, limit, json }))
+                block_on(control::list(
+                    &location,
+                    control::ListArgs { status, workflow, since, limit, json },
+                ))
             }
             Command::Show { id, json, db } => block_on(control::show(&db.location()?, &id, json)),
-            Command::Logs { id, step, follow, db } => block_on(control::logs(&db.location()?, &id, step.as_deref(), follow)),
-            Command::Events { id, follow, after, db } => block_on(control::events(&db.location()?, &id, after, follow)),
-            Command::Pause { id, until, reason, db } => {
-                block_on(control::control(&db.location()?, &id, control::Ask::Pause { until }, reason, WAIT))
+            Command::Logs { id, step, follow, db } => {
+                block_on(control::logs(&db.location()?, &id, step.as_deref(), follow))
             }
-            Command::Cancel { id, rollback, reason, db } => {
-                block_on(control::control(&db.location()?, &id, control::Ask::Cancel { rollback }, reason, WAIT))
+            Command::Events { id, follow, after, db } => {
+                block_on(control::events(&db.location()?, &id, after, follow))
             }
+            Command::Pause { id, until, reason, db } => block_on(control::control(
+                &db.location()?,
+                &id,
+                control::Ask::Pause { until },
+                reason,
+                WAIT,
+            )),
+            Command::Cancel { id, rollback, reason, db } => block_on(control::control(
+                &db.location()?,
+                &id,
+                control::Ask::Cancel { rollback },
+                reason,
+                WAIT,
+            )),
             Command::Decide { id, step, action, outputs, reason, db } => {
                 let ask = control::Ask::Decide { step, decision: action, outputs };
                 block_on(control::control(&db.location()?, &id, ask, reason, WAIT))

@@ -52,7 +52,8 @@ pub struct ListArgs {
 }
 
 pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
-    let mut filter = Filter { workflow: args.workflow, limit: Some(args.limit), ..Filter::default() };
+    let mut filter =
+        Filter { workflow: args.workflow, limit: Some(args.limit), ..Filter::default() };
     for status in &args.status {
         let parsed = Status::parse(status).ok_or_else(|| {
             invalid(format!(
@@ -66,7 +67,8 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
         filter.since = Some(parse_since(since, now)?);
     }
     let store = backend::open(location).await?;
-    let records = store.list(filter).await.map_err(|error| backend::store_error(error, location))?;
+    let records =
+        store.list(filter).await.map_err(|error| backend::store_error(error, location))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(Exit::Success);
@@ -75,7 +77,10 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
         eprintln!("no executions in {}", location.describe());
         return Ok(Exit::Success);
     }
-    println!("{:<26}  {:<20}  {:<11}  {:<20}  {:>9}", "ID", "WORKFLOW", "STATUS", "CREATED", "DURATION");
+    println!(
+        "{:<26}  {:<20}  {:<11}  {:<20}  {:>9}",
+        "ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"
+    );
     for record in records {
         let duration = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => short(end.since(start)),
@@ -100,7 +105,9 @@ fn parse_since(text: &str, now: Time) -> anyhow::Result<Time> {
     if let Ok(duration) = wayline_spec::duration::parse(text) {
         return Ok(Time::from_micros(now.as_micros() - duration.as_micros() as i64));
     }
-    Time::parse(text).map_err(|_| invalid(format!("`{text}` is neither a duration (like 2h, 7d) nor an RFC 3339 time")))
+    Time::parse(text).map_err(|_| {
+        invalid(format!("`{text}` is neither a duration (like 2h, 7d) nor an RFC 3339 time"))
+    })
 }
 
 fn short(duration: Duration) -> String {
@@ -117,7 +124,8 @@ fn short(duration: Duration) -> String {
 pub async fn show(location: &Location, id: &str, json: bool) -> anyhow::Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
     let record = store.get(&id).await.map_err(|error| backend::store_error(error, location))?;
-    let execution = inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
+    let execution =
+        inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
     let report = Report::new(&execution);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -152,7 +160,8 @@ fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) ->
     let width = report.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
     out.push('\n');
     for step in &report.steps {
-        let attempts = if step.attempts > 1 { format!("  {} attempts", step.attempts) } else { String::new() };
+        let attempts =
+            if step.attempts > 1 { format!("  {} attempts", step.attempts) } else { String::new() };
         let _ = write!(out, "  {:<width$}  {:<12}{attempts}", step.id, step.status);
         if let Some(waiting) = &step.waiting {
             let _ = write!(out, "  ({waiting})");
@@ -178,16 +187,34 @@ fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) ->
 
 // ----- logs and events -----
 
-pub async fn logs(location: &Location, id: &str, step: Option<&str>, follow: bool) -> anyhow::Result<Exit> {
+pub async fn logs(
+    location: &Location,
+    id: &str,
+    step: Option<&str>,
+    follow: bool,
+) -> anyhow::Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
     let mut after = 0;
     loop {
         // Whether the execution had ended before this read: then the read saw every line.
-        let ended = follow && store.get(&id).await.map_err(|error| backend::store_error(error, location))?.status.is_final();
+        let ended = follow
+            && store
+                .get(&id)
+                .await
+                .map_err(|error| backend::store_error(error, location))?
+                .status
+                .is_final();
         loop {
-            let lines = store.logs(&id, step, after, 1000).await.map_err(|error| backend::store_error(error, location))?;
+            let lines = store
+                .logs(&id, step, after, 1000)
+                .await
+                .map_err(|error| backend::store_error(error, location))?;
             for line in &lines {
-                let attempt = if line.compensation { format!("undo#{}", line.attempt) } else { format!("#{}", line.attempt) };
+                let attempt = if line.compensation {
+                    format!("undo#{}", line.attempt)
+                } else {
+                    format!("#{}", line.attempt)
+                };
                 println!("{}{attempt} | {}", line.step, line.text);
                 after = line.line;
             }
@@ -202,17 +229,26 @@ pub async fn logs(location: &Location, id: &str, step: Option<&str>, follow: boo
     }
 }
 
-pub async fn events(location: &Location, id: &str, after: u64, follow: bool) -> anyhow::Result<Exit> {
+pub async fn events(
+    location: &Location,
+    id: &str,
+    after: u64,
+    follow: bool,
+) -> anyhow::Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
     if !follow {
-        let events = inspect::all_events(&store, &id).await.map_err(|error| engine_error(error, location))?;
+        let events = inspect::all_events(&store, &id)
+            .await
+            .map_err(|error| engine_error(error, location))?;
         for event in events.iter().filter(|event| event.seq > after) {
             println!("{}", cloudevents::to_json(&id, event));
         }
         return Ok(Exit::Success);
     }
     let mut subscription = Subscription::follow(store, &id, after);
-    while let Some(item) = subscription.next().await.map_err(|error| engine_error(error, location))? {
+    while let Some(item) =
+        subscription.next().await.map_err(|error| engine_error(error, location))?
+    {
         if let Item::Event(event) = item {
             println!("{}", cloudevents::to_json(&id, &event));
         }
@@ -232,7 +268,13 @@ pub enum Ask {
 
 /// Sends a control request to the process that owns the execution and waits until the
 /// journal shows its effect.
-pub async fn control(location: &Location, id: &str, ask: Ask, reason: Option<String>, wait: Duration) -> anyhow::Result<Exit> {
+pub async fn control(
+    location: &Location,
+    id: &str,
+    ask: Ask,
+    reason: Option<String>,
+    wait: Duration,
+) -> anyhow::Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
     let clock = Clock::system();
     let now = clock.now();
@@ -246,27 +288,40 @@ pub async fn control(location: &Location, id: &str, ask: Ask, reason: Option<Str
             (Action::Pause { until }, Control::Pause { actor: actor.clone(), until })
         }
         Ask::Resume => (Action::Resume, Control::Resume { actor: actor.clone() }),
-        Ask::Cancel { rollback } => (Action::Cancel { rollback }, Control::Cancel { actor: actor.clone(), rollback }),
+        Ask::Cancel { rollback } => {
+            (Action::Cancel { rollback }, Control::Cancel { actor: actor.clone(), rollback })
+        }
         Ask::Decide { step, decision, outputs } => {
-            let parsed = Decision::parse(&decision)
-                .ok_or_else(|| invalid(format!("`{decision}` is not a decision; use retry, skip, rollback or fail")))?;
+            let parsed = Decision::parse(&decision).ok_or_else(|| {
+                invalid(format!(
+                    "`{decision}` is not a decision; use retry, skip, rollback or fail"
+                ))
+            })?;
             let outputs = parse_outputs(&outputs)?;
             (
-                Action::Decide { step: step.clone(), decision: decision.clone(), outputs: outputs.clone() },
+                Action::Decide {
+                    step: step.clone(),
+                    decision: decision.clone(),
+                    outputs: outputs.clone(),
+                },
                 Control::Decide { step, decision: parsed, outputs, actor: actor.clone() },
             )
         }
     };
     // Check the request against the journal as it is, so a request that cannot apply is
     // refused here with the reason instead of silently doing nothing.
-    let mut execution = inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
+    let mut execution =
+        inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
     let seq = execution.seq();
-    execution
-        .handle(Input::Control(control), now)
-        .map_err(|rejected| anyhow::Error::new(Failure { exit: Exit::Invalid, message: rejected.0 }))?;
+    execution.handle(Input::Control(control), now).map_err(|rejected| {
+        anyhow::Error::new(Failure { exit: Exit::Invalid, message: rejected.0 })
+    })?;
     let record = store.get(&id).await.map_err(|error| backend::store_error(error, location))?;
     let request = Request { action, by: actor.by.clone(), reason };
-    store.request(&id, request, now).await.map_err(|error| backend::store_error(error, location))?;
+    store
+        .request(&id, request, now)
+        .await
+        .map_err(|error| backend::store_error(error, location))?;
     let orphaned = match &record.owner {
         None => true,
         Some(owner) => owner::is_dead(owner) || record.lease_until.is_some_and(|until| until < now),
@@ -282,21 +337,34 @@ pub async fn control(location: &Location, id: &str, ask: Ask, reason: Option<Str
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, subscription.next()).await else {
-            eprintln!("wayline: the request is recorded, but the owning process has not acted on it within {}s", wait.as_secs());
+            eprintln!(
+                "wayline: the request is recorded, but the owning process has not acted on it within {}s",
+                wait.as_secs()
+            );
             return Ok(Exit::Infrastructure);
         };
         // `None`: the execution ended, which settles any request.
-        let Some(item) = next.map_err(|error| engine_error(error, location))? else { return Ok(Exit::Success) };
+        let Some(item) = next.map_err(|error| engine_error(error, location))? else {
+            return Ok(Exit::Success);
+        };
         let Item::Event(event) = item else { continue };
         let by_us = |a: &Actor| a.by == actor.by;
         let summary = match &event.kind {
-            EventKind::Paused { actor: a, until: Some(until) } if by_us(a) => format!("paused until {}", until.rfc3339()),
+            EventKind::Paused { actor: a, until: Some(until) } if by_us(a) => {
+                format!("paused until {}", until.rfc3339())
+            }
             EventKind::Paused { actor: a, .. } if by_us(a) => "paused".to_owned(),
             EventKind::Resumed { actor: a } if by_us(a) => "resumed".to_owned(),
             EventKind::Stopping { actor: Some(a), rollback, .. } if by_us(a) => {
-                if *rollback { "cancelling and rolling back".to_owned() } else { "cancelling".to_owned() }
+                if *rollback {
+                    "cancelling and rolling back".to_owned()
+                } else {
+                    "cancelling".to_owned()
+                }
             }
-            EventKind::Decided { actor: a, step, decision, .. } if by_us(a) => format!("decided {decision} for {step}"),
+            EventKind::Decided { actor: a, step, decision, .. } if by_us(a) => {
+                format!("decided {decision} for {step}")
+            }
             EventKind::Finished { outcome, .. } => outcome.name().to_owned(),
             _ => continue,
         };
@@ -310,7 +378,9 @@ fn parse_until(text: &str, now: Time) -> anyhow::Result<Time> {
     if let Ok(duration) = wayline_spec::duration::parse(text) {
         return Ok(now.after(duration));
     }
-    Time::parse(text).map_err(|_| invalid(format!("`--until {text}`: give an RFC 3339 time or a duration like 30m")))
+    Time::parse(text).map_err(|_| {
+        invalid(format!("`--until {text}`: give an RFC 3339 time or a duration like 30m"))
+    })
 }
 
 /// `--output key=value`: the value is JSON when it parses as JSON, else a string.
@@ -329,7 +399,8 @@ fn parse_outputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
 // ----- gc -----
 
 pub async fn gc(location: &Location, older_than: &str) -> anyhow::Result<Exit> {
-    let age = wayline_spec::duration::parse(older_than).map_err(|error| invalid(format!("--older-than: {error}")))?;
+    let age = wayline_spec::duration::parse(older_than)
+        .map_err(|error| invalid(format!("--older-than: {error}")))?;
     let store = backend::open(location).await?;
     let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);
     let removed = store.gc(before).await.map_err(|error| backend::store_error(error, location))?;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
 use wayline_core::Event;
+use wayline_core::Time;
 use wayline_core::cloudevents;
 use wayline_core::event::EventKind;
-use wayline_core::Time;
 use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_runtime::clock::Clock;
@@ -54,7 +54,11 @@ pub struct ResumeArgs {
 enum Start {
     Submit(Submission),
     /// Take over an execution whose owner is gone.
-    Recover { id: String, secrets: Arc<Secrets>, workflow: Arc<Workflow> },
+    Recover {
+        id: String,
+        secrets: Arc<Secrets>,
+        workflow: Arc<Workflow>,
+    },
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
@@ -62,10 +66,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
-        eprintln!("wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here");
+        eprintln!(
+            "wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here"
+        );
     }
-    let missing: Vec<String> =
-        wayline_runtime::render::secret_names(&workflow).into_iter().filter(|name| secrets.get(name).is_none()).collect();
+    let missing: Vec<String> = wayline_runtime::render::secret_names(&workflow)
+        .into_iter()
+        .filter(|name| secrets.get(name).is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(invalid(format!(
             "the workflow reads secret{} {} but {} not set; set WAYLINE_SECRET_<NAME> or use --secrets-file",
@@ -100,10 +108,13 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
     let watch = Watch { json: args.json, quiet: args.quiet, location: args.location.clone() };
     block_on(async move {
         let (store, id) = control::open_execution(&args.location, &args.id).await?;
-        let record = store.get(&id).await.map_err(|error| backend::store_error(error, &args.location))?;
+        let record =
+            store.get(&id).await.map_err(|error| backend::store_error(error, &args.location))?;
         if record.status.is_final() {
             eprintln!("wayline: execution {id} already finished: {}", record.status.name());
-            let report = wayline_runtime::inspect::report(&store, &id).await.map_err(|e| control::engine_error(e, &args.location))?;
+            let report = wayline_runtime::inspect::report(&store, &id)
+                .await
+                .map_err(|e| control::engine_error(e, &args.location))?;
             return finish(&store, &report, args.json, false).await;
         }
         let now = Clock::system().now();
@@ -111,10 +122,20 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
             && record.lease_until.is_some_and(|until| until > now);
         if owner_alive {
             // Running elsewhere: `resume` is the control request.
-            return control::control(&args.location, &id, control::Ask::Resume, None, Duration::from_secs(10)).await;
+            return control::control(
+                &args.location,
+                &id,
+                control::Ask::Resume,
+                None,
+                Duration::from_secs(10),
+            )
+            .await;
         }
-        let events_so_far = wayline_runtime::inspect::all_events(&store, &id).await.map_err(|e| control::engine_error(e, &args.location))?;
-        let (workflow, _) = wayline_runtime::inspect::definition(&events_so_far).map_err(|e| control::engine_error(e, &args.location))?;
+        let events_so_far = wayline_runtime::inspect::all_events(&store, &id)
+            .await
+            .map_err(|e| control::engine_error(e, &args.location))?;
+        let (workflow, _) = wayline_runtime::inspect::definition(&events_so_far)
+            .map_err(|e| control::engine_error(e, &args.location))?;
         retention(&store).await;
         let start = Start::Recover { id, secrets, workflow: Arc::new(workflow) };
         execute(store, start, &watch, events).await
@@ -123,15 +144,16 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
 
 fn create_events_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<std::fs::File>> {
     match path {
-        Some(path) => std::fs::File::create(path)
-            .map(Some)
-            .map_err(|error| invalid(format!("cannot write events to {}: {error}", path.display()))),
+        Some(path) => std::fs::File::create(path).map(Some).map_err(|error| {
+            invalid(format!("cannot write events to {}: {error}", path.display()))
+        }),
         None => Ok(None),
     }
 }
 
 fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(work);
     // A read of stdin for an escalation prompt may still be blocked; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -159,7 +181,9 @@ async fn retention<S: Store>(store: &S) {
 /// id.
 async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
     if args.location == backend::Location::Ephemeral {
-        return Err(invalid("--detach needs a database (an ephemeral execution would vanish with this process)"));
+        return Err(invalid(
+            "--detach needs a database (an ephemeral execution would vanish with this process)",
+        ));
     }
     let store = backend::open(&args.location).await?;
     let now = Clock::system().now();
@@ -179,7 +203,10 @@ async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
         owner: owner::this_process(),
         ttl: Duration::from_secs(15),
     };
-    let lease = store.create(new, vec![first]).await.map_err(|error| backend::store_error(error, &args.location))?;
+    let lease = store
+        .create(new, vec![first])
+        .await
+        .map_err(|error| backend::store_error(error, &args.location))?;
     // Free the lease at once so the worker takes it without waiting for this process to end.
     store.release(lease).await.map_err(|error| backend::store_error(error, &args.location))?;
     let exe = std::env::current_exe()?;
@@ -198,7 +225,9 @@ async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
         .spawn()
         .map_err(|error| anyhow::anyhow!("cannot start the background worker: {error}"))?;
     println!("{id}");
-    eprintln!("wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`");
+    eprintln!(
+        "wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`"
+    );
     Ok(Exit::Success)
 }
 
@@ -210,7 +239,12 @@ struct Watch {
 }
 
 /// Runs the engine and the user-facing loop side by side until the execution ends.
-async fn execute(store: AnyStore, start: Start, watch: &Watch, events: Option<std::fs::File>) -> anyhow::Result<Exit> {
+async fn execute(
+    store: AnyStore,
+    start: Start,
+    watch: &Watch,
+    events: Option<std::fs::File>,
+) -> anyhow::Result<Exit> {
     let shutdown = CancellationToken::new();
     let options = Options {
         request_poll: store.is_shared().then_some(Duration::from_millis(50)),
@@ -238,19 +272,30 @@ async fn follow_execution(
         Start::Submit(submission) => {
             let workflow = Arc::clone(&submission.workflow);
             let secrets = Arc::clone(&submission.secrets);
-            let id = handle.submit(submission).await.map_err(|e| control::engine_error(e, &watch.location))?;
+            let id = handle
+                .submit(submission)
+                .await
+                .map_err(|e| control::engine_error(e, &watch.location))?;
             if !watch.quiet {
-                eprintln!("wayline: execution {id} of {} started ({})", workflow.name, watch.location.describe());
+                eprintln!(
+                    "wayline: execution {id} of {} started ({})",
+                    workflow.name,
+                    watch.location.describe()
+                );
             }
             (id, workflow, secrets)
         }
         Start::Recover { id, secrets, workflow } => {
             match handle.recover(&id, Arc::clone(&secrets)).await {
                 Ok(_) => {}
-                Err(wayline_runtime::Error::Store(wayline_store::Error::Held { owner, .. })) => {
+                Err(wayline_runtime::Error::Store(wayline_store::Error::Held {
+                    owner, ..
+                })) => {
                     return Err(anyhow::Error::new(crate::cli::Failure {
                         exit: Exit::Invalid,
-                        message: format!("execution {id} was just taken over by {owner}; it is running there"),
+                        message: format!(
+                            "execution {id} was just taken over by {owner}; it is running there"
+                        ),
                     }));
                 }
                 Err(error) => return Err(control::engine_error(error, &watch.location)),

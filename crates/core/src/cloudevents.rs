@@ -14,13 +14,21 @@ pub fn type_of(kind: &EventKind) -> String {
         EventKind::Created { .. } => format!("{WL}.workflow.created.v1"),
         EventKind::Started => format!("{SW}.workflow.started.v1"),
         EventKind::Recovered { .. } => format!("{WL}.workflow.recovered.v1"),
-        EventKind::AttemptStarted { compensation: true, .. } => format!("{WL}.task.compensation.started.v1"),
+        EventKind::AttemptStarted { compensation: true, .. } => {
+            format!("{WL}.task.compensation.started.v1")
+        }
         EventKind::AttemptStarted { .. } => format!("{SW}.task.started.v1"),
-        EventKind::AttemptSucceeded { compensation: true, .. } => format!("{WL}.task.compensation.completed.v1"),
+        EventKind::AttemptSucceeded { compensation: true, .. } => {
+            format!("{WL}.task.compensation.completed.v1")
+        }
         EventKind::AttemptSucceeded { .. } => format!("{SW}.task.completed.v1"),
-        EventKind::AttemptFailed { compensation: true, .. } => format!("{WL}.task.compensation.faulted.v1"),
+        EventKind::AttemptFailed { compensation: true, .. } => {
+            format!("{WL}.task.compensation.faulted.v1")
+        }
         EventKind::AttemptFailed { .. } => format!("{SW}.task.faulted.v1"),
-        EventKind::AttemptCancelled { compensation: true, .. } => format!("{WL}.task.compensation.cancelled.v1"),
+        EventKind::AttemptCancelled { compensation: true, .. } => {
+            format!("{WL}.task.compensation.cancelled.v1")
+        }
         EventKind::AttemptCancelled { .. } => format!("{SW}.task.cancelled.v1"),
         EventKind::RetryScheduled { .. } => format!("{SW}.task.retried.v1"),
         EventKind::StepSkipped { .. } => format!("{WL}.task.skipped.v1"),
@@ -30,8 +38,12 @@ pub fn type_of(kind: &EventKind) -> String {
         EventKind::Resumed { .. } => format!("{SW}.workflow.resumed.v1"),
         EventKind::Stopping { .. } => format!("{WL}.workflow.stopping.v1"),
         EventKind::RollbackStarted => format!("{WL}.workflow.rollback.started.v1"),
-        EventKind::Finished { outcome: Outcome::Succeeded, .. } => format!("{SW}.workflow.completed.v1"),
-        EventKind::Finished { outcome: Outcome::Cancelled, .. } => format!("{SW}.workflow.cancelled.v1"),
+        EventKind::Finished { outcome: Outcome::Succeeded, .. } => {
+            format!("{SW}.workflow.completed.v1")
+        }
+        EventKind::Finished { outcome: Outcome::Cancelled, .. } => {
+            format!("{SW}.workflow.cancelled.v1")
+        }
         EventKind::Finished { .. } => format!("{SW}.workflow.faulted.v1"),
     }
 }
@@ -79,8 +91,11 @@ pub fn to_json(execution: &str, event: &Event) -> Value {
             None => source.clone(),
         };
         let error = match &event.kind {
-            EventKind::AttemptFailed { error, .. } | EventKind::StepEscalated { error, .. } => Some(error),
-            EventKind::Finished { error: Some(error), .. } | EventKind::Stopping { error: Some(error), .. } => Some(error),
+            EventKind::AttemptFailed { error, .. } | EventKind::StepEscalated { error, .. } => {
+                Some(error)
+            }
+            EventKind::Finished { error: Some(error), .. }
+            | EventKind::Stopping { error: Some(error), .. } => Some(error),
             _ => None,
         };
         if let Some(error) = error {

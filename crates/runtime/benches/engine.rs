@@ -136,11 +136,19 @@ fn main() {
         let mut overhead_us = Vec::new();
         for _ in 0..rounds {
             // The same kind of runtime the engine runs on.
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
             let started = Instant::now();
             runtime.block_on(async {
                 for _ in 0..steps {
-                    let status = tokio::process::Command::new("sh").args(["-c", "true"]).status().await.expect("sh runs");
+                    let status = tokio::process::Command::new("sh")
+                        .args(["-c", "true"])
+                        .status()
+                        .await
+                        .expect("sh runs");
                     assert!(status.success());
                 }
             });
@@ -154,7 +162,8 @@ fn main() {
             values.sort_by(f64::total_cmp);
             values[values.len() / 2]
         };
-        let (baseline, wayline, overhead) = (median(&mut baseline_ms), median(&mut wayline_ms), median(&mut overhead_us));
+        let (baseline, wayline, overhead) =
+            (median(&mut baseline_ms), median(&mut wayline_ms), median(&mut overhead_us));
         println!(
             "run-chain: {steps} `run: true` steps × {rounds} rounds   wayline {wayline:.1} ms   spawn-only baseline {baseline:.1} ms   ratio {:.2}",
             wayline / baseline

@@ -727,12 +727,30 @@ impl<S: Store> Engine<S> {
         }
         let deadline = tokio::time::Instant::now() + self.options.store_patience;
         let mut pause = Duration::from_millis(50);
+        let mut retried = false;
         loop {
             match self.store.commit(commits.clone()).await {
+                Ok(mut results) if retried => {
+                    // A try that failed as `Unavailable` may still have landed (the connection
+                    // dropped during COMMIT): then this retry is refused as fenced although the
+                    // events are ours. The journal tells.
+                    for (commit, result) in commits.iter().zip(results.iter_mut()) {
+                        let Err(store::Error::Fenced { .. }) = result else { continue };
+                        let Some(last) = commit.events.last() else { continue };
+                        if let Ok(record) = self.store.get(&commit.lease.execution).await
+                            && record.last_seq == last.seq
+                            && record.owner.as_deref() == Some(commit.lease.owner.as_str())
+                        {
+                            *result = Ok(());
+                        }
+                    }
+                    return Ok(results);
+                }
                 Ok(results) => return Ok(results),
                 Err(store::Error::Unavailable(reason))
                     if tokio::time::Instant::now() + pause < deadline =>
                 {
+                    retried = true;
                     eprintln!(
                         "wayline: database unavailable ({reason}); retrying in {}ms",
                         pause.as_millis()

@@ -65,14 +65,21 @@ impl Sandbox {
     /// `wayline events ID` as JSON values.
     fn events(&self, id: &str) -> Vec<Value> {
         let output = self.output(&["events", id]);
-        String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).expect("JSON")).collect()
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON"))
+            .collect()
     }
 }
 
 /// Starts `wayline run` in the background and returns it with its execution id, read from
 /// its first line of output. The caller waits for (or kills) the child.
 #[allow(clippy::zombie_processes)]
-fn start(sandbox: &Sandbox, flow: &Path, args: &[&str]) -> (Child, String, BufReader<std::process::ChildStderr>) {
+fn start(
+    sandbox: &Sandbox,
+    flow: &Path,
+    args: &[&str],
+) -> (Child, String, BufReader<std::process::ChildStderr>) {
     let mut child = sandbox
         .wayline(&[&["run", flow.to_str().unwrap()], args].concat())
         .stdout(Stdio::null())
@@ -107,7 +114,10 @@ fn wait_for_line(stderr: &mut BufReader<std::process::ChildStderr>, needle: &str
 }
 
 fn step_status(report: &Value, id: &str) -> String {
-    report["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["status"].as_str().unwrap().to_owned()
+    report["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A deterministic pseudo-random sequence for kill points (reproducible failures).
@@ -172,14 +182,20 @@ fn kill_9_at_random_points_then_resume_runs_every_committed_step_exactly_once() 
             .map(|e| e["subject"].as_str().unwrap().to_owned())
             .collect();
         let before = sandbox.read("effects.txt");
-        let finished_before = sandbox.events(&id).iter().any(|e| e["type"] == "io.serverlessworkflow.workflow.completed.v1");
+        let finished_before = sandbox
+            .events(&id)
+            .iter()
+            .any(|e| e["type"] == "io.serverlessworkflow.workflow.completed.v1");
         interrupted += usize::from(!finished_before);
         // Step processes the dead owner started may outlive it and append their line late;
         // that can only add to steps that were not committed, which the test allows.
         let resumed = sandbox.output(&["resume", &id, "--json"]);
         let stderr = String::from_utf8_lossy(&resumed.stderr);
         let report = sandbox.report(&id);
-        assert_eq!(report["status"], "succeeded", "round {round} (kill at {point:?}): {stderr}\nbefore: {before}");
+        assert_eq!(
+            report["status"], "succeeded",
+            "round {round} (kill at {point:?}): {stderr}\nbefore: {before}"
+        );
         let effects = sandbox.read("effects.txt");
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for line in effects.lines() {
@@ -189,12 +205,16 @@ fn kill_9_at_random_points_then_resume_runs_every_committed_step_exactly_once() 
             let count = counts.get(step).copied().unwrap_or(0);
             assert!(count >= 1, "round {round}: {step} never ran: {effects}");
             if committed.iter().any(|c| c == step) {
-                assert_eq!(count, 1, "round {round}: {step} was committed before the crash but ran again: {effects}");
+                assert_eq!(
+                    count, 1,
+                    "round {round}: {step} was committed before the crash but ran again: {effects}"
+                );
             }
         }
         // The journal folds to a consistent state: `show` replays it, and its numbering is whole.
         let events = sandbox.events(&id);
-        let ids: Vec<u64> = events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+        let ids: Vec<u64> =
+            events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
         assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
         assert_eq!(events.last().unwrap()["type"], "io.serverlessworkflow.workflow.completed.v1");
     }
@@ -212,16 +232,30 @@ fn two_processes_racing_to_resume_an_orphan_one_wins() {
     wait_for_line(&mut stderr, "slow: running (attempt 1)");
     let _ = child.kill();
     let _ = child.wait();
-    let first = sandbox.wayline(&["resume", &id]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("starts");
-    let second = sandbox.wayline(&["resume", &id]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("starts");
-    let outputs = [first.wait_with_output().expect("ends"), second.wait_with_output().expect("ends")];
+    let first = sandbox
+        .wayline(&["resume", &id])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let second = sandbox
+        .wayline(&["resume", &id])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let outputs =
+        [first.wait_with_output().expect("ends"), second.wait_with_output().expect("ends")];
     let codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap()).collect();
     let winners = codes.iter().filter(|&&code| code == 0).count();
     assert_eq!(winners, 1, "exactly one resume wins: {codes:?}");
     let loser = outputs.iter().find(|o| o.status.code() != Some(0)).unwrap();
     let message = String::from_utf8_lossy(&loser.stderr);
     assert_eq!(loser.status.code(), Some(2), "{message}");
-    assert!(message.contains("taken over") || message.contains("is owned by"), "a clear message: {message}");
+    assert!(
+        message.contains("taken over") || message.contains("is owned by"),
+        "a clear message: {message}"
+    );
     assert_eq!(sandbox.report(&id)["status"], "succeeded");
 }
 
@@ -265,7 +299,10 @@ steps:
     assert_eq!(report["status"], "cancelled");
     assert_eq!(step_status(&report, "three"), "cancelled");
     let events = sandbox.events(&id);
-    let paused = events.iter().find(|e| e["type"] == "io.serverlessworkflow.workflow.suspended.v1").expect("a suspended event");
+    let paused = events
+        .iter()
+        .find(|e| e["type"] == "io.serverlessworkflow.workflow.suspended.v1")
+        .expect("a suspended event");
     assert_eq!(paused["data"]["actor"]["reason"], "maintenance");
 }
 
@@ -290,11 +327,24 @@ steps:
     let wrong = sandbox.output(&["decide", &id, "after", "skip"]);
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not escalated"));
-    let decided = sandbox.output(&["decide", &id, "risky", "skip", "--output", "rows=7", "--reason", "checked by hand"]);
+    let decided = sandbox.output(&[
+        "decide",
+        &id,
+        "risky",
+        "skip",
+        "--output",
+        "rows=7",
+        "--reason",
+        "checked by hand",
+    ]);
     assert!(decided.status.success(), "{}", String::from_utf8_lossy(&decided.stderr));
     assert_eq!(child.wait().expect("ends").code(), Some(0));
     assert_eq!(sandbox.read("effects.txt"), "rows=7\n");
-    let decided = sandbox.events(&id).into_iter().find(|e| e["type"] == "dev.wayline.workflow.decided.v1").expect("decided");
+    let decided = sandbox
+        .events(&id)
+        .into_iter()
+        .find(|e| e["type"] == "dev.wayline.workflow.decided.v1")
+        .expect("decided");
     assert_eq!(decided["data"]["actor"]["reason"], "checked by hand");
     assert_eq!(decided["data"]["decision"], "skip");
 }
@@ -302,12 +352,17 @@ steps:
 #[test]
 fn detach_runs_in_the_background_and_list_shows_it() {
     let sandbox = Sandbox::new();
-    let flow = sandbox.write("flow.yaml", "name: bg\nsteps:\n  - id: a\n    run: echo a >> effects.txt\n");
+    let flow =
+        sandbox.write("flow.yaml", "name: bg\nsteps:\n  - id: a\n    run: echo a >> effects.txt\n");
     let output = sandbox.output(&["run", flow.to_str().unwrap(), "--detach"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let follow = sandbox.output(&["events", &id, "--follow"]);
-    let last = String::from_utf8_lossy(&follow.stdout).lines().last().map(str::to_owned).unwrap_or_default();
+    let last = String::from_utf8_lossy(&follow.stdout)
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .unwrap_or_default();
     assert!(last.contains("workflow.completed"), "{last}");
     assert_eq!(sandbox.read("effects.txt"), "a\n");
     let list = sandbox.output(&["list", "--json", "--status", "succeeded", "--workflow", "bg"]);
@@ -328,7 +383,8 @@ fn hostile_databases_fail_cleanly_with_exit_3() {
     };
     // Not writable: the directory is a file.
     sandbox.write("not-a-dir", "");
-    let (code, message) = run(&format!("sqlite://{}/wayline.db", sandbox.path("not-a-dir").display()));
+    let (code, message) =
+        run(&format!("sqlite://{}/wayline.db", sandbox.path("not-a-dir").display()));
     assert_eq!(code, Some(3), "{message}");
     assert!(message.contains("not-a-dir"), "{message}");
     // Corrupt.

@@ -5,6 +5,7 @@ mod durable;
 mod examples;
 mod graph;
 mod plan;
+mod postgres;
 mod run;
 mod schema;
 mod server;

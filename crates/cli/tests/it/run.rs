@@ -404,8 +404,8 @@ fn events_are_cloudevents_with_one_end_per_attempt() {
 
 #[test]
 fn an_escalation_is_decided_at_the_terminal_prompt() {
-    use std::io::{Read as _, Write as _};
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    use std::io::{Read as _, Write as _};
 
     let scratch = Scratch::new();
     let flow = scratch.write(
@@ -417,7 +417,11 @@ fn an_escalation_is_decided_at_the_terminal_prompt() {
     grantpt(&master).expect("grantpt");
     unlockpt(&master).expect("unlockpt");
     let name = ptsname(&master, Vec::new()).expect("the pty's name");
-    let terminal = std::fs::OpenOptions::new().read(true).write(true).open(name.to_str().unwrap()).expect("the terminal side");
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .expect("the terminal side");
     #[allow(clippy::disallowed_methods)]
     let mut child = Command::new(env!("CARGO_BIN_EXE_wayline"))
         .args(["run", flow.to_str().unwrap(), "--ephemeral"])
@@ -434,7 +438,9 @@ fn an_escalation_is_decided_at_the_terminal_prompt() {
         let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while !done.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
                 std::thread::park_timeout(Duration::from_millis(100));
             }
             if !done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -450,7 +456,10 @@ fn an_escalation_is_decided_at_the_terminal_prompt() {
         assert!(read > 0, "the terminal closed before the prompt: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
     }
-    assert!(seen.contains("step `risky` failed and needs a decision: exited with code 3"), "{seen}");
+    assert!(
+        seen.contains("step `risky` failed and needs a decision: exited with code 3"),
+        "{seen}"
+    );
     screen.write_all(b"s\n").expect("answer the prompt");
     let status = child.wait().expect("wayline ends");
     done.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -72,15 +72,34 @@ fn dependency_boundaries() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|dep| dep["dep_kinds"].as_array().unwrap().iter().any(|kind| kind["kind"].is_null()))
+                .filter(|dep| {
+                    dep["dep_kinds"].as_array().unwrap().iter().any(|kind| kind["kind"].is_null())
+                })
                 .map(|dep| dep["pkg"].as_str().unwrap())
                 .collect();
             (node["id"].as_str().unwrap(), deps)
         })
         .collect();
-    let forbidden = ["tokio", "async-std", "rusqlite", "tokio-postgres", "postgres", "sqlx", "reqwest", "hyper", "axum", "wayline-exec", "wayline-runtime", "wayline-store"];
+    let forbidden = [
+        "tokio",
+        "async-std",
+        "rusqlite",
+        "tokio-postgres",
+        "postgres",
+        "sqlx",
+        "reqwest",
+        "hyper",
+        "axum",
+        "wayline-exec",
+        "wayline-runtime",
+        "wayline-store",
+    ];
     for pure in ["wayline-spec", "wayline-core"] {
-        let start = names.iter().find(|(_, name)| **name == pure).map(|(id, _)| *id).expect("the crate exists");
+        let start = names
+            .iter()
+            .find(|(_, name)| **name == pure)
+            .map(|(id, _)| *id)
+            .expect("the crate exists");
         let mut seen = BTreeSet::new();
         let mut stack = vec![start];
         while let Some(id) = stack.pop() {
@@ -88,7 +107,8 @@ fn dependency_boundaries() {
                 stack.extend(nodes.get(id).into_iter().flatten());
             }
         }
-        let bad: Vec<&str> = seen.iter().map(|id| names[id]).filter(|name| forbidden.contains(name)).collect();
+        let bad: Vec<&str> =
+            seen.iter().map(|id| names[id]).filter(|name| forbidden.contains(name)).collect();
         assert!(bad.is_empty(), "{pure} depends on {bad:?}");
     }
 }
