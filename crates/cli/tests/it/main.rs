@@ -1,6 +1,9 @@
 //! The `wayline` binary tested from the outside, in one test binary: real processes, real
 //! files, exit codes and output as a user or a script sees them.
 
+// The tests start the binary under test, local servers and watchdog threads.
+#![allow(clippy::disallowed_methods)]
+
 mod durable;
 mod examples;
 mod graph;
