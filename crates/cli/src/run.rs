@@ -202,6 +202,12 @@ async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
         created_at: now,
         owner: owner::this_process(),
         ttl: Duration::from_secs(15),
+        summary: wayline_store::Summary {
+            status: wayline_core::execution::Status::Pending,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        },
     };
     let lease = store
         .create(new, vec![first])

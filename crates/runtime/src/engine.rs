@@ -189,7 +189,9 @@ struct Owned {
 /// A submission checked and built, waiting for its creation to be committed.
 struct Prepared {
     execution: Execution,
-    first: Event,
+    /// `created` and the decisions of the start, committed together.
+    events: Vec<Event>,
+    effects: Vec<Effect>,
     new: NewExecution,
 }
 
@@ -360,17 +362,18 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let store = &self.store;
-        let results =
-            futures_util::future::join_all(creating.iter().map(|(prepared, _)| {
-                store.create(prepared.new.clone(), vec![prepared.first.clone()])
-            }))
-            .await;
+        let results = futures_util::future::join_all(
+            creating
+                .iter()
+                .map(|(prepared, _)| store.create(prepared.new.clone(), prepared.events.clone())),
+        )
+        .await;
         let mut unavailable = None;
         for ((prepared, reply), result) in creating.into_iter().zip(results) {
             match result {
                 Ok(lease) => {
                     let id = prepared.new.id.clone();
-                    self.register(prepared, lease);
+                    self.register(prepared, lease).await;
                     let _ = reply.send(Ok(id));
                 }
                 Err(error) => {
@@ -438,38 +441,43 @@ impl<S: Store> Engine<S> {
         }
         let now = self.clock.now();
         let id = id::new(now);
-        let new = NewExecution {
-            id: id.clone(),
-            workflow: submission.workflow.name.clone(),
-            created_at: now,
-            owner: self.options.owner.clone(),
-            ttl: self.options.lease_ttl,
-        };
+        let workflow = submission.workflow.name.clone();
         let created = Created {
-            id,
+            id: id.clone(),
             workflow: submission.workflow,
             source: submission.source,
             path: submission.path,
             inputs: submission.inputs,
         };
-        let (execution, first) = Execution::create(created, submission.secrets, now);
-        Ok(Prepared { execution, first, new })
+        let (mut execution, first) = Execution::create(created, submission.secrets, now);
+        // The start is decided before anything is stored, so one commit creates the execution
+        // and starts its first steps.
+        let start =
+            execution.handle(Input::Start, now).map_err(|rejected| Error::Rejected(rejected.0))?;
+        let mut events = vec![first];
+        events.extend(start.events);
+        let new = NewExecution {
+            id,
+            workflow,
+            created_at: now,
+            owner: self.options.owner.clone(),
+            ttl: self.options.lease_ttl,
+            summary: summary(&execution),
+        };
+        Ok(Prepared { execution, events, effects: start.effects, new })
     }
 
-    /// Takes a created execution into this engine and queues its start.
-    fn register(&mut self, prepared: Prepared, lease: Lease) {
+    /// Takes a created execution into this engine and acts on the decisions of its start.
+    async fn register(&mut self, prepared: Prepared, lease: Lease) {
         let key: Arc<str> = prepared.new.id.as_str().into();
-        self.publish(&key, vec![prepared.first]);
+        self.publish(&key, prepared.events);
         self.executions.insert(
             Arc::clone(&key),
             Owned { execution: prepared.execution, lease, attempts: HashMap::new() },
         );
-        self.inputs.push_back(Pending {
-            execution: key,
-            input: Some(Input::Start),
-            reply: None,
-            request: None,
-        });
+        for effect in prepared.effects {
+            self.act(&key, effect).await;
+        }
     }
 
     async fn recover(&mut self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {

@@ -69,8 +69,8 @@ pub(crate) async fn create(
     let row = conn
         .query_one(
             "WITH created AS (
-                 INSERT INTO executions (id, workflow, status, created_at, last_seq, owner, lease_until, token)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+                 INSERT INTO executions (id, workflow, status, created_at, last_seq, owner, lease_until, token, started_at, finished_at, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $12, $13, $14)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id
              ), journal AS (
@@ -81,7 +81,7 @@ pub(crate) async fn create(
             &[
                 &clean(&execution.id),
                 &clean(&execution.workflow),
-                &Status::Pending.name(),
+                &execution.summary.status.name(),
                 &execution.created_at.as_micros(),
                 &last_seq,
                 &clean(&execution.owner),
@@ -90,6 +90,9 @@ pub(crate) async fn create(
                 &bodies,
                 &channel,
                 &origin,
+                &execution.summary.started_at.map(|t| t.as_micros()),
+                &execution.summary.finished_at.map(|t| t.as_micros()),
+                &execution.summary.error.as_deref().map(clean),
             ],
         )
         .await?;

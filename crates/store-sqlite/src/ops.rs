@@ -61,14 +61,17 @@ pub(crate) fn create(
     }
     let last_seq = events.last().map_or(0, |(seq, _)| *seq);
     conn.prepare_cached(
-        "INSERT INTO executions (id, workflow, status, created_at, last_seq, owner, lease_until, token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        "INSERT INTO executions (id, workflow, status, created_at, started_at, finished_at, error, last_seq, owner, lease_until, token)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1)",
     )?
     .execute(params![
         execution.id,
         execution.workflow,
-        Status::Pending.name(),
+        execution.summary.status.name(),
         execution.created_at.as_micros(),
+        execution.summary.started_at.map(|t| t.as_micros()),
+        execution.summary.finished_at.map(|t| t.as_micros()),
+        execution.summary.error,
         to_i64(last_seq),
         execution.owner,
         execution.created_at.after(execution.ttl).as_micros(),

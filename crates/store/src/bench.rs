@@ -118,6 +118,12 @@ async fn create<S: Store>(store: &S, id: &str) -> Lease {
         created_at: Time::from_micros(0),
         owner: "bench".into(),
         ttl: Duration::from_secs(3600),
+        summary: crate::Summary {
+            status: wayline_core::execution::Status::Pending,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        },
     };
     store.create(new, vec![created]).await.expect("create")
 }

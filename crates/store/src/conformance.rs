@@ -856,6 +856,12 @@ fn new_execution(id: &str, workflow: &str, created_at: Time) -> NewExecution {
         created_at,
         owner: "engine-a".into(),
         ttl: TTL,
+        summary: Summary {
+            status: Status::Pending,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        },
     }
 }
 

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use wayline_core::execution::Status;
 use wayline_core::{Event, Time};
 
 use crate::{
@@ -74,14 +73,14 @@ impl Store for MemoryStore {
         let record = ExecutionRecord {
             id: execution.id.clone(),
             workflow: execution.workflow,
-            status: Status::Pending,
+            status: execution.summary.status,
             created_at: execution.created_at,
-            started_at: None,
-            finished_at: None,
+            started_at: execution.summary.started_at,
+            finished_at: execution.summary.finished_at,
             last_seq,
             owner: Some(execution.owner),
             lease_until: Some(execution.created_at.after(execution.ttl)),
-            error: None,
+            error: execution.summary.error,
         };
         inner.executions.insert(
             execution.id,

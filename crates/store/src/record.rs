@@ -13,6 +13,10 @@ pub struct NewExecution {
     pub created_at: Time,
     pub owner: String,
     pub ttl: std::time::Duration,
+    /// The summary after the first events: an engine commits `created` together with the
+    /// decisions of the start, so a new execution is listed as running (or even finished) at
+    /// once.
+    pub summary: Summary,
 }
 
 /// What a store knows about an execution without reading its journal.

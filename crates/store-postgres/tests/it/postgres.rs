@@ -449,6 +449,12 @@ async fn create(store: &PostgresStore, id: &str) -> Lease {
         created_at: Time::from_micros(0),
         owner: "engine".into(),
         ttl: Duration::from_secs(60),
+        summary: wayline_store::Summary {
+            status: wayline_core::execution::Status::Pending,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        },
     };
     store
         .create(new, vec![Event { seq: 1, time: Time::from_micros(0), kind: EventKind::Started }])

@@ -421,6 +421,12 @@ async fn create(store: &SqliteStore, id: &str, second: i64) -> Lease {
         created_at: at(second),
         owner: "engine".into(),
         ttl: Duration::from_secs(60),
+        summary: Summary {
+            status: wayline_core::execution::Status::Pending,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        },
     };
     let created = Event { seq: 1, time: at(second), kind: EventKind::Started };
     store.create(new, vec![created]).await.unwrap()
