@@ -268,7 +268,7 @@ fn pause_resume_and_cancel_from_another_process() {
 name: steer
 steps:
   - id: one
-    run: sleep 0.3
+    run: sleep 1
   - id: two
     needs: [one]
     run: echo two >> effects.txt

@@ -94,7 +94,7 @@ fn a_run_on_postgres_is_paused_and_resumed_from_another_process() {
     let Some(url) = database() else { return };
     let schema = Schema::new(url, "steer");
     let flow = schema.dir.path().join("flow.yaml");
-    std::fs::write(&flow, "name: pg\nsteps:\n  - id: one\n    run: sleep 0.3\n  - id: two\n    needs: [one]\n    run: echo two > two.txt\n").unwrap();
+    std::fs::write(&flow, "name: pg\nsteps:\n  - id: one\n    run: sleep 1\n  - id: two\n    needs: [one]\n    run: echo two > two.txt\n").unwrap();
     let mut child = schema
         .wayline(&["run", flow.to_str().unwrap()])
         .stdout(Stdio::null())
