@@ -74,10 +74,8 @@ fn describe(execution: &Execution, event: &Event) -> Option<String> {
     let steps = execution.steps();
     let workflow = execution.workflow();
     let elapsed = |step: &str| {
-        workflow.step(step).and_then(|i| match steps[i].state {
-            _ if steps[i].started_at.is_none() => None,
-            _ => steps[i].started_at.map(|s| duration::format(round(event.time.since(s)))),
-        })
+        let started = steps[workflow.step(step)?].started_at?;
+        Some(duration::format(round(event.time.since(started))))
     };
     Some(match &event.kind {
         EventKind::Started => format!("{} started", workflow.name),

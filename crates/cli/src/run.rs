@@ -320,9 +320,8 @@ async fn follow_execution(
             (id, workflow, secrets)
         }
     };
-    let args = watch;
     let clock = Clock::system();
-    let terminal = std::io::stderr().is_terminal() && !args.json && !args.quiet;
+    let terminal = std::io::stderr().is_terminal() && !watch.json && !watch.quiet;
     let interactive = terminal && std::io::stdin().is_terminal();
     let mut progress = Progress::new(terminal, clock.now());
     let mut subscription = handle.subscribe(&id, 0).with_logs(0);
@@ -341,7 +340,7 @@ async fn follow_execution(
                             writeln!(file, "{}", cloudevents::to_json(&id, &event))?;
                         }
                         let execution = follow(&mut fold, &id, &workflow, &secrets, &event)?;
-                        if !args.quiet {
+                        if !watch.quiet {
                             progress.event(execution, &event);
                         }
                         if let EventKind::StepEscalated { step, error } = &event.kind
@@ -360,7 +359,7 @@ async fn follow_execution(
                         }
                     }
                     Item::Log(line) => {
-                        if !terminal && !args.quiet {
+                        if !terminal && !watch.quiet {
                             progress.log(&line.step, &line.text);
                         }
                     }
@@ -414,10 +413,10 @@ async fn follow_execution(
         progress.draw(execution, clock.now());
     }
     let report = handle.report(&id).await.map_err(|e| control::engine_error(e, &watch.location))?;
-    if args.quiet {
+    if watch.quiet {
         return Ok(if report.status == "succeeded" { Exit::Success } else { Exit::Ended });
     }
-    finish(handle.store(), &report, args.json, terminal).await
+    finish(handle.store(), &report, watch.json, terminal).await
 }
 
 /// Keeps a local fold of the execution for display, fed by the events as they arrive.
