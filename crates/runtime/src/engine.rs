@@ -521,6 +521,11 @@ impl<S: Store> Engine<S> {
             reply: None,
             request: None,
         });
+        // Requests made while nobody owned the execution apply right after the takeover, in
+        // the same round, so whoever asked for the takeover sees their effect.
+        if self.options.request_poll.is_some() {
+            self.poll_requests().await;
+        }
         Ok(Recovered::Resumed)
     }
 
