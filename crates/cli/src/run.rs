@@ -70,17 +70,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
             "wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here"
         );
     }
-    let missing: Vec<String> = wayline_runtime::render::secret_names(&workflow)
-        .into_iter()
-        .filter(|name| secrets.get(name).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(invalid(format!(
-            "the workflow reads secret{} {} but {} not set; set WAYLINE_SECRET_<NAME> or use --secrets-file",
-            if missing.len() == 1 { "" } else { "s" },
-            missing.join(", "),
-            if missing.len() == 1 { "it is" } else { "they are" },
-        )));
+    // Checked here too because `--detach` hands the run to another process.
+    if let Some(message) = wayline_runtime::render::missing_secrets(&workflow, &secrets) {
+        return Err(invalid(message));
     }
     let events = create_events_file(args.events.as_deref())?;
     let submission = Submission {

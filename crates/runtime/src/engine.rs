@@ -427,17 +427,8 @@ impl<S: Store> Engine<S> {
 
     /// Checks a submission and builds its execution and first event (nothing stored yet).
     fn prepare(&self, submission: Submission) -> Result<Prepared> {
-        let missing: Vec<String> = render::secret_names(&submission.workflow)
-            .into_iter()
-            .filter(|name| submission.secrets.get(name).is_none())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Invalid(format!(
-                "the workflow reads secret{} {} but {} not set; provide WAYLINE_SECRET_<NAME> or --secrets-file",
-                if missing.len() == 1 { "" } else { "s" },
-                missing.join(", "),
-                if missing.len() == 1 { "it is" } else { "they are" },
-            )));
+        if let Some(message) = render::missing_secrets(&submission.workflow, &submission.secrets) {
+            return Err(Error::Invalid(message));
         }
         let now = self.clock.now();
         let id = id::new(now);
@@ -496,16 +487,9 @@ impl<S: Store> Engine<S> {
             self.store.acquire(id, &self.options.owner, self.options.lease_ttl, now, dead).await?;
         let events = crate::inspect::all_events(&self.store, id).await?;
         let (workflow, _) = crate::inspect::definition(&events)?;
-        let missing: Vec<String> = render::secret_names(&workflow)
-            .into_iter()
-            .filter(|name| secrets.get(name).is_none())
-            .collect();
-        if !missing.is_empty() {
+        if let Some(message) = render::missing_secrets(&workflow, &secrets) {
             let _ = self.store.release(lease).await;
-            return Err(Error::Invalid(format!(
-                "the workflow reads secrets that are not set: {}",
-                missing.join(", ")
-            )));
+            return Err(Error::Invalid(message));
         }
         let execution = Execution::replay(id.to_owned(), Arc::new(workflow), secrets, &events)
             .map_err(|error| {

@@ -159,6 +159,24 @@ fn text(template: &Template, scope: &dyn Scope) -> Result<String, EvalError> {
     template.render(scope, |value| value.to_owned())
 }
 
+/// Says which secrets the workflow reads but `secrets` lacks, in a sentence for people; `None`
+/// when every one is there.
+pub fn missing_secrets(
+    workflow: &wayline_spec::Workflow,
+    secrets: &wayline_core::execution::Secrets,
+) -> Option<String> {
+    let missing: Vec<String> =
+        secret_names(workflow).into_iter().filter(|name| secrets.get(name).is_none()).collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let (plural, verb) = if missing.len() == 1 { ("", "it is") } else { ("s", "they are") };
+    Some(format!(
+        "the workflow reads secret{plural} {} but {verb} not set; set WAYLINE_SECRET_<NAME> or use --secrets-file",
+        missing.join(", ")
+    ))
+}
+
 /// Names of every secret the workflow's expressions read, to check they exist before a run.
 pub fn secret_names(workflow: &wayline_spec::Workflow) -> BTreeSet<String> {
     let mut names = SecretNames::default();
