@@ -87,6 +87,7 @@ enum Command {
     /// Show what a workflow would do: the levels of steps that may run in parallel, groups
     /// and their caps, and per step its needs, branches, timeout, strategy and retry schedule.
     Plan {
+        /// The workflow file (YAML or JSON).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// An input value, `name=value` (repeatable). Values are converted to the declared type.
@@ -101,6 +102,7 @@ enum Command {
     },
     /// Draw the dependency graph (Graphviz dot or Mermaid).
     Graph {
+        /// The workflow file (YAML or JSON).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
@@ -117,6 +119,7 @@ enum Command {
     /// Ctrl-C cancels the execution cleanly (running steps are stopped); a second Ctrl-C stops
     /// at once, leaving the execution resumable.
     Run {
+        /// The workflow file (YAML or JSON).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// An input value, `name=value` (repeatable). Values are converted to the declared type.
@@ -176,7 +179,9 @@ enum Command {
     },
     /// Print the logs of an execution, or of one of its steps.
     Logs {
+        /// Execution id (any unique prefix).
         id: String,
+        /// Only this step.
         step: Option<String>,
         /// Keep printing new lines until the execution ends.
         #[arg(short, long)]
@@ -186,6 +191,7 @@ enum Command {
     },
     /// Print the events of an execution as CloudEvents JSON lines.
     Events {
+        /// Execution id (any unique prefix).
         id: String,
         /// Keep printing events as they are committed, until the execution ends.
         #[arg(short, long)]
@@ -198,6 +204,7 @@ enum Command {
     },
     /// Pause an execution: running steps finish, nothing new starts until `resume`.
     Pause {
+        /// Execution id (any unique prefix).
         id: String,
         /// Resume by itself at this time (RFC 3339) or after this long (`30m`).
         #[arg(long, value_name = "WHEN")]
@@ -209,6 +216,7 @@ enum Command {
     },
     /// Resume a paused execution, or take over one whose process is gone and continue it here.
     Resume {
+        /// Execution id (any unique prefix).
         id: String,
         /// Secrets for the steps still to run (as for `run`).
         #[arg(long, value_name = "FILE")]
@@ -227,6 +235,7 @@ enum Command {
     },
     /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
     Cancel {
+        /// Execution id (any unique prefix).
         id: String,
         /// Run the compensations of the succeeded steps.
         #[arg(long)]
@@ -238,7 +247,9 @@ enum Command {
     },
     /// Decide what happens to an escalated step: retry, skip, rollback or fail.
     Decide {
+        /// Execution id (any unique prefix).
         id: String,
+        /// The escalated step.
         step: String,
         #[arg(value_name = "retry|skip|rollback|fail")]
         action: String,
