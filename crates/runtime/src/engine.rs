@@ -689,6 +689,12 @@ impl<S: Store> Engine<S> {
                     self.abandon(id, &error.to_string());
                 }
             }
+            // Handled requests are gone from the inbox (or their execution from this engine).
+            for decided in batch.values() {
+                for request in &decided.handled {
+                    self.queued_requests.remove(request);
+                }
+            }
             for id in order {
                 if failed.contains(&id) {
                     continue;

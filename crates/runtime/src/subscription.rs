@@ -40,6 +40,8 @@ pub struct Subscription<S> {
 }
 
 const PAGE: usize = 1000;
+/// How long a live subscription trusts a silent bus before looking at the store.
+const QUIET: Duration = Duration::from_secs(1);
 
 impl<S: Store> Subscription<S> {
     /// Fed by an engine's bus; catches up from the store first and whenever it falls behind.
@@ -133,7 +135,13 @@ impl<S: Store> Subscription<S> {
                 }
             }
             let Some(live) = &mut self.live else { continue };
-            match live.recv().await {
+            // A quiet bus is checked against the store now and then: the engine may have lost
+            // the execution to another owner, whose events only the store shows.
+            let Ok(received) = tokio::time::timeout(QUIET, live.recv()).await else {
+                self.catching_up = true;
+                continue;
+            };
+            match received {
                 Ok(published) => match &*published {
                     Published::Events { execution, events } if **execution == *self.id => {
                         for event in events.iter() {
