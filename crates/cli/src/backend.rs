@@ -28,6 +28,20 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// Resolves once the store's background work is over, after the last handle is dropped
+    /// (SQLite then folds its write-ahead log back into the file).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let sqlite = match self {
+            AnyStore::Sqlite(store) => Some(store.closed()),
+            _ => None,
+        };
+        async move {
+            if let Some(closed) = sqlite {
+                closed.await;
+            }
+        }
+    }
+
     /// Whether other processes can see this store (and so send control requests).
     pub fn is_shared(&self) -> bool {
         !matches!(self, AnyStore::Memory(_))

@@ -248,6 +248,7 @@ async fn execute(
         request_poll: store.is_shared().then_some(Duration::from_millis(50)),
         ..Options::default()
     };
+    let closed = store.closed();
     let (engine, handle) = Engine::new(store, options, shutdown.clone());
     let user = async {
         let result = follow_execution(&handle, start, watch, events).await;
@@ -255,6 +256,9 @@ async fn execute(
         result
     };
     let (engine_result, user_result) = tokio::join!(engine.run(), user);
+    // With every handle gone, the store finishes its work (SQLite folds its WAL back).
+    drop(handle);
+    let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
     let exit = user_result?;
     engine_result.map_err(|error| control::engine_error(error, &watch.location))?;
     Ok(exit)
