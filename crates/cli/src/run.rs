@@ -112,8 +112,17 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
         let now = Clock::system().now();
         let owner_alive = record.owner.as_deref().is_some_and(|owner| !owner::is_dead(owner))
             && record.lease_until.is_some_and(|until| until > now);
+        if owner_alive && record.status != wayline_core::execution::Status::Paused {
+            let owner = record.owner.unwrap_or_default();
+            return Err(anyhow::Error::new(crate::cli::Failure {
+                exit: Exit::Invalid,
+                message: format!(
+                    "execution {id} is running in {owner} and is not paused; there is nothing to resume"
+                ),
+            }));
+        }
         if owner_alive {
-            // Running elsewhere: `resume` is the control request.
+            // Paused in a live process: `resume` is the control request.
             return control::control(
                 &args.location,
                 &id,
