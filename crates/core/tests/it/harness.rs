@@ -294,6 +294,19 @@ impl Harness {
         out
     }
 
+    /// The owner dies and a new one takes over: the journal is folded into a fresh execution,
+    /// which recovers. Attempts in flight and armed timers die with the old owner.
+    pub fn crash_and_recover(&mut self) {
+        let workflow = Arc::clone(self.execution.workflow());
+        self.execution =
+            Execution::replay("ex1".into(), workflow, Arc::new(Secrets::default()), &self.journal)
+                .expect("the journal folds");
+        self.running.clear();
+        self.timers.clear();
+        self.cancels.clear();
+        self.input(Input::Recover { owner: "new-owner".into() });
+    }
+
     /// Folding the journal from scratch gives the same state as the live execution.
     pub fn assert_replay_matches(&self) {
         let replayed = Execution::replay(

@@ -70,6 +70,7 @@ proptest! {
             match choice % 16 {
                 0 if status == "running" => { let _ = h.control(Control::Pause { actor: actor("p"), until: None }); }
                 1 => { let _ = h.control(Control::Cancel { actor: actor("c"), rollback: choice > 128 }); }
+                2 if choice > 200 => h.crash_and_recover(),
                 _ if status == "paused" && h.running.is_empty() => { h.control(Control::Resume { actor: actor("p") }).unwrap(); }
                 _ if status == "escalated" && h.running.is_empty() => {
                     let escalated: Vec<String> = workflow.steps.iter().map(|s| s.id.clone()).filter(|id| h.step_status(id) == "escalated").collect();
