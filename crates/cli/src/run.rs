@@ -255,6 +255,7 @@ async fn execute(
     let shutdown = CancellationToken::new();
     let options = Options {
         request_poll: store.is_shared().then_some(Duration::from_millis(50)),
+        request_wakeups: matches!(store, AnyStore::Postgres(_)),
         ..Options::default()
     };
     let closed = store.closed();

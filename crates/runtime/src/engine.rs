@@ -42,6 +42,10 @@ pub struct Options {
     /// How often to look for control requests made by other processes; `None` when only this
     /// process can make requests (an in-memory store).
     pub request_poll: Option<Duration>,
+    /// The store's `changed()` wakes for other processes' writes only (PostgreSQL's
+    /// LISTEN/NOTIFY): then a control request is picked up as soon as it is written, not at
+    /// the next poll.
+    pub request_wakeups: bool,
     /// How long to keep retrying a commit while the store is unavailable before stopping.
     pub store_patience: Duration,
 }
@@ -53,6 +57,7 @@ impl Default for Options {
             lease_ttl: Duration::from_secs(15),
             limits: Limits::default(),
             request_poll: Some(Duration::from_millis(50)),
+            request_wakeups: false,
             store_patience: Duration::from_secs(30),
         }
     }
@@ -332,6 +337,9 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 _ = poll.tick(), if self.options.request_poll.is_some() => self.poll_requests().await,
+                () = self.store.changed(poll_every), if self.options.request_wakeups && !self.executions.is_empty() => {
+                    self.poll_requests().await;
+                }
             }
             while let Ok(message) = self.messages.try_recv() {
                 self.message(message);

@@ -129,7 +129,7 @@ impl<S: Store> Subscription<S> {
                 match &self.live {
                     Some(_) => self.catching_up = false,
                     None => {
-                        self.store.changed(Duration::from_millis(250)).await;
+                        self.store.changed(Duration::from_millis(50)).await;
                         continue;
                     }
                 }
