@@ -258,6 +258,22 @@ pub const AGENT: Object = Object {
     fields: &[required("labels", NAME_LIST, "An agent must carry every label.")],
 };
 
+/// Every object of the format, the workflow first.
+pub const OBJECTS: [&Object; 12] = [
+    &WORKFLOW,
+    &INPUT,
+    &RETRY,
+    &ESCALATION,
+    &ACTION,
+    &COMPENSATE,
+    &GROUP,
+    &STEP,
+    &HTTP,
+    &EXPECT,
+    &WAIT,
+    &AGENT,
+];
+
 impl Object {
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|field| field.name == name)

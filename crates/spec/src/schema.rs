@@ -9,21 +9,7 @@ use crate::format::{self, Object, Ty};
 /// The schema as a JSON value (draft 2020-12).
 pub fn schema() -> Value {
     let mut defs = Map::new();
-    let objects: [&Object; 12] = [
-        &format::INPUT,
-        &format::RETRY,
-        &format::ESCALATION,
-        &format::ACTION,
-        &format::COMPENSATE,
-        &format::GROUP,
-        &format::STEP,
-        &format::HTTP,
-        &format::EXPECT,
-        &format::WAIT,
-        &format::AGENT,
-        &format::WORKFLOW,
-    ];
-    for object in objects {
+    for object in format::OBJECTS {
         defs.insert(object.name.to_owned(), object_schema(object));
     }
     defs.insert(

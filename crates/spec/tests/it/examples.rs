@@ -69,22 +69,8 @@ fn examples_use_every_field_and_keyword() {
     for (_, text) in &examples {
         used_fields(&yaml::parse(text).unwrap(), &format::WORKFLOW, &mut used);
     }
-    let objects = [
-        &format::WORKFLOW,
-        &format::INPUT,
-        &format::RETRY,
-        &format::ESCALATION,
-        &format::ACTION,
-        &format::COMPENSATE,
-        &format::GROUP,
-        &format::STEP,
-        &format::HTTP,
-        &format::EXPECT,
-        &format::WAIT,
-        &format::AGENT,
-    ];
     let mut missing: Vec<String> = Vec::new();
-    for object in objects {
+    for object in format::OBJECTS {
         for field in object.names() {
             if !used.contains(&(object.name, field)) {
                 missing.push(format!("field `{field}` of {}", object.name));
