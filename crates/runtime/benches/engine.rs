@@ -183,14 +183,20 @@ fn main() {
             for _ in 0..count {
                 last = handle.submit(submission(&flow)).await.expect("submitted");
             }
-            // The last one is parked once its wait started.
-            let report = loop {
-                let report = handle.report(&last).await.expect("a report");
-                if report.steps[0].status == "running" {
-                    break report;
+            // The last one is parked once its wait started: wait for that event.
+            let mut subscription = handle.subscribe(&last, 0);
+            loop {
+                match subscription.next().await.expect("events") {
+                    Some(wayline_runtime::Item::Event(event))
+                        if matches!(event.kind, wayline_core::EventKind::AttemptStarted { .. }) =>
+                    {
+                        break;
+                    }
+                    Some(_) => {}
+                    None => panic!("the parked execution ended"),
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
+            }
+            let report = handle.report(&last).await.expect("a report");
             assert_eq!(report.status, "running");
             (started.elapsed(), rss_bytes())
         });

@@ -36,19 +36,8 @@ impl Sandbox {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
 
-    #[allow(clippy::disallowed_methods)] // tests start the binary under test
     fn wayline(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wayline"));
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("WAYLINE_DB", self.db())
-            .env("WAYLINE_RETENTION", "off")
-            // Scratch files of killed processes stay inside the sandbox, not in /tmp.
-            .env("TMPDIR", self.dir.path())
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null());
-        command
+        super::wayline_in(self.dir.path(), &self.db(), args)
     }
 
     fn output(&self, args: &[&str]) -> Output {

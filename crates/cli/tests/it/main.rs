@@ -54,3 +54,18 @@ fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
+
+/// `wayline` with `args`, run in `dir` against database `db`, the way the durability tests
+/// need it: no automatic retention, scratch files of killed processes inside `dir`, no stdin.
+fn wayline_in(dir: &Path, db: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wayline"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("WAYLINE_DB", db)
+        .env("WAYLINE_RETENTION", "off")
+        .env("TMPDIR", dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null());
+    command
+}

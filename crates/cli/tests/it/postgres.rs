@@ -41,17 +41,8 @@ impl Schema {
         format!("{}{separator}schema={}", self.url, self.name)
     }
 
-    #[allow(clippy::disallowed_methods)] // tests start the binary under test
     fn wayline(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wayline"));
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("WAYLINE_DB", self.db())
-            .env("WAYLINE_RETENTION", "off")
-            .env("TMPDIR", self.dir.path())
-            .stdin(Stdio::null());
-        command
+        super::wayline_in(self.dir.path(), &self.db(), args)
     }
 
     fn sql(&self, statement: &str) {
