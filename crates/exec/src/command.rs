@@ -23,7 +23,8 @@ use crate::{
 /// What to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
-    /// A script run by `/bin/sh -c`. The caller has already shell-quoted every substituted value.
+    /// A script run by `/bin/sh -c`. The caller keeps substituted values out of the script (it
+    /// passes them in variables of [`Command::env`] that the script references).
     Shell(String),
     /// A program and its arguments, executed directly: no shell ever sees them, so an argument
     /// like `; rm -rf /` is just text. The program is looked up in `PATH` unless it has a `/`.
@@ -39,8 +40,9 @@ pub struct Command {
     pub program: Program,
     /// Working directory; the engine's own when `None`. Must exist, else the attempt is `Fatal`.
     pub cwd: Option<PathBuf>,
-    /// Variables added on top of the inherited environment. The `WAYLINE_*` variables below are
-    /// set after these and win over them.
+    /// The whole environment of the process: nothing of the caller's own environment is
+    /// inherited (it may hold secrets the step must not see). The `WAYLINE_*` variables below
+    /// are set after these and win over them.
     pub env: Vec<(String, String)>,
     /// Exported as `WAYLINE_ATTEMPT`; the first attempt is 1.
     pub attempt: u32,
@@ -268,6 +270,7 @@ fn spawn(command: &Command, program: &str, args: &[&str], output: &Path) -> Resu
     let mut process = tokio::process::Command::new(program);
     process
         .args(args)
+        .env_clear()
         .envs(command.env.iter().map(|(name, value)| (name, value)))
         .env("WAYLINE_OUTPUT", output)
         .env("WAYLINE_ATTEMPT", command.attempt.to_string())

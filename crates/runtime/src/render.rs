@@ -100,13 +100,19 @@ fn request(
     Ok(match action {
         Action::Run(command) => {
             let Command { program, cwd, env } = command;
+            // The host's variables that say where things are; nothing else of wayline's own
+            // environment (its configuration, `WAYLINE_SECRET_*`) reaches a step.
+            let mut variables = host_environment().to_vec();
             let program = match program {
-                Program::Shell(template) => exec::Program::Shell(template.render_shell(scope)?),
+                Program::Shell(script) => {
+                    let rendered = script.render(scope)?;
+                    variables.extend(rendered.values);
+                    exec::Program::Shell(rendered.script)
+                }
                 Program::Argv(parts) => exec::Program::Argv(
                     parts.iter().map(|part| text(part, scope)).collect::<Result<_, _>>()?,
                 ),
             };
-            let mut variables = Vec::new();
             if let Value::Object(workflow_env) = scope.env().as_ref() {
                 for (key, value) in workflow_env {
                     variables.push((key.clone(), expr::to_text(value)));
@@ -152,6 +158,42 @@ fn request(
             request.masker = masker;
             Request::Http(request)
         }
+    })
+}
+
+/// Variables of wayline's environment that step processes get: they say where things are
+/// (the search path, the home directory, the locale, the terminal, the temporary directory),
+/// not what anyone may do. Everything else — wayline's configuration, `WAYLINE_SECRET_*`,
+/// credentials that happen to be in the operator's shell — stays out; a step gets more only
+/// through `env:` (and secrets only where a template names them).
+pub const HOST_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+];
+
+/// The [`HOST_VARIABLES`] of this process, read once.
+pub fn host_environment() -> &'static [(String, String)] {
+    static HOST: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(name, _)| {
+                HOST_VARIABLES.iter().any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name == allowed,
+                })
+            })
+            .collect()
     })
 }
 
@@ -232,7 +274,7 @@ impl SecretNames {
 
     fn command(&mut self, command: &Command) {
         match &command.program {
-            Program::Shell(template) => self.template(template),
+            Program::Shell(script) => self.template(script.template()),
             Program::Argv(parts) => parts.iter().for_each(|part| self.template(part)),
         }
         command.cwd.iter().for_each(|cwd| self.template(cwd));

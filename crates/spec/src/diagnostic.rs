@@ -71,6 +71,8 @@ pub enum Code {
     BadCompensate,
     NeverRuns,
     NoEffect,
+    ShellSubstitution,
+    ShellSyntax,
 }
 
 impl Code {
@@ -101,6 +103,8 @@ impl Code {
             Code::BadCompensate => "bad-compensate",
             Code::NeverRuns => "never-runs",
             Code::NoEffect => "no-effect",
+            Code::ShellSubstitution => "shell-substitution",
+            Code::ShellSyntax => "shell-syntax",
         }
     }
 }

@@ -938,8 +938,8 @@ impl Template {
         }
     }
 
-    /// Renders to a string, passing each substituted value through `quote` (shell quoting for
-    /// `run`, identity elsewhere).
+    /// Renders to a string, passing each substituted value through `quote` (an encoding for
+    /// where the text goes; identity for plain text).
     pub fn render(
         &self,
         scope: &dyn Scope,
@@ -951,74 +951,6 @@ impl Template {
                 Part::Text(text) => out.push_str(text),
                 Part::Expr(expression, _) => {
                     out.push_str(&quote(&to_text(&expression.evaluate(scope)?)));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Renders a shell command so that every substituted value is exactly one literal word,
-    /// whatever it contains: unquoted substitutions are single-quoted, substitutions inside
-    /// `"…"` have `"`, `\`, `$` and `` ` `` escaped, and substitutions inside `'…'` have their
-    /// `'` closed, escaped and reopened. The quoting context is tracked through the literal
-    /// text of the template, the way a POSIX shell reads it.
-    ///
-    /// ```
-    /// use wayline_spec::expr::{Scope, Template};
-    /// # use std::borrow::Cow; use serde_json::{json, Value};
-    /// # struct S; impl Scope for S {
-    /// #   fn inputs(&self) -> Cow<'_, Value> { Cow::Owned(json!({"x": "a\"$(id)'b"})) }
-    /// #   fn step(&self, _: &str) -> Option<Value> { None }
-    /// #   fn env(&self) -> Cow<'_, Value> { Cow::Owned(json!({})) }
-    /// #   fn secret(&self, _: &str) -> Option<String> { None }
-    /// #   fn execution(&self) -> Value { json!({}) }
-    /// #   fn workflow_name(&self) -> &str { "w" } }
-    /// let t = |text: &str| Template::parse(text).unwrap().render_shell(&S).unwrap();
-    /// assert_eq!(t("echo ${{ inputs.x }}"), r#"echo 'a"$(id)'\''b'"#);
-    /// assert_eq!(t(r#"echo "v=${{ inputs.x }}""#), r#"echo "v=a\"\$(id)'b""#);
-    /// assert_eq!(t("echo 'v=${{ inputs.x }}'"), r#"echo 'v=a"$(id)'\''b'"#);
-    /// ```
-    pub fn render_shell(&self, scope: &dyn Scope) -> Result<String, EvalError> {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Quote {
-            None,
-            Single,
-            Double,
-        }
-        let mut out = String::new();
-        let mut quote = Quote::None;
-        let mut escaped = false;
-        for part in &self.parts {
-            match part {
-                Part::Text(text) => {
-                    for c in text.chars() {
-                        match (quote, c) {
-                            _ if escaped => escaped = false,
-                            (Quote::None | Quote::Double, '\\') => escaped = true,
-                            (Quote::None, '\'') => quote = Quote::Single,
-                            (Quote::Single, '\'') => quote = Quote::None,
-                            (Quote::None, '"') => quote = Quote::Double,
-                            (Quote::Double, '"') => quote = Quote::None,
-                            _ => {}
-                        }
-                        out.push(c);
-                    }
-                }
-                Part::Expr(expression, _) => {
-                    let value = to_text(&expression.evaluate(scope)?);
-                    match quote {
-                        Quote::None => out.push_str(&shell_quote(&value)),
-                        Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
-                        Quote::Double => {
-                            for c in value.chars() {
-                                if matches!(c, '"' | '\\' | '$' | '`') {
-                                    out.push('\\');
-                                }
-                                out.push(c);
-                            }
-                        }
-                    }
-                    escaped = false;
                 }
             }
         }
@@ -1036,10 +968,32 @@ pub fn to_text(value: &Value) -> String {
     }
 }
 
-/// Finds the `}}` that closes an expression, skipping quoted strings.
+/// The byte ranges of the `${{ … }}` in `text`, delimiters included, as [`Template::parse`]
+/// finds them.
+///
+/// ```
+/// assert_eq!(wayline_spec::expr::expression_ranges("a ${{ x }} b ${{ 'y}}' }}"), [2..10, 13..25]);
+/// ```
+pub fn expression_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut from = 0;
+    while let Some(start) = text[from..].find("${{") {
+        let open = from + start;
+        let Some(end) = closing(&text[open + 3..]) else { break };
+        let close = open + 3 + end + 2;
+        ranges.push(open..close);
+        from = close;
+    }
+    ranges
+}
+
+/// Finds the `}}` that closes an expression: the first one outside quoted strings and outside
+/// the expression's own braces, so that `${{ {'a': 1} }}` ends after the map and the shell's
+/// `${X:-${{ v }}}` ends right after `v`.
 fn closing(inner: &str) -> Option<usize> {
     let bytes = inner.as_bytes();
     let mut quote: Option<u8> = None;
+    let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -1051,40 +1005,17 @@ fn closing(inner: &str) -> Option<usize> {
                     quote = None;
                 }
             }
-            None => {
-                if b == b'\'' || b == b'"' {
-                    quote = Some(b);
-                } else if b == b'}' && bytes.get(i + 1) == Some(&b'}') {
-                    // `{'a': {'b': 1}}}` — the last two braces close the template.
-                    let mut end = i;
-                    while bytes.get(end + 2) == Some(&b'}') {
-                        end += 1;
-                    }
-                    return Some(end);
-                }
-            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'{' => depth += 1,
+                b'}' if depth == 0 && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+                b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
         }
         i += 1;
     }
     None
-}
-
-/// Quotes a value for a POSIX shell so that it is always one word and never syntax.
-///
-/// ```
-/// use wayline_spec::expr::shell_quote;
-/// assert_eq!(shell_quote("1.2.3"), "1.2.3");
-/// assert_eq!(shell_quote("a b"), "'a b'");
-/// assert_eq!(shell_quote("x'; rm -rf /"), r#"'x'\''; rm -rf /'"#);
-/// assert_eq!(shell_quote(""), "''");
-/// ```
-pub fn shell_quote(value: &str) -> String {
-    let safe = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,:/=+@%".contains(&b));
-    if safe {
-        return value.to_owned();
-    }
-    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -1186,6 +1117,14 @@ mod tests {
         let error = Template::parse("echo ${{ inputs.x").unwrap_err();
         assert_eq!(error.offset, 5);
         assert_eq!(error.message, "`${{` is never closed with `}}`");
+    }
+
+    #[test]
+    fn a_template_closes_at_the_first_braces_outside_the_expression() {
+        assert_eq!(eval("${{ {'a': {'b': 1}} }}"), json!({ "a": { "b": 1 } }));
+        assert_eq!(eval("${{ {'a': {'b': 1}}}}"), json!({ "a": { "b": 1 } }));
+        assert_eq!(eval("${X:-${{ inputs.version }}}"), json!("${X:-1.2}"));
+        assert_eq!(eval("${{ '}}' }}}"), json!("}}}"));
     }
 
     #[test]

@@ -11,10 +11,11 @@ use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Span, did_you_mean};
 use crate::duration;
-use crate::expr::{Expression, ExpressionCache, FUNCTIONS, Reference, Root, Template};
+use crate::expr::{self, Expression, ExpressionCache, FUNCTIONS, Reference, Root, Template};
 use crate::format::{self, Object};
 use crate::graph::{self, Reachability};
 use crate::model::*;
+use crate::shell::{self, Script};
 use crate::yaml::{self, Key, Node, Value};
 
 /// Largest workflow file accepted.
@@ -666,7 +667,10 @@ impl Lower {
                 self.error(Code::InvalidValue, node.span, "`run` is empty");
                 None
             }
-            Value::Str(_) => self.template(node, ctx).map(Program::Shell),
+            Value::Str(text) => {
+                let template = self.template(node, ctx)?;
+                self.script(node, text, template).map(Program::Shell)
+            }
             Value::Seq(items) if items.is_empty() => {
                 self.error(
                     Code::InvalidValue,
@@ -678,7 +682,9 @@ impl Lower {
             Value::Seq(items) => {
                 let parts: Vec<Option<Template>> =
                     items.iter().map(|item| self.template(item, ctx)).collect();
-                parts.into_iter().collect::<Option<Vec<_>>>().map(Program::Argv)
+                let parts = parts.into_iter().collect::<Option<Vec<_>>>()?;
+                self.argv(items);
+                Some(Program::Argv(parts))
             }
             _ => {
                 self.wrong_type(
@@ -688,6 +694,82 @@ impl Lower {
                 );
                 None
             }
+        }
+    }
+
+    /// A `run` string: where each substitution lands in the script decides how its value is
+    /// referenced; a place where no reference is safe is refused (see [`crate::shell`]).
+    fn script(&mut self, node: &Node, text: &str, template: Template) -> Option<Script> {
+        let ranges = expr::expression_ranges(text);
+        if ranges.is_empty() {
+            return Some(Script::new(template, Vec::new()));
+        }
+        let analysis = shell::analyse_script(text, &ranges);
+        for finding in &analysis.warnings {
+            let code =
+                if finding.slot.is_some() { Code::ShellSubstitution } else { Code::ShellSyntax };
+            let span = node.offset_span(finding.offset, finding.len);
+            self.push(Diagnostic::warning(code, span, &finding.message).with_help(&finding.help));
+        }
+        if !analysis.errors.is_empty() {
+            for finding in &analysis.errors {
+                let span = node.offset_span(finding.offset, finding.len);
+                self.push(
+                    Diagnostic::error(Code::ShellSubstitution, span, &finding.message)
+                        .with_help(&finding.help),
+                );
+            }
+            return None;
+        }
+        Some(Script::new(template, analysis.placements))
+    }
+
+    /// The list form of `run` passes elements verbatim; only programs that run an argument as
+    /// code (`sh -c`, `python -c`, …) need a look.
+    fn argv(&mut self, items: &[Node]) {
+        let mut elements = Vec::new();
+        let mut spans = Vec::new();
+        for item in items {
+            let text = match &item.value {
+                Value::Str(text) => text.clone(),
+                Value::Int(value) => value.to_string(),
+                Value::Float(value) => value.to_string(),
+                Value::Bool(value) => value.to_string(),
+                _ => String::new(),
+            };
+            let mut element = shell::Element::default();
+            let mut last = 0;
+            for range in expr::expression_ranges(&text) {
+                element.text.push_str(&text[last..range.start]);
+                element.text.push('\u{1}');
+                let offset = text[..range.start].chars().count();
+                let len = text[range.clone()].chars().count();
+                element.slots.push((spans.len(), offset, len));
+                spans.push(item.offset_span(offset, len));
+                last = range.end;
+            }
+            element.text.push_str(&text[last..]);
+            elements.push(element);
+        }
+        if spans.is_empty() {
+            return;
+        }
+        let analysis = shell::analyse_argv(&elements);
+        for (finding, error) in analysis
+            .errors
+            .iter()
+            .map(|finding| (finding, true))
+            .chain(analysis.warnings.iter().map(|finding| (finding, false)))
+        {
+            let Some(span) = finding.slot.and_then(|slot| spans.get(slot)).copied() else {
+                continue;
+            };
+            let diagnostic = if error {
+                Diagnostic::error(Code::ShellSubstitution, span, &finding.message)
+            } else {
+                Diagnostic::warning(Code::ShellSubstitution, span, &finding.message)
+            };
+            self.push(diagnostic.with_help(&finding.help));
         }
     }
 

@@ -155,8 +155,9 @@ pub struct Command {
 
 #[derive(Debug, Clone)]
 pub enum Program {
-    /// Run by `sh -c`; substituted values are shell-quoted.
-    Shell(Template),
+    /// Run by `sh -c`. Substituted values never enter the script: each one is passed in an
+    /// environment variable the script references (see [`crate::shell`]).
+    Shell(crate::shell::Script),
     /// Executed directly; each element is substituted verbatim.
     Argv(Vec<Template>),
 }

@@ -29,6 +29,13 @@ pub struct Node {
 pub enum Style {
     Plain,
     Quoted,
+    /// A literal block scalar (`|`) whose first line is line `first_line` of the file, indented
+    /// by `indent` columns: each line of the value sits on its own line of the file.
+    Literal {
+        first_line: u32,
+        indent: u32,
+    },
+    /// A folded block scalar (`>`), or a literal one whose layout is not known.
     Block,
     /// Sequences and mappings.
     Collection,
@@ -79,6 +86,13 @@ impl Node {
         let shift = match self.style {
             Style::Plain if one_line && written == chars => 0,
             Style::Quoted if one_line && written == chars + 2 => 1,
+            Style::Literal { first_line, indent } => {
+                let before: String = text.chars().take(offset).collect();
+                let line = before.matches('\n').count() as u32;
+                let column = before.rsplit('\n').next().map_or(0, |rest| rest.chars().count());
+                let start = Span::new(first_line + line, indent + 1, first_line + line, indent + 2);
+                return start.sub(column as u32, len as u32);
+            }
             _ => return self.span,
         };
         self.span.sub((offset + shift) as u32, len as u32)
@@ -116,7 +130,7 @@ impl Node {
 
 /// Parses one YAML document. Errors are returned as diagnostics with positions.
 pub fn parse(text: &str) -> Result<Node, Diagnostic> {
-    let mut builder = Builder::default();
+    let mut builder = Builder { text, ..Builder::default() };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
     loop {
@@ -151,7 +165,7 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
 
 /// Turns the parser's complaint into a message about the likely cause: a tab in the
 /// indentation, or a `[`/`{` that was never closed, rather than where the parser gave up.
-fn syntax_error(text: &str, builder: &Builder, error: &saphyr_parser::ScanError) -> Diagnostic {
+fn syntax_error(text: &str, builder: &Builder<'_>, error: &saphyr_parser::ScanError) -> Diagnostic {
     let (line, column) = position(error.marker());
     if error.info().contains("tab")
         && let Some((line, column)) = first_tab(text, line)
@@ -191,6 +205,20 @@ fn syntax_error(text: &str, builder: &Builder, error: &saphyr_parser::ScanError)
     diagnostic
 }
 
+/// Where the lines of a literal block scalar lie in the file. The parser's span starts at the
+/// first character of the content; the value's lines follow it one by one at the same
+/// indentation. `None` when the file does not show exactly that (leading empty lines, an
+/// explicit indentation indicator).
+fn literal_layout(text: &str, value: &str, span: Span) -> Option<Style> {
+    let line = text.lines().nth(span.line as usize - 1)?;
+    let indent = span.column - 1;
+    let written: String = line.chars().skip(indent as usize).collect();
+    let first = value.split('\n').next().unwrap_or("");
+    let blank_prefix = line.chars().take(indent as usize).all(|c| c == ' ');
+    (blank_prefix && !first.is_empty() && written == first)
+        .then_some(Style::Literal { first_line: span.line, indent })
+}
+
 /// The first tab at or after the start of `line` (1-based), as (line, column).
 fn first_tab(text: &str, line: u32) -> Option<(u32, u32)> {
     text.lines().enumerate().skip(line.saturating_sub(1) as usize).find_map(|(index, content)| {
@@ -200,7 +228,9 @@ fn first_tab(text: &str, line: u32) -> Option<(u32, u32)> {
 }
 
 #[derive(Default)]
-struct Builder {
+struct Builder<'a> {
+    /// The document's text, to find where the lines of a literal block scalar start.
+    text: &'a str,
     stack: Vec<Open>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
@@ -218,7 +248,7 @@ enum OpenKind {
     Map { entries: Vec<(Key, Node)>, key: Option<Key> },
 }
 
-impl Builder {
+impl Builder<'_> {
     fn event(&mut self, event: Event<'_>, span: YamlSpan) -> Result<(), Diagnostic> {
         let span = convert(span);
         match event {
@@ -226,6 +256,9 @@ impl Builder {
                 let style_kind = match style {
                     ScalarStyle::Plain => Style::Plain,
                     ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+                    ScalarStyle::Literal => {
+                        literal_layout(self.text, &text, span).unwrap_or(Style::Block)
+                    }
                     _ => Style::Block,
                 };
                 let value = match tag {

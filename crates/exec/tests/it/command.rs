@@ -174,7 +174,7 @@ async fn the_process_sees_attempt_key_env_and_cwd() {
     assert_eq!(outputs["attempt"], "2");
     assert_eq!(outputs["key"], "exec-1/deploy");
     assert_eq!(outputs["custom"], "value with spaces");
-    assert_eq!(outputs["home_set"], "yes", "the environment is inherited");
+    assert_eq!(outputs["home_set"], "", "nothing of the caller's environment is inherited");
     let cwd = workdir.path().canonicalize().unwrap();
     assert_eq!(outputs["cwd"], cwd.display().to_string());
     assert_eq!(outputs["scratch_mode"], "700");

@@ -1,9 +1,11 @@
 //! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
-//! fixtures against snapshots of their diagnostics, every example, and property tests.
+//! fixtures against snapshots of their diagnostics, every example, property tests, and
+//! substituted values against a real shell.
 
 mod examples;
 mod invalid;
 mod properties;
+mod shell;
 
 use std::path::{Path, PathBuf};
 
