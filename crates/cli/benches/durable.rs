@@ -51,7 +51,7 @@ fn submission(flow: &Flow) -> Submission {
 
 async fn with_engine<S: Store, T>(store: S, work: impl AsyncFnOnce(EngineHandle<S>) -> T) -> T {
     let shutdown = CancellationToken::new();
-    let options = Options { request_poll: None, ..Options::default() };
+    let options = Options { requests: wayline_runtime::Requests::Off, ..Options::default() };
     let (engine, handle) = Engine::new(store, options, shutdown.clone());
     let (_, value) = tokio::join!(engine.run(), async {
         let value = work(handle).await;

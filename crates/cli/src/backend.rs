@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use wayline_core::{Event, Time};
 use wayline_store::{
-    Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request, Result,
-    Store, StoredRequest,
+    Changes, Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request,
+    Result, Store, StoredRequest,
 };
 use wayline_store_postgres::PostgresStore;
 use wayline_store_sqlite::{SqliteStore, Synchronous};
@@ -114,8 +114,8 @@ impl Store for AnyStore {
     async fn gc(&self, before: Time) -> Result<u64> {
         delegate!(self, s => s.gc(before).await)
     }
-    async fn changed(&self, timeout: Duration) {
-        delegate!(self, s => s.changed(timeout).await)
+    fn changes(&self) -> Changes {
+        delegate!(self, s => s.changes())
     }
 }
 

@@ -15,7 +15,7 @@ use wayline_core::event::EventKind;
 use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission, owner};
+use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission, owner};
 use wayline_spec::Workflow;
 use wayline_spec::model::Decision;
 use wayline_store::{NewExecution, Store};
@@ -254,8 +254,11 @@ async fn execute(
 ) -> anyhow::Result<Exit> {
     let shutdown = CancellationToken::new();
     let options = Options {
-        request_poll: store.is_shared().then_some(Duration::from_millis(50)),
-        request_wakeups: matches!(store, AnyStore::Postgres(_)),
+        requests: if store.is_shared() {
+            Requests::Wakeups { at_most_every: Duration::from_millis(50) }
+        } else {
+            Requests::Off
+        },
         ..Options::default()
     };
     let closed = store.closed();

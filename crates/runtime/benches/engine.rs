@@ -67,7 +67,7 @@ fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
         .expect("a runtime");
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let options = Options { request_poll: None, ..Options::default() };
+        let options = Options { requests: wayline_runtime::Requests::Off, ..Options::default() };
         let (engine, handle) = Engine::new(MemoryStore::new(), options, shutdown.clone());
         let (_, value) = tokio::join!(engine.run(), async {
             let value = work(handle).await;

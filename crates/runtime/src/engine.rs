@@ -39,13 +39,8 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// Limits and kill grace for attempts.
     pub limits: Limits,
-    /// How often to look for control requests made by other processes; `None` when only this
-    /// process can make requests (an in-memory store).
-    pub request_poll: Option<Duration>,
-    /// The store's `changed()` wakes for other processes' writes only (PostgreSQL's
-    /// LISTEN/NOTIFY): then a control request is picked up as soon as it is written, not at
-    /// the next poll.
-    pub request_wakeups: bool,
+    /// How control requests made by other processes reach this engine.
+    pub requests: Requests,
     /// How long to keep retrying a commit while the store is unavailable before stopping.
     pub store_patience: Duration,
 }
@@ -56,12 +51,28 @@ impl Default for Options {
             owner: owner::this_process(),
             lease_ttl: Duration::from_secs(15),
             limits: Limits::default(),
-            request_poll: Some(Duration::from_millis(50)),
-            request_wakeups: false,
+            requests: Requests::Wakeups { at_most_every: Duration::from_millis(50) },
             store_patience: Duration::from_secs(30),
         }
     }
 }
+
+/// How an engine learns of control requests written by other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requests {
+    /// Only this process can make requests (an in-memory store).
+    Off,
+    /// Look at the inbox this often.
+    Poll(Duration),
+    /// Look when the store says something changed ([`Store::changed`]: SQLite watches its
+    /// files, PostgreSQL listens), at most this often: the engine's own commits wake it too,
+    /// and a busy engine must not read the inbox after every one. An idle engine does not
+    /// look at all, apart from a check every [`REQUEST_SAFETY_NET`].
+    Wakeups { at_most_every: Duration },
+}
+
+/// The longest an engine goes without looking at its inbox, whatever the store says.
+pub const REQUEST_SAFETY_NET: Duration = Duration::from_secs(5);
 
 /// A workflow to run.
 #[derive(Debug, Clone)]
@@ -235,6 +246,10 @@ enum Message {
         result: AttemptResult,
     },
     Log(LogLine),
+    /// The renewal found this lease taken over.
+    LeaseLost(Lease),
+    /// The renewal met an error that retrying cannot fix.
+    StoreFailed(store::Error),
 }
 
 /// The engine service. Build it with [`Engine::new`], then `run` it; talk to it through the
@@ -250,6 +265,8 @@ pub struct Engine<S> {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     executions: HashMap<Arc<str>, Owned>,
+    /// The lease of every owned execution, shared with the renewal task.
+    leases: Arc<LeaseTable>,
     timers: BinaryHeap<Reverse<Armed>>,
     timer_seq: u64,
     inputs: VecDeque<Pending>,
@@ -263,6 +280,16 @@ pub struct Engine<S> {
 }
 
 const FINISHED_KEPT: usize = 1024;
+
+/// Leases by execution, for the renewal task.
+#[derive(Default)]
+struct LeaseTable(std::sync::Mutex<HashMap<Arc<str>, Lease>>);
+
+impl LeaseTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Lease>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 impl<S: Store> Engine<S> {
     pub fn new(
@@ -286,6 +313,7 @@ impl<S: Store> Engine<S> {
             tracker: TaskTracker::new(),
             shutdown,
             executions: HashMap::new(),
+            leases: Arc::default(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             inputs: VecDeque::new(),
@@ -302,18 +330,33 @@ impl<S: Store> Engine<S> {
     /// than `store_patience`. Attempts still running are then cancelled and leases released,
     /// so another engine (or `wayline resume`) can continue the executions.
     pub async fn run(mut self) -> Result<()> {
-        let mut renew = tokio::time::interval(self.options.lease_ttl / 3);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let poll_every = self.options.request_poll.unwrap_or(Duration::from_secs(3600));
-        let mut poll = tokio::time::interval(poll_every);
+        self.start_renewing();
+        let mut poll = tokio::time::interval(match self.options.requests {
+            Requests::Poll(every) => every,
+            Requests::Off | Requests::Wakeups { .. } => REQUEST_SAFETY_NET,
+        });
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let polling = matches!(self.options.requests, Requests::Poll(_));
+        let (mut changes, at_most_every) = match self.options.requests {
+            Requests::Wakeups { at_most_every } => (Some(self.store.changes()), at_most_every),
+            Requests::Off | Requests::Poll(_) => (None, Duration::ZERO),
+        };
+        // Looks at the inbox are spaced by `at_most_every`; a wake-up sooner is deferred.
+        let mut last_look = tokio::time::Instant::now();
+        let mut deferred: Option<tokio::time::Instant> = None;
         let mut outcome = Ok(());
         loop {
             let next_timer = self.timers.peek().map(|Reverse(armed)| self.clock.instant(armed.at));
+            let watching = changes.is_some() && deferred.is_none() && !self.executions.is_empty();
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                Some(message) = self.messages.recv() => self.message(message),
+                Some(message) = self.messages.recv() => {
+                    if let Err(error) = self.message(message) {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
                 Some(command) = self.commands.recv() => {
                     // Take every command already waiting: their submissions are created in
                     // one round (the store batches concurrent creates into one commit).
@@ -330,19 +373,30 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 () = sleep_until(next_timer), if next_timer.is_some() => self.fire_timers(),
-                _ = renew.tick() => {
-                    if let Err(error) = self.renew().await {
-                        outcome = Err(error);
-                        break;
+                _ = poll.tick(), if polling => self.poll_requests().await,
+                () = async { if let Some(changes) = &mut changes { changes.next(REQUEST_SAFETY_NET).await } }, if watching => {
+                    let now = tokio::time::Instant::now();
+                    if now >= last_look + at_most_every {
+                        last_look = now;
+                        self.poll_requests().await;
+                    } else {
+                        deferred = Some(last_look + at_most_every);
                     }
                 }
-                _ = poll.tick(), if self.options.request_poll.is_some() => self.poll_requests().await,
-                () = self.store.changed(poll_every), if self.options.request_wakeups && !self.executions.is_empty() => {
+                () = sleep_until_instant(deferred), if deferred.is_some() => {
+                    deferred = None;
+                    last_look = tokio::time::Instant::now();
                     self.poll_requests().await;
                 }
             }
             while let Ok(message) = self.messages.try_recv() {
-                self.message(message);
+                if let Err(error) = self.message(message) {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+            if outcome.is_err() {
+                break;
             }
             if let Err(error) = self.process().await {
                 outcome = Err(error);
@@ -351,6 +405,48 @@ impl<S: Store> Engine<S> {
         }
         self.stop().await;
         outcome
+    }
+
+    /// Renews the leases of every owned execution on a task of its own, so that a long
+    /// decision round or a slow commit never lets a lease lapse while the engine is alive.
+    /// Lost leases and fatal store errors come back as messages.
+    fn start_renewing(&self) {
+        let store = self.store.clone();
+        let leases = Arc::clone(&self.leases);
+        let sender = self.sender.clone();
+        let shutdown = self.shutdown.clone();
+        let ttl = self.options.lease_ttl;
+        let clock = self.clock;
+        self.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let held: Vec<Lease> = leases.lock().values().cloned().collect();
+                if held.is_empty() {
+                    continue;
+                }
+                match store.renew(held.clone(), ttl, clock.now()).await {
+                    Ok(results) => {
+                        for (lease, held) in held.into_iter().zip(results) {
+                            if !held {
+                                let _ = sender.send(Message::LeaseLost(lease));
+                            }
+                        }
+                    }
+                    // Not fatal yet: the lease lasts three renewal periods.
+                    Err(store::Error::Unavailable(_)) => {}
+                    Err(error) => {
+                        let _ = sender.send(Message::StoreFailed(error));
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     async fn commands(&mut self, commands: Vec<Command>) -> Result<()> {
@@ -470,7 +566,7 @@ impl<S: Store> Engine<S> {
     async fn register(&mut self, prepared: Prepared, lease: Lease) {
         let key: Arc<str> = prepared.new.id.as_str().into();
         self.publish(&key, prepared.events);
-        self.executions.insert(
+        self.own(
             Arc::clone(&key),
             Owned { execution: prepared.execution, lease, attempts: HashMap::new() },
         );
@@ -504,8 +600,7 @@ impl<S: Store> Engine<S> {
                 Error::Store(store::Error::Corrupt(format!("execution {id}: {error}")))
             })?;
         let key: Arc<str> = id.into();
-        self.executions
-            .insert(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
+        self.own(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
         let owner = self.options.owner.clone();
         self.inputs.push_back(Pending {
             execution: key,
@@ -515,14 +610,21 @@ impl<S: Store> Engine<S> {
         });
         // Requests made while nobody owned the execution apply right after the takeover, in
         // the same round, so whoever asked for the takeover sees their effect.
-        if self.options.request_poll.is_some() {
+        if self.options.requests != Requests::Off {
             self.poll_requests().await;
         }
         Ok(Recovered::Resumed)
     }
 
-    fn message(&mut self, message: Message) {
+    fn message(&mut self, message: Message) -> Result<()> {
         match message {
+            Message::LeaseLost(lease) => {
+                let current = self.executions.get(lease.execution.as_str()).map(|o| &o.lease);
+                if current == Some(&lease) {
+                    self.abandon(&lease.execution, "its lease was taken over by another engine");
+                }
+            }
+            Message::StoreFailed(error) => return Err(error.into()),
             Message::Finished { execution, step, attempt, compensation, result } => {
                 if let Some(owned) = self.executions.get_mut(&execution) {
                     owned.attempts.remove(&(step, attempt, compensation));
@@ -536,6 +638,7 @@ impl<S: Store> Engine<S> {
             }
             Message::Log(line) => self.logs.push(line),
         }
+        Ok(())
     }
 
     fn fire_timers(&mut self) {
@@ -553,31 +656,6 @@ impl<S: Store> Engine<S> {
                     request: None,
                 });
             }
-        }
-    }
-
-    async fn renew(&mut self) -> Result<()> {
-        if self.executions.is_empty() {
-            return Ok(());
-        }
-        let leases: Vec<Lease> =
-            self.executions.values().map(|owned| owned.lease.clone()).collect();
-        let now = self.clock.now();
-        match self.store.renew(leases.clone(), self.options.lease_ttl, now).await {
-            Ok(held) => {
-                for (lease, held) in leases.into_iter().zip(held) {
-                    if !held {
-                        self.abandon(
-                            &lease.execution,
-                            "its lease was taken over by another engine",
-                        );
-                    }
-                }
-                Ok(())
-            }
-            // A renewal failure is not fatal yet: the lease lasts three renewal periods.
-            Err(store::Error::Unavailable(_)) => Ok(()),
-            Err(error) => Err(error.into()),
         }
     }
 
@@ -819,7 +897,7 @@ impl<S: Store> Engine<S> {
             }
             Effect::Notify { step } => self.notify(id, step),
             Effect::Finished => {
-                if let Some(owned) = self.executions.remove(id) {
+                if let Some(owned) = self.disown(id) {
                     for token in owned.attempts.values() {
                         token.cancel();
                     }
@@ -830,6 +908,18 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
+    }
+
+    /// Takes an execution into this engine; its lease is renewed from now on.
+    fn own(&mut self, key: Arc<str>, owned: Owned) {
+        self.leases.lock().insert(Arc::clone(&key), owned.lease.clone());
+        self.executions.insert(key, owned);
+    }
+
+    /// Lets go of an execution; its lease is no longer renewed.
+    fn disown(&mut self, id: &str) -> Option<Owned> {
+        self.leases.lock().remove(id);
+        self.executions.remove(id)
     }
 
     fn remember(&mut self, report: Report) {
@@ -1009,7 +1099,7 @@ impl<S: Store> Engine<S> {
     /// Stops working on an execution this engine can no longer write (lease lost, fenced):
     /// its attempts are cancelled and its state dropped; the journal stays the truth.
     fn abandon(&mut self, id: &str, why: &str) {
-        if let Some(owned) = self.executions.remove(id) {
+        if let Some(owned) = self.disown(id) {
             eprintln!("wayline: stopped working on execution {id}: {why}");
             for token in owned.attempts.values() {
                 token.cancel();
@@ -1030,6 +1120,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.flush_logs().await;
+        self.leases.lock().clear();
         for (_, owned) in self.executions.drain() {
             let _ = self.store.release(owned.lease).await;
         }
@@ -1045,6 +1136,13 @@ fn summary(execution: &Execution) -> Summary {
             .outcome()
             .and_then(|(_, error)| error.as_ref())
             .map(|error| error.message.clone()),
+    }
+}
+
+async fn sleep_until_instant(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

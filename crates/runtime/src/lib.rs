@@ -14,5 +14,7 @@ pub mod owner;
 pub mod render;
 pub mod subscription;
 
-pub use engine::{Engine, EngineHandle, Error, Options, Recovered, Submission};
+pub use engine::{
+    Engine, EngineHandle, Error, Options, REQUEST_SAFETY_NET, Recovered, Requests, Submission,
+};
 pub use subscription::{Item, Subscription};

@@ -103,10 +103,11 @@ fn request(
             // The host's variables that say where things are; nothing else of wayline's own
             // environment (its configuration, `WAYLINE_SECRET_*`) reaches a step.
             let mut variables = host_environment().to_vec();
+            let mut values = Vec::new();
             let program = match program {
                 Program::Shell(script) => {
                     let rendered = script.render(scope)?;
-                    variables.extend(rendered.values);
+                    values = rendered.values;
                     exec::Program::Shell(rendered.script)
                 }
                 Program::Argv(parts) => exec::Program::Argv(
@@ -121,6 +122,7 @@ fn request(
             for (key, template) in env {
                 variables.push((key.clone(), text(template, scope)?));
             }
+            variables.extend(values);
             let mut request = exec::Command::new(program);
             request.cwd =
                 cwd.as_ref().map(|cwd| text(cwd, scope).map(PathBuf::from)).transpose()?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use wayline_core::{Event, EventKind};
-use wayline_store::{LogLine, Store};
+use wayline_store::{Changes, LogLine, Store};
 
 use crate::engine::{Error, Result};
 
@@ -34,14 +34,17 @@ pub struct Subscription<S> {
     /// Last log line delivered (follow mode).
     log_after: Option<u64>,
     live: Option<broadcast::Receiver<Arc<Published>>>,
+    /// Wakes a subscription that watches the store (follow mode, or after the engine stopped).
+    changes: Option<Changes>,
     buffer: VecDeque<Item>,
     catching_up: bool,
     ended: bool,
 }
 
 const PAGE: usize = 1000;
-/// How long a live subscription trusts a silent bus before looking at the store.
-const QUIET: Duration = Duration::from_secs(1);
+/// How long a subscription trusts a silent bus (or a store that says nothing changed) before
+/// looking at the store anyway.
+const QUIET: Duration = Duration::from_secs(5);
 
 impl<S: Store> Subscription<S> {
     /// Fed by an engine's bus; catches up from the store first and whenever it falls behind.
@@ -57,6 +60,7 @@ impl<S: Store> Subscription<S> {
             after,
             log_after: None,
             live: Some(bus),
+            changes: None,
             buffer: VecDeque::new(),
             catching_up: true,
             ended: false,
@@ -66,6 +70,7 @@ impl<S: Store> Subscription<S> {
     /// Watches the store: for executions run by another process.
     pub fn follow(store: S, id: &str, after: u64) -> Subscription<S> {
         Subscription {
+            changes: Some(store.changes()),
             store,
             id: id.to_owned(),
             after,
@@ -129,7 +134,11 @@ impl<S: Store> Subscription<S> {
                 match &self.live {
                     Some(_) => self.catching_up = false,
                     None => {
-                        self.store.changed(Duration::from_millis(50)).await;
+                        // Nothing new: sleep until the store changes (the wait also sees a
+                        // change made while the store was being read).
+                        let store = &self.store;
+                        let changes = self.changes.get_or_insert_with(|| store.changes());
+                        changes.next(QUIET).await;
                         continue;
                     }
                 }

@@ -1171,6 +1171,17 @@ impl Lower {
                 );
                 continue;
             }
+            if is_reserved_variable(&key.name) {
+                self.push(
+                    Diagnostic::error(
+                        Code::BadName,
+                        key.span,
+                        format!("`{}` is set by wayline for every command step", key.name),
+                    )
+                    .with_help("wayline's own variables start with `WAYLINE_`; pick another name"),
+                );
+                continue;
+            }
             if let Some(template) = self.template(value, ctx) {
                 out.push((key.name.clone(), template));
             }
@@ -2185,4 +2196,12 @@ struct RetrySpans {
     delay: Option<Span>,
     max_delay: Option<Span>,
     on: Option<Span>,
+}
+
+/// Variables wayline sets for each command attempt; a workflow cannot declare them.
+fn is_reserved_variable(name: &str) -> bool {
+    matches!(name, "WAYLINE_OUTPUT" | "WAYLINE_ATTEMPT" | "WAYLINE_IDEMPOTENCY_KEY")
+        || name
+            .strip_prefix(shell::VALUE_VARIABLE)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -40,8 +40,8 @@ use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use wayline_core::{Event, Time};
 use wayline_store::{
-    Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result, Store,
-    StoredRequest,
+    Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
+    Store, StoredRequest,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -269,10 +269,10 @@ impl Store for PostgresStore {
         attempt!(self, |conn| ops::gc(conn, before))
     }
 
-    async fn changed(&self, timeout: Duration) {
-        let mut seen = self.shared.signal.subscribe();
+    fn changes(&self) -> Changes {
+        let receiver = self.shared.signal.subscribe();
         listen::ensure(&self.shared);
-        let _ = tokio::time::timeout(timeout, seen.changed()).await;
+        Changes::new(receiver, None)
     }
 }
 

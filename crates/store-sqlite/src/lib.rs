@@ -9,8 +9,8 @@
 //! jobs over a channel; it takes everything queued and commits it in one transaction (group
 //! commit across executions and across callers), each job in its own savepoint so that one
 //! refused job does not undo the others. Reads run on a small pool of reader threads with
-//! their own connections, and a watcher thread notices other processes' writes by polling
-//! `PRAGMA data_version` while someone waits in [`Store::changed`].
+//! their own connections, and a watcher thread notices other processes' writes (woken by
+//! inotify, then asking `PRAGMA data_version`) while someone waits for [`Store::changes`].
 //!
 //! The threads belong to the store: they end when the last [`SqliteStore`] handle is dropped.
 //!
@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use wayline_core::{Event, Time};
 use wayline_store::{
-    Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result, Store,
-    StoredRequest,
+    Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
+    Store, StoredRequest,
 };
 
 pub use open::SCHEMA_VERSION;
@@ -61,7 +61,8 @@ pub struct Options {
     pub busy_timeout: Duration,
     /// Reader threads (each with its own connection).
     pub readers: usize,
-    /// How often [`Store::changed`] looks for other processes' writes.
+    /// How often [`Store::changes`] looks for other processes' writes where inotify is not
+    /// available (elsewhere, the watcher wakes on writes to the files).
     pub poll_interval: Duration,
 }
 
@@ -266,8 +267,8 @@ impl Store for SqliteStore {
         self.workers.write(move |conn| ops::gc(conn, before).map(Ok)).await
     }
 
-    async fn changed(&self, timeout: Duration) {
-        self.workers.changed(timeout).await;
+    fn changes(&self) -> Changes {
+        self.workers.changes()
     }
 }
 

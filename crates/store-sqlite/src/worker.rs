@@ -1,19 +1,30 @@
 //! The threads that own the connections: one writer (group commit), a few readers, and a
 //! watcher that notices other processes' writes.
 //!
+//! The watcher costs nothing while it waits: it sleeps on inotify events for the database and
+//! its write-ahead log (other processes write them with `write(2)`), and only then asks
+//! `PRAGMA data_version` whether the database really changed. Where inotify is unavailable it
+//! polls instead.
+//!
 //! Ownership: [`Workers`] holds the sending ends of every thread's channel. When the last
 //! [`crate::SqliteStore`] handle drops it, the channels disconnect and each thread finishes
 //! what it was given and ends, closing its connection. Nothing else keeps them alive.
 
+use std::ffi::OsString;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::fs::inotify;
 use tokio::sync::{oneshot, watch};
-use wayline_store::{Error, Result};
+use wayline_store::{Changes, Error, Result};
 
 use crate::{Options, db_error, open, shown};
 
@@ -24,11 +35,10 @@ pub(crate) struct Workers {
     pub(crate) path: PathBuf,
     writer: Sender<Box<dyn Job>>,
     readers: Sender<Read>,
-    /// Wakes the watcher when someone starts waiting.
-    kick: SyncSender<()>,
-    /// How many callers wait in `changed()`; the watcher polls only while there are some.
-    waiters: Arc<AtomicUsize>,
-    /// Bumped after every write seen (ours at once, other processes' when the watcher polls).
+    /// What the watcher thread shares with the handles.
+    watch: Arc<Watch>,
+    /// Bumped after every write seen (ours at once, other processes' when the watcher sees
+    /// them).
     signal: Arc<watch::Sender<u64>>,
     /// Every thread holds a sender; all are gone once every thread has ended.
     running: watch::Receiver<()>,
@@ -92,17 +102,29 @@ impl Workers {
             })?;
         }
 
-        let (kick, kicks) = mpsc::sync_channel::<()>(1);
-        let waiters = Arc::new(AtomicUsize::new(0));
-        let watcher_waiters = Arc::clone(&waiters);
+        let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|error| {
+                Error::Unavailable(format!(
+                    "cannot watch the database {} (eventfd: {error})",
+                    shown(&path)
+                ))
+            })?;
+        let watch = Arc::new(Watch {
+            waiters: AtomicUsize::new(0),
+            idle: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+            doorbell,
+        });
+        let watcher_watch = Arc::clone(&watch);
         let watcher_signal = Arc::clone(&signal);
         let interval = options.poll_interval;
+        let files = Files::new(&path);
         spawn("wayline-sqlite-watcher", &path, move || {
             let (_alive, _other, watcher) = (alive, others, watcher);
-            watch_loop(&watcher, &kicks, &watcher_waiters, &watcher_signal, interval)
+            watch_loop(&watcher, &watcher_watch, files, &watcher_signal, interval)
         })?;
 
-        Ok(Workers { path, writer, readers, kick, waiters, signal, running })
+        Ok(Workers { path, writer, readers, watch, signal, running })
     }
 
     /// Runs `work` in the writer's next transaction; resolves once that transaction committed.
@@ -135,13 +157,11 @@ impl Workers {
         answer.await.map_err(|_| self.stopped())?
     }
 
-    pub(crate) async fn changed(&self, timeout: Duration) {
-        let mut seen = self.signal.subscribe();
-        let _waiting = Waiting::start(&self.waiters);
-        match self.kick.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
-        let _ = tokio::time::timeout(timeout, seen.changed()).await;
+    /// A wait for changes; the watcher looks for other processes' writes while one lives.
+    pub(crate) fn changes(&self) -> Changes {
+        let receiver = self.signal.subscribe();
+        let waiting = Waiting::start(Arc::clone(&self.watch));
+        Changes::new(receiver, Some(Box::new(waiting)))
     }
 
     /// Resolves once every thread has ended and closed its connection, which happens after
@@ -174,19 +194,55 @@ fn spawn(name: &str, path: &Path, run: impl FnOnce() + Send + 'static) -> Result
     })
 }
 
-/// Counts a caller in `changed()` for as long as it waits (also when its future is dropped).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn start(waiters: &'a AtomicUsize) -> Waiting<'a> {
-        waiters.fetch_add(1, Ordering::SeqCst);
-        Waiting(waiters)
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // The last handle is gone: the watcher may be asleep, wake it to end.
+        self.watch.closing.store(true, Ordering::SeqCst);
+        self.watch.ring();
     }
 }
 
-impl Drop for Waiting<'_> {
+/// What the watcher thread and the store's handles share.
+struct Watch {
+    /// Live [`Changes`]: the watcher looks for writes only while there is one.
+    waiters: AtomicUsize,
+    /// The watcher sleeps until the doorbell rings (nobody waits).
+    idle: AtomicBool,
+    /// The store is closing: the watcher ends.
+    closing: AtomicBool,
+    /// An eventfd that wakes the watcher.
+    doorbell: OwnedFd,
+}
+
+impl Watch {
+    fn ring(&self) {
+        // Fails only when the counter is full, and then the watcher is woken anyway.
+        let _ = rustix::io::write(&self.doorbell, &1u64.to_ne_bytes());
+    }
+
+    /// Empties the doorbell after waking.
+    fn answer(&self) {
+        let mut buffer = [0u8; 8];
+        let _ = rustix::io::read(&self.doorbell, &mut buffer);
+    }
+}
+
+/// Counts a live [`Changes`] and wakes an idle watcher for it.
+struct Waiting(Arc<Watch>);
+
+impl Waiting {
+    fn start(watch: Arc<Watch>) -> Waiting {
+        watch.waiters.fetch_add(1, Ordering::SeqCst);
+        if watch.idle.load(Ordering::SeqCst) {
+            watch.ring();
+        }
+        Waiting(watch)
+    }
+}
+
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -334,34 +390,129 @@ fn read_loop(conn: &Connection, reads: &Mutex<Receiver<Read>>) {
     }
 }
 
-/// Polls `PRAGMA data_version` (which changes when another connection, in this process or
-/// another, commits) while someone waits, and bumps `signal` when it moves.
+/// The files other processes write when they commit: the database and its write-ahead log,
+/// watched through their directory (the log comes and goes).
+struct Files {
+    directory: PathBuf,
+    names: [OsString; 2],
+}
+
+impl Files {
+    fn new(path: &Path) -> Files {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(OsString::from).unwrap_or_default();
+        let mut wal = name.clone();
+        wal.push("-wal");
+        Files { directory, names: [name, wal] }
+    }
+
+    /// An inotify instance reporting writes in the directory; `None` where inotify fails (then
+    /// the watcher polls).
+    fn watch(&self) -> Option<OwnedFd> {
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+        let flags = inotify::WatchFlags::MODIFY
+            | inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::CLOSE_WRITE;
+        inotify::add_watch(&fd, &self.directory, flags).ok()?;
+        Some(fd)
+    }
+
+    /// Reads the pending events; whether one was about the database's files.
+    fn drain(&self, fd: &OwnedFd) -> bool {
+        let mut buffer = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(fd, &mut buffer);
+        let mut ours = false;
+        while let Ok(event) = reader.next() {
+            let name = event.file_name().map(|name| std::ffi::OsStr::from_bytes(name.to_bytes()));
+            // An overflowed queue names no file: assume the worst.
+            ours |= name.is_none_or(|name| self.names.iter().any(|known| known == name));
+        }
+        ours
+    }
+}
+
+/// How long the watcher trusts inotify before asking the database anyway.
+const SAFETY_NET: Duration = Duration::from_secs(2);
+
+/// Bumps `signal` when `PRAGMA data_version` (which changes when another connection, in this
+/// process or another, commits) moves, looking while someone waits: when inotify reports a
+/// write to the database's files, or every `interval` where inotify is unavailable.
 fn watch_loop(
     conn: &Connection,
-    kicks: &Receiver<()>,
-    waiters: &AtomicUsize,
+    watch: &Watch,
+    files: Files,
     signal: &watch::Sender<u64>,
     interval: Duration,
 ) {
     let version = || conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
+    let inotify = files.watch();
     let mut last = version();
     loop {
-        if waiters.load(Ordering::SeqCst) == 0 {
+        if watch.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if watch.waiters.load(Ordering::SeqCst) == 0 {
             // Idle until someone waits; changes from before they started waiting are theirs
             // to read, not to be woken for.
-            match kicks.recv() {
-                Ok(()) => last = version(),
-                Err(_) => return,
+            watch.idle.store(true, Ordering::SeqCst);
+            if watch.waiters.load(Ordering::SeqCst) == 0 {
+                sleep(watch, None, None);
             }
+            watch.idle.store(false, Ordering::SeqCst);
+            if let Some(fd) = &inotify {
+                files.drain(fd);
+            }
+            last = version();
             continue;
         }
-        if let Err(RecvTimeoutError::Disconnected) = kicks.recv_timeout(interval) {
-            return;
+        let look = match &inotify {
+            Some(fd) => match sleep(watch, Some(fd), Some(SAFETY_NET)) {
+                Woken::Files => files.drain(fd),
+                Woken::Timeout => true,
+                Woken::Doorbell => false,
+            },
+            None => {
+                sleep(watch, None, Some(interval));
+                true
+            }
+        };
+        if !look {
+            continue;
         }
         let now = version();
         if now != last {
             last = now;
             signal.send_modify(|version| *version = version.wrapping_add(1));
         }
+    }
+}
+
+enum Woken {
+    Files,
+    Doorbell,
+    Timeout,
+}
+
+/// Sleeps until the doorbell rings, `files` has events, or `timeout` passes.
+fn sleep(watch: &Watch, files: Option<&OwnedFd>, timeout: Option<Duration>) -> Woken {
+    let timeout = timeout.and_then(|timeout| rustix::time::Timespec::try_from(timeout).ok());
+    let mut fds = vec![PollFd::new(&watch.doorbell, PollFlags::IN)];
+    if let Some(files) = files {
+        fds.push(PollFd::new(files, PollFlags::IN));
+    }
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(0) => Woken::Timeout,
+        Ok(_) if !fds[0].revents().is_empty() => {
+            watch.answer();
+            Woken::Doorbell
+        }
+        Ok(_) => Woken::Files,
+        // EINTR and the like: look again.
+        Err(_) => Woken::Timeout,
     }
 }

@@ -164,13 +164,48 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// `finished_at` is before `before`; returns how many.
     fn gc(&self, before: Time) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Resolves when something may have changed (events, requests or logs written by this or
-    /// another process), or after `timeout`. Changes are noticed from the moment the future
-    /// is first polled; one that happened before can be missed, so callers read again after
-    /// it returns and the timeout bounds the delay. Wakes may be spurious. The in-memory store
-    /// wakes at once, SQLite polls (every 10 ms by default), PostgreSQL listens for
-    /// notifications.
-    fn changed(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
+    /// A way to wait until something may have changed (events, requests or logs written by
+    /// this or another process) that misses nothing between two waits. The in-memory store
+    /// wakes at once, SQLite watches its files (or polls where it cannot), PostgreSQL listens
+    /// for notifications.
+    fn changes(&self) -> Changes;
+
+    /// Resolves when something may have changed since the call, or after `timeout`. Wakes may
+    /// be spurious; callers read again after it returns. Waiting repeatedly? Keep one
+    /// [`Store::changes`] instead, which also sees what changed between two waits.
+    fn changed(&self, timeout: Duration) -> impl Future<Output = ()> + Send {
+        let mut changes = self.changes();
+        async move { changes.next(timeout).await }
+    }
+}
+
+/// Waits for a store to change. A change made after this was created, or after a wait last
+/// returned, ends the next wait at once: nothing is missed between two waits.
+pub struct Changes {
+    receiver: tokio::sync::watch::Receiver<u64>,
+    /// Keeps the backend watching for as long as someone may wait (SQLite's watcher).
+    _watching: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Changes {
+    /// Follows `receiver`, a counter the backend bumps on every change it sees; `watching`
+    /// is dropped with this.
+    pub fn new(
+        receiver: tokio::sync::watch::Receiver<u64>,
+        watching: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Changes {
+        Changes { receiver, _watching: watching }
+    }
+
+    /// Resolves when something changed since this was created or the previous wait returned,
+    /// or after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.receiver.changed()).await {
+            Ok(Ok(())) | Err(_) => {}
+            // The store is gone: nothing will change any more, but do not spin.
+            Ok(Err(_)) => tokio::time::sleep(timeout).await,
+        }
+    }
 }
 
 /// Checks that events with sequence numbers `seqs` continue a journal whose last event is

@@ -8,8 +8,8 @@ use std::time::Duration;
 use wayline_core::{Event, Time};
 
 use crate::{
-    Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result, Store,
-    StoredRequest, check_sequence, stale_lease,
+    Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
+    Store, StoredRequest, check_sequence, stale_lease,
 };
 
 /// Everything in this process's memory. Clones share the same state.
@@ -24,7 +24,8 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
-    changed: Arc<tokio::sync::Notify>,
+    /// Bumped on every change, for [`Store::changes`].
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +88,7 @@ impl Store for MemoryStore {
             Entry { record, events, token: 1, requests: Vec::new(), logs: Vec::new() },
         );
         drop(inner);
-        self.changed.notify_waiters();
+        self.changed.send_modify(|version| *version = version.wrapping_add(1));
         Ok(lease)
     }
 
@@ -121,7 +122,7 @@ impl Store for MemoryStore {
             results.push(Ok(()));
         }
         drop(inner);
-        self.changed.notify_waiters();
+        self.changed.send_modify(|version| *version = version.wrapping_add(1));
         Ok(results)
     }
 
@@ -253,7 +254,7 @@ impl Store for MemoryStore {
             created_at: now,
         });
         drop(inner);
-        self.changed.notify_waiters();
+        self.changed.send_modify(|version| *version = version.wrapping_add(1));
         Ok(number)
     }
 
@@ -283,7 +284,7 @@ impl Store for MemoryStore {
             }
         }
         drop(inner);
-        self.changed.notify_waiters();
+        self.changed.send_modify(|version| *version = version.wrapping_add(1));
         Ok(())
     }
 
@@ -315,7 +316,7 @@ impl Store for MemoryStore {
         Ok((count - inner.executions.len()) as u64)
     }
 
-    async fn changed(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    fn changes(&self) -> Changes {
+        Changes::new(self.changed.subscribe(), None)
     }
 }

@@ -10,8 +10,8 @@ use wayline_core::execution::Secrets;
 use wayline_core::{Event, EventKind, Time};
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission};
 use wayline_store::{
-    Commit, Error, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request,
-    Result, Store, StoredRequest,
+    Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution,
+    Request, Result, Store, StoredRequest,
 };
 
 /// The in-memory store, with a record of every commit batch and a switch that makes commits
@@ -85,8 +85,8 @@ impl Store for Watched {
     async fn gc(&self, before: Time) -> Result<u64> {
         self.inner.gc(before).await
     }
-    async fn changed(&self, timeout: Duration) {
-        self.inner.changed(timeout).await
+    fn changes(&self) -> Changes {
+        self.inner.changes()
     }
 }
 
@@ -118,7 +118,7 @@ async fn with_engine<T>(
 }
 
 fn quiet() -> Options {
-    Options { request_poll: None, ..Options::default() }
+    Options { requests: wayline_runtime::Requests::Off, ..Options::default() }
 }
 
 #[tokio::test]
