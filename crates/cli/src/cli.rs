@@ -230,6 +230,10 @@ enum Command {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Take the execution over even when its owner is a live process on this host whose
+        /// lease lapsed (stuck or stopped). Its running steps are stopped first.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         db: Db,
     },
@@ -329,7 +333,7 @@ impl Cli {
                     detach,
                 })
             }
-            Command::Resume { id, secrets_file, json, events, quiet, db } => {
+            Command::Resume { id, secrets_file, json, events, quiet, force, db } => {
                 run::resume(run::ResumeArgs {
                     id,
                     secrets_file,
@@ -337,6 +341,7 @@ impl Cli {
                     json,
                     events,
                     quiet,
+                    force,
                 })
             }
             Command::List { status, workflow, since, limit, json, db } => {

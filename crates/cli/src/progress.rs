@@ -146,7 +146,7 @@ fn describe(execution: &Execution, event: &Event) -> Option<String> {
         }
         EventKind::RollbackStarted => "rolling back".to_owned(),
         EventKind::Finished { outcome, .. } => format!("{} {}", workflow.name, outcome.name()),
-        EventKind::Created { .. } => return None,
+        EventKind::Created { .. } | EventKind::AttemptRunning { .. } => return None,
     })
 }
 

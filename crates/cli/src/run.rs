@@ -48,6 +48,8 @@ pub struct ResumeArgs {
     pub events: Option<PathBuf>,
     /// No progress output (the detached worker of `run --detach`).
     pub quiet: bool,
+    /// Take over even from a live owner on this host.
+    pub force: bool,
 }
 
 /// How the watched execution comes to be.
@@ -58,6 +60,8 @@ enum Start {
         id: String,
         secrets: Arc<Secrets>,
         workflow: Arc<Workflow>,
+        /// Take it over even from a live owner on this host.
+        force: bool,
     },
 }
 
@@ -110,18 +114,11 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
             return finish(&store, &report, args.json, false).await;
         }
         let now = Clock::system().now();
-        let owner_alive = record.owner.as_deref().is_some_and(|owner| !owner::is_dead(owner))
-            && record.lease_until.is_some_and(|until| until > now);
-        if owner_alive && record.status != wayline_core::execution::Status::Paused {
-            let owner = record.owner.unwrap_or_default();
-            return Err(anyhow::Error::new(crate::cli::Failure {
-                exit: Exit::Invalid,
-                message: format!(
-                    "execution {id} is running in {owner} and is not paused; there is nothing to resume"
-                ),
-            }));
+        let resume = owner::plan_resume(&record, now, args.force);
+        if let owner::Resume::Refuse(message) = resume {
+            return Err(anyhow::Error::new(crate::cli::Failure { exit: Exit::Invalid, message }));
         }
-        if owner_alive {
+        if resume == owner::Resume::Request {
             // Paused in a live process: `resume` is the control request.
             return control::control(
                 &args.location,
@@ -138,7 +135,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
         let (workflow, _) = wayline_runtime::inspect::definition(&events_so_far)
             .map_err(|e| control::engine_error(e, &args.location))?;
         retention(&store).await;
-        let start = Start::Recover { id, secrets, workflow: Arc::new(workflow) };
+        let start = Start::Recover { id, secrets, workflow: Arc::new(workflow), force: args.force };
         execute(store, start, &watch, events).await
     })
 }
@@ -300,8 +297,8 @@ async fn follow_execution(
             }
             (id, workflow, secrets)
         }
-        Start::Recover { id, secrets, workflow } => {
-            match handle.recover(&id, Arc::clone(&secrets)).await {
+        Start::Recover { id, secrets, workflow, force } => {
+            match handle.recover(&id, Arc::clone(&secrets), force).await {
                 Ok(_) => {}
                 Err(wayline_runtime::Error::Store(wayline_store::Error::Held {
                     owner, ..

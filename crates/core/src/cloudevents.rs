@@ -18,6 +18,7 @@ pub fn type_of(kind: &EventKind) -> String {
             format!("{WL}.task.compensation.started.v1")
         }
         EventKind::AttemptStarted { .. } => format!("{SW}.task.started.v1"),
+        EventKind::AttemptRunning { .. } => format!("{WL}.task.running.v1"),
         EventKind::AttemptSucceeded { compensation: true, .. } => {
             format!("{WL}.task.compensation.completed.v1")
         }

@@ -57,6 +57,17 @@ impl ErrorInfo {
     }
 }
 
+/// The process running a command attempt, as its owner saw it: recorded so that a new owner
+/// on the same host can stop it before the step runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub host: String,
+    /// The process id, which is also its process group's id.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot: tells a reused pid apart.
+    pub started: u64,
+}
+
 /// Who asked for a control action, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Actor {
@@ -125,6 +136,14 @@ pub enum EventKind {
         /// For a wait step: when it ends.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<Time>,
+    },
+    /// The process of a command attempt is running (it follows `attempt_started`).
+    AttemptRunning {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        compensation: bool,
+        process: Process,
     },
     AttemptSucceeded {
         step: String,
@@ -215,6 +234,7 @@ impl EventKind {
     pub fn step(&self) -> Option<&str> {
         match self {
             EventKind::AttemptStarted { step, .. }
+            | EventKind::AttemptRunning { step, .. }
             | EventKind::AttemptSucceeded { step, .. }
             | EventKind::AttemptFailed { step, .. }
             | EventKind::AttemptCancelled { step, .. }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use wayline_spec::expr::{EvalError, Expression, Scope, StatusView};
 use wayline_spec::model::{Body, Decision, StepIndex, Strategy, Wait, Workflow};
 
-use crate::event::{Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, StopReason};
+use crate::event::{Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, Process, StopReason};
 use crate::retry;
 use crate::time::Time;
 
@@ -169,6 +169,8 @@ pub enum StepState {
         since: Time,
         until: Option<Time>,
         cancelling: bool,
+        /// The process running it (command steps), once recorded.
+        process: Option<Process>,
     },
     /// Between attempts.
     Retrying {
@@ -211,6 +213,7 @@ pub enum Compensation {
         attempt: u32,
         since: Time,
         cancelling: bool,
+        process: Option<Process>,
     },
     Retrying {
         next: u32,
@@ -316,6 +319,13 @@ pub enum Input {
     /// A new owner folded the journal: attempts that were in flight are lost.
     Recover {
         owner: String,
+    },
+    /// The process of a command attempt started.
+    Running {
+        step: StepIndex,
+        attempt: u32,
+        compensation: bool,
+        process: Process,
     },
     /// An executor finished an attempt.
     Finished {
@@ -642,6 +652,21 @@ impl Execution {
         Some("ready".into())
     }
 
+    /// The processes of attempts in flight, as their owners recorded them: after a takeover,
+    /// those on this host are stopped before the steps run again.
+    pub fn processes(&self) -> Vec<&Process> {
+        let mut processes = Vec::new();
+        for run in &self.steps {
+            if let StepState::Running { process: Some(process), .. } = &run.state {
+                processes.push(process);
+            }
+            if let Compensation::Running { process: Some(process), .. } = &run.compensation {
+                processes.push(process);
+            }
+        }
+        processes
+    }
+
     /// What expressions of `step` can read, for the runtime to render a step body.
     pub fn scope(&self, attempt: Option<u32>) -> View<'_> {
         View { execution: self, attempt, status: None, escalation: None }
@@ -696,6 +721,24 @@ impl Execution {
                 }
             }
             Input::Recover { owner } => self.recover(&mut out, owner, now),
+            Input::Running { step, attempt, compensation, process } => {
+                let current = self.steps.get(step).is_some_and(|run| {
+                    if compensation {
+                        matches!(&run.compensation, Compensation::Running { attempt: a, process: None, .. } if *a == attempt)
+                    } else {
+                        matches!(&run.state, StepState::Running { attempt: a, process: None, .. } if *a == attempt)
+                    }
+                });
+                if current {
+                    let step = self.workflow.steps[step].id.clone();
+                    self.emit(
+                        &mut out,
+                        now,
+                        EventKind::AttemptRunning { step, attempt, compensation, process },
+                    );
+                }
+                return Ok(out);
+            }
             Input::Finished { step, attempt, compensation, result } => {
                 self.finished(&mut out, step, attempt, compensation, result, now);
             }
@@ -1711,8 +1754,12 @@ impl Execution {
                 let index = self.index(step)?;
                 let run = &mut self.steps[index];
                 if *compensation {
-                    run.compensation =
-                        Compensation::Running { attempt: *attempt, since: now, cancelling: false };
+                    run.compensation = Compensation::Running {
+                        attempt: *attempt,
+                        since: now,
+                        cancelling: false,
+                        process: None,
+                    };
                     run.compensation_attempts = *attempt;
                     self.compensable.remove(&self.position[index]);
                     self.running += 1;
@@ -1729,6 +1776,7 @@ impl Execution {
                         since: now,
                         until: *until,
                         cancelling: false,
+                        process: None,
                     };
                     self.ready.remove(&self.position[index]);
                     self.due.remove(&self.position[index]);
@@ -1738,6 +1786,33 @@ impl Execution {
                         if let Some(group) = definition.group {
                             self.group_running[group] += 1;
                         }
+                    }
+                }
+            }
+            EventKind::AttemptRunning { step, attempt, compensation, process } => {
+                let index = self.index(step)?;
+                let run = &mut self.steps[index];
+                let slot = if *compensation {
+                    match &mut run.compensation {
+                        Compensation::Running { attempt: a, process, .. } if a == attempt => {
+                            Some(process)
+                        }
+                        _ => None,
+                    }
+                } else {
+                    match &mut run.state {
+                        StepState::Running { attempt: a, process, .. } if a == attempt => {
+                            Some(process)
+                        }
+                        _ => None,
+                    }
+                };
+                match slot {
+                    Some(slot) => *slot = Some(process.clone()),
+                    None => {
+                        return Err(format!(
+                            "the journal records a process for attempt {attempt} of `{step}`, which is not running"
+                        ));
                     }
                 }
             }

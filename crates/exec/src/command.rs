@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
@@ -58,6 +59,59 @@ pub struct Command {
     pub limits: Limits,
     /// Secrets to mask in the log, the outputs and the failure message.
     pub masker: Masker,
+    /// Told the process (and so its group) as soon as it started, for the caller to record:
+    /// if the caller dies, whoever continues its work can stop the group.
+    pub on_start: Option<Arc<dyn Fn(Process) + Send + Sync>>,
+}
+
+/// A started process, as recorded for whoever may have to stop it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    /// Its pid, which is also its process group's id.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (field 22 of `/proc/PID/stat`): a pid that
+    /// was reused by another process has another start time.
+    pub started: u64,
+}
+
+impl Process {
+    /// The process `pid` as it is now, if it exists.
+    pub fn lookup(pid: u32) -> Option<Process> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: skip past its last `)`.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let started = rest.split_whitespace().nth(19)?.parse().ok()?;
+        Some(Process { pid, started })
+    }
+}
+
+/// Stops what is left of an attempt whose owner died: SIGTERM to the process group, SIGKILL
+/// after `grace` for whatever still runs. Returns whether anything was found to stop.
+///
+/// The group is signalled only when it is certainly the attempt's: its leader is still the
+/// recorded process, or the leader is gone (then the group id cannot have been given to anyone
+/// else while members remain). A pid that now names another process means the group is gone.
+pub async fn stop_orphan(process: Process, grace: Duration) -> bool {
+    if let Some(now) = Process::lookup(process.pid)
+        && now.started != process.started
+    {
+        return false;
+    }
+    let Some(mut group) = Group::new(process.pid) else { return false };
+    if !group.has_live_members() {
+        group.armed = false;
+        return false;
+    }
+    let Phase::Terminating { kill_at } = group.terminate(grace) else { return true };
+    while Instant::now() < kill_at {
+        if !group.has_live_members() {
+            group.armed = false;
+            return true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    group.kill(grace);
+    true
 }
 
 impl Command {
@@ -76,6 +130,7 @@ impl Command {
             kill_grace: Self::DEFAULT_KILL_GRACE,
             limits: Limits::default(),
             masker: Masker::default(),
+            on_start: None,
         }
     }
 }
@@ -167,6 +222,11 @@ async fn run(command: Command, cancel: CancellationToken, logs: LogSink) -> Outc
     let Some(mut group) = child.id().and_then(Group::new) else {
         return Outcome::failed(FailureClass::Failure, "the process vanished right after starting");
     };
+    if let (Some(on_start), Some(process)) =
+        (&command.on_start, child.id().and_then(Process::lookup))
+    {
+        on_start(process);
+    }
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Outcome::failed(FailureClass::Failure, "the process has no output pipes");
     };

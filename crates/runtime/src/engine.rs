@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wayline_core::event::{Actor, ErrorClass, ErrorInfo};
+use wayline_core::event::{Actor, ErrorClass, ErrorInfo, Process};
 use wayline_core::execution::{
     AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Status, Timer,
 };
@@ -107,7 +107,7 @@ enum Command {
     Submit(Box<Submission>, oneshot::Sender<Result<String>>),
     Control(String, Control, oneshot::Sender<Result<()>>),
     Report(String, oneshot::Sender<Option<Report>>),
-    Recover(String, Arc<Secrets>, oneshot::Sender<Result<Recovered>>),
+    Recover(String, Arc<Secrets>, bool, oneshot::Sender<Result<Recovered>>),
 }
 
 /// The outcome of [`EngineHandle::recover`].
@@ -145,9 +145,11 @@ impl<S: Store> EngineHandle<S> {
         self.ask(|reply| Command::Control(id.to_owned(), control, reply)).await?
     }
 
-    /// Takes over an execution whose owner is gone and continues it.
-    pub async fn recover(&self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
-        self.ask(|reply| Command::Recover(id.to_owned(), secrets, reply)).await?
+    /// Takes over an execution whose owner is gone and continues it. An owner on this host
+    /// that is still alive (busy, stopped) is not taken over unless `force`: its lease may
+    /// have lapsed, but it may well go on.
+    pub async fn recover(&self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {
+        self.ask(|reply| Command::Recover(id.to_owned(), secrets, force, reply)).await?
     }
 
     /// The current report of an execution: from memory when this engine owns it, otherwise
@@ -238,6 +240,14 @@ struct Reply {
 
 /// What attempt tasks report back.
 enum Message {
+    /// The process of a command attempt started.
+    Running {
+        execution: Arc<str>,
+        step: usize,
+        attempt: u32,
+        compensation: bool,
+        process: Process,
+    },
     Finished {
         execution: Arc<str>,
         step: usize,
@@ -270,6 +280,12 @@ pub struct Engine<S> {
     timers: BinaryHeap<Reverse<Armed>>,
     timer_seq: u64,
     inputs: VecDeque<Pending>,
+    /// Inputs whose events need not be committed at once (a process record).
+    lazy: Vec<Pending>,
+    /// When the lazy inputs are committed even if nothing else is.
+    lazy_until: Option<tokio::time::Instant>,
+    /// This host's name, for process records.
+    host: Arc<str>,
     /// Control requests from other processes already queued.
     queued_requests: HashSet<u64>,
     logs: Vec<LogLine>,
@@ -280,6 +296,10 @@ pub struct Engine<S> {
 }
 
 const FINISHED_KEPT: usize = 1024;
+
+/// How long a record that nothing waits for may wait for a commit to ride with. A crash in
+/// this window loses the record, and then a takeover cannot stop that attempt's process.
+const LAZY_COMMIT: Duration = Duration::from_millis(20);
 
 /// Leases by execution, for the renewal task.
 #[derive(Default)]
@@ -317,6 +337,9 @@ impl<S: Store> Engine<S> {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             inputs: VecDeque::new(),
+            lazy: Vec::new(),
+            lazy_until: None,
+            host: owner::hostname().into(),
             queued_requests: HashSet::new(),
             logs: Vec::new(),
             http: None,
@@ -382,6 +405,9 @@ impl<S: Store> Engine<S> {
                     } else {
                         deferred = Some(last_look + at_most_every);
                     }
+                }
+                () = sleep_until_instant(self.lazy_until), if self.lazy_until.is_some() => {
+                    self.take_lazy();
                 }
                 () = sleep_until_instant(deferred), if deferred.is_some() => {
                     deferred = None;
@@ -522,8 +548,8 @@ impl<S: Store> Engine<S> {
                 };
                 let _ = reply.send(report);
             }
-            Command::Recover(id, secrets, reply) => {
-                let result = self.recover(&id, secrets).await;
+            Command::Recover(id, secrets, force, reply) => {
+                let result = self.recover(&id, secrets, force).await;
                 let _ = reply.send(result);
             }
         }
@@ -575,7 +601,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn recover(&mut self, id: &str, secrets: Arc<Secrets>) -> Result<Recovered> {
+    async fn recover(&mut self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {
         if self.executions.contains_key(id) {
             return Err(Error::Rejected(format!(
                 "execution {id} is already running in this process"
@@ -585,7 +611,15 @@ impl<S: Store> Engine<S> {
         if record.status.is_final() {
             return Ok(Recovered::Finished(record.status));
         }
-        let dead = record.owner.as_deref().filter(|owner| owner::is_dead(owner));
+        // An owner known to be gone (or pushed aside with `force`) does not hold its lease.
+        let dead = match record.owner.as_deref().map(|owner| (owner, owner::liveness(owner))) {
+            Some((owner, owner::Liveness::Dead)) => Some(owner),
+            Some((owner, owner::Liveness::Alive { .. })) if force => Some(owner),
+            Some((owner, owner::Liveness::Alive { pid })) => {
+                return Err(Error::Rejected(owner::alive_owner(id, owner, pid)));
+            }
+            _ => None,
+        };
         let now = self.clock.now();
         let lease =
             self.store.acquire(id, &self.options.owner, self.options.lease_ttl, now, dead).await?;
@@ -599,6 +633,14 @@ impl<S: Store> Engine<S> {
             .map_err(|error| {
                 Error::Store(store::Error::Corrupt(format!("execution {id}: {error}")))
             })?;
+        // Attempts of the old owner that still run on this host would run beside their
+        // retries: stop them first (TERM, then KILL after the grace period).
+        for process in execution.processes() {
+            if owner::is_here(&process.host) {
+                let process = exec::Process { pid: process.pid, started: process.started };
+                exec::stop_orphan(process, self.options.limits.kill_grace).await;
+            }
+        }
         let key: Arc<str> = id.into();
         self.own(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
         let owner = self.options.owner.clone();
@@ -637,6 +679,19 @@ impl<S: Store> Engine<S> {
                 });
             }
             Message::Log(line) => self.logs.push(line),
+            Message::Running { execution, step, attempt, compensation, process } => {
+                // Nothing waits for this record: it rides with the next commit, or goes on
+                // its own after a moment when nothing else is committed.
+                if self.lazy.is_empty() {
+                    self.lazy_until = Some(tokio::time::Instant::now() + LAZY_COMMIT);
+                }
+                self.lazy.push(Pending {
+                    execution,
+                    input: Some(Input::Running { step, attempt, compensation, process }),
+                    reply: None,
+                    request: None,
+                });
+            }
         }
         Ok(())
     }
@@ -701,6 +756,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Moves the lazy inputs to the front of the queue: a process record comes before its
+    /// attempt's end.
+    fn take_lazy(&mut self) {
+        self.lazy_until = None;
+        for pending in self.lazy.drain(..).rev() {
+            self.inputs.push_front(pending);
+        }
+    }
+
     /// Decides every queued input, commits the decisions of all executions together, then
     /// acts on them. Acting can queue new inputs (an attempt that cannot even be rendered),
     /// so this repeats until nothing is queued.
@@ -712,6 +776,9 @@ impl<S: Store> Engine<S> {
             self.fire_timers();
             if self.inputs.is_empty() {
                 return Ok(());
+            }
+            if !self.lazy.is_empty() {
+                self.take_lazy();
             }
             let now = self.clock.now();
             let mut order: Vec<Arc<str>> = Vec::new();
@@ -961,10 +1028,28 @@ impl<S: Store> Engine<S> {
             Request::Http(_) => self.http(),
             Request::Command(_) => None,
         };
+        let host = Arc::clone(&self.host);
         self.tracker.spawn(async move {
             let outcome = match request {
-                Request::Command(command) => {
+                Request::Command(mut command) => {
                     let (sink, mut lines) = exec::LogSink::channel();
+                    let report = sender.clone();
+                    let of = Arc::clone(&execution);
+                    command.on_start = Some(Arc::new(move |process: exec::Process| {
+                        let process = Process {
+                            host: host.to_string(),
+                            pid: process.pid,
+                            started: process.started,
+                        };
+                        let execution = Arc::clone(&of);
+                        let _ = report.send(Message::Running {
+                            execution,
+                            step,
+                            attempt,
+                            compensation,
+                            process,
+                        });
+                    }));
                     let run = exec::run_command(command, token, sink);
                     let forward = async {
                         while let Some(line) = lines.recv().await {

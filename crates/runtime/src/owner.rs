@@ -1,26 +1,99 @@
 //! Who owns an execution: `host:pid:start`, so that on the same host a dead owner can be
 //! recognised at once (DESIGN.md §1.4), even if its pid was reused.
 
+use wayline_core::Time;
+use wayline_core::execution::Status;
+use wayline_store::ExecutionRecord;
+
 /// This process's owner id.
 pub fn this_process() -> String {
     let pid = std::process::id();
     format!("{}:{pid}:{}", hostname(), start_time(pid).unwrap_or(0))
 }
 
-/// Whether the owner is a process on this host that no longer exists.
-pub fn is_dead(owner: &str) -> bool {
+/// What can be known about an owner from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// A process on this host that is still there (running, stopped or busy).
+    Alive { pid: u32 },
+    /// A process on this host that no longer exists.
+    Dead,
+    /// Another host (or a name that is not a process): only its lease can tell.
+    Elsewhere,
+}
+
+/// Whether `owner` (`host:pid:start`) is alive, dead, or out of sight.
+pub fn liveness(owner: &str) -> Liveness {
     let mut parts = owner.rsplitn(3, ':');
     let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
+        return Liveness::Elsewhere;
     };
     if host != hostname() {
-        return false; // another host: only the lease expiry can tell
+        return Liveness::Elsewhere;
     }
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return false };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return Liveness::Elsewhere;
+    };
     match start_time(pid) {
-        None => true,                    // no such process
-        Some(actual) => actual != start, // the pid was reused by another process
+        Some(actual) if actual == start => Liveness::Alive { pid },
+        // No such process, or the pid was reused by another one.
+        _ => Liveness::Dead,
     }
+}
+
+/// Whether the owner is a process on this host that no longer exists.
+pub fn is_dead(owner: &str) -> bool {
+    liveness(owner) == Liveness::Dead
+}
+
+/// What `resume` should do with an execution that has not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Its owner is alive and it is paused: ask the owner to resume it.
+    Request,
+    /// Take it over here and continue it.
+    TakeOver,
+    /// Neither; the reason, for people.
+    Refuse(String),
+}
+
+/// Decides between asking the owner and taking over. A live owner on this host is never
+/// taken over unless `force` (its lease may have lapsed while it was stopped or busy); an owner
+/// elsewhere is while its lease is valid.
+pub fn plan_resume(record: &ExecutionRecord, now: Time, force: bool) -> Resume {
+    let paused = record.status == Status::Paused;
+    let Some(owner) = record.owner.as_deref() else { return Resume::TakeOver };
+    match liveness(owner) {
+        Liveness::Dead => Resume::TakeOver,
+        Liveness::Alive { .. } if paused => Resume::Request,
+        Liveness::Alive { .. } if force => Resume::TakeOver,
+        Liveness::Alive { pid } => Resume::Refuse(alive_owner(&record.id, owner, pid)),
+        Liveness::Elsewhere if record.lease_until.is_some_and(|until| until > now) => {
+            if paused {
+                Resume::Request
+            } else {
+                Resume::Refuse(format!(
+                    "execution {} is running in {owner} and is not paused; there is nothing to resume",
+                    record.id
+                ))
+            }
+        }
+        Liveness::Elsewhere => Resume::TakeOver,
+    }
+}
+
+/// Why an execution whose owner is a live process here is not taken over.
+pub fn alive_owner(id: &str, owner: &str, pid: u32) -> String {
+    format!(
+        "execution {id} is owned by process {pid} on this host ({owner}), which is still alive; \
+         it may be busy or stopped, so it is not taken over. Stop that process (kill {pid}) or \
+         take the execution over anyway with `wayline resume --force {id}`"
+    )
+}
+
+/// Whether `host` is this host.
+pub fn is_here(host: &str) -> bool {
+    host == hostname()
 }
 
 pub fn hostname() -> String {
@@ -52,5 +125,8 @@ mod tests {
         assert!(is_dead(&format!("{host}:{}:1", std::process::id())), "same pid, other start time");
         assert!(is_dead(&format!("{host}:4000000:1")), "no such pid");
         assert!(!is_dead("elsewhere:1:1"), "another host cannot be judged");
+        assert_eq!(liveness(&me), Liveness::Alive { pid: std::process::id() });
+        assert_eq!(liveness("elsewhere:1:1"), Liveness::Elsewhere);
+        assert_eq!(liveness("not an owner"), Liveness::Elsewhere);
     }
 }

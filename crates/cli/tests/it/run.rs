@@ -397,7 +397,18 @@ fn events_are_cloudevents_with_one_end_per_attempt() {
             )
         })
         .collect();
-    assert_eq!(kinds, ["started#1", "faulted#1", "retried#2", "started#2", "completed#2"]);
+    assert_eq!(
+        kinds,
+        [
+            "started#1",
+            "running#1",
+            "faulted#1",
+            "retried#2",
+            "started#2",
+            "running#2",
+            "completed#2"
+        ]
+    );
     let ids: Vec<u64> = events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
 }

@@ -241,6 +241,9 @@ impl Harness {
                         .unwrap_or_default();
                     format!("{what} {step}#{attempt}{until}")
                 }
+                EventKind::AttemptRunning { step, attempt, process, .. } => {
+                    format!("running {step}#{attempt} as pid {}", process.pid)
+                }
                 EventKind::AttemptSucceeded { step, attempt, compensation, outputs } => {
                     let what = if *compensation { "compensated" } else { "succeeded" };
                     let outputs = if outputs.is_empty() {
