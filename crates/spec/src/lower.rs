@@ -996,6 +996,19 @@ impl Lower {
         let value = self.json(node)?;
         if ty.accepts(&value) {
             Some(value)
+        } else if let Some(text) = node.out_of_range_integer()
+            && ty == InputType::Integer
+        {
+            self.push(Diagnostic::error(
+                Code::InputDefault,
+                node.span,
+                format!(
+                    "input `{input}` is of type integer, but {text} is out of range ({} to {})",
+                    i64::MIN,
+                    i64::MAX
+                ),
+            ));
+            None
         } else {
             self.push(Diagnostic::error(
                 Code::InputDefault,
