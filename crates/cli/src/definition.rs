@@ -235,8 +235,7 @@ fn render_plan(plan: &Plan, inputs: Option<&serde_json::Map<String, serde_json::
             let allow = if step.allow_failure { ", allow_failure" } else { "" };
             line("on_failure", format!("{}{allow}", step.on_failure));
         }
-        let retry = &step.retry;
-        if retry.max_attempts > 1 {
+        if let Some(retry) = step.retry.as_ref().filter(|retry| retry.max_attempts > 1) {
             let mut policy =
                 format!("{} attempts, {} from {}", retry.max_attempts, retry.backoff, retry.delay);
             if let Some(factor) = retry.factor {
