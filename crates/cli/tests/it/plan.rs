@@ -222,6 +222,22 @@ fn bad_inputs_exit_2_with_every_problem() {
 }
 
 #[test]
+fn missing_required_inputs_exit_2_as_for_run() {
+    for args in
+        [&["plan", "examples/inputs.yaml"][..], &["plan", "--json", "examples/release.yaml"]]
+    {
+        let run = wayline(args);
+        assert_eq!(run.code, 2, "{args:?}");
+        assert_eq!(run.stdout, "");
+        assert!(
+            run.stderr.starts_with("error: input `version` is required (string)"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn input_values_outside_the_enum_exit_2() {
     let run = wayline(&["plan", "examples/inputs.yaml", "-i", "version=1", "-i", "environment=qa"]);
     assert_eq!(run.code, 2);
