@@ -7,7 +7,8 @@
 //! `wayline`). The default is `$XDG_DATA_HOME/wayline/wayline.db`
 //! (`~/.local/share/wayline/wayline.db`).
 
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wayline_core::{Event, Time};
@@ -127,6 +128,9 @@ pub enum Location {
     Sqlite {
         path: PathBuf,
         synchronous: Synchronous,
+        /// The default location, whose directory wayline creates; an explicit path's
+        /// directory must exist.
+        default: bool,
     },
     Postgres {
         url: String,
@@ -137,11 +141,18 @@ pub enum Location {
 impl Location {
     /// The location from `--db`, else `WAYLINE_DB` (clap reads it), else the default file.
     pub fn parse(db: Option<&str>) -> anyhow::Result<Location> {
-        match db.map(str::trim).filter(|db| !db.is_empty()) {
+        match db.map(str::trim) {
+            // Most likely an unset variable in a script (`--db "$DB"`): refuse rather than
+            // quietly use, and fill, the default database.
+            Some("") => Err(invalid(
+                "--db (or WAYLINE_DB) is empty; give a database URL, or leave it out for the default database",
+            )),
             Some(url) => Location::from_url(url),
-            None => {
-                Ok(Location::Sqlite { path: default_path()?, synchronous: Synchronous::Normal })
-            }
+            None => Ok(Location::Sqlite {
+                path: default_path()?,
+                synchronous: Synchronous::Normal,
+                default: true,
+            }),
         }
     }
 
@@ -198,14 +209,14 @@ impl Location {
                 }
             }
         }
-        Ok(Location::Sqlite { path: PathBuf::from(path), synchronous })
+        Ok(Location::Sqlite { path: PathBuf::from(path), synchronous, default: false })
     }
 
     /// The location as a `--db` URL (for a worker process).
     pub fn url(&self) -> String {
         match self {
             Location::Ephemeral => "memory".into(),
-            Location::Sqlite { path, synchronous } => {
+            Location::Sqlite { path, synchronous, .. } => {
                 let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
                 let sync = if *synchronous == Synchronous::Full { "?synchronous=full" } else { "" };
                 format!("sqlite://{}{sync}", path.display())
@@ -248,11 +259,49 @@ fn default_path() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Creates the default database's directory, private to its user (0700) like the database in
+/// it; for an explicit path, refuses a directory that does not exist rather than creating it
+/// wherever a typo points (`--db /nope/x.db` would create `/nope`).
+fn prepare_directory(path: &Path, default: bool) -> anyhow::Result<()> {
+    let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+        return Ok(()); // the current directory
+    };
+    if !default {
+        return match std::fs::metadata(dir) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(invalid(format!(
+                "the directory {} of database {} does not exist; create it, or choose another --db",
+                dir.display(),
+                path.display()
+            ))),
+            // Anything else (not a directory, no permission) is the store's to report.
+            _ => Ok(()),
+        };
+    }
+    let unwritable = |error: std::io::Error| {
+        anyhow::Error::new(Failure {
+            exit: Exit::Infrastructure,
+            message: format!(
+                "cannot create the directory {} for the database: {}; pass --db to use another place",
+                dir.display(),
+                crate::output::reason(&error)
+            ),
+        })
+    };
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(unwritable)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => Err(unwritable(error)),
+        _ => Ok(()),
+    }
+}
+
 /// Opens the store; a failure is an infrastructure error (exit 3) with the reason.
 pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
     let store = match location {
         Location::Ephemeral => Ok(AnyStore::Memory(MemoryStore::new())),
-        Location::Sqlite { path, synchronous } => {
+        Location::Sqlite { path, synchronous, default } => {
+            prepare_directory(path, *default)?;
             let options =
                 wayline_store_sqlite::Options { synchronous: *synchronous, ..Default::default() };
             SqliteStore::open(path, options).await.map(AnyStore::Sqlite)
@@ -290,11 +339,19 @@ mod tests {
     fn database_urls() {
         assert_eq!(
             Location::parse(Some("sqlite:///var/lib/w.db?synchronous=full")).unwrap(),
-            Location::Sqlite { path: "/var/lib/w.db".into(), synchronous: Synchronous::Full }
+            Location::Sqlite {
+                path: "/var/lib/w.db".into(),
+                synchronous: Synchronous::Full,
+                default: false
+            }
         );
         assert_eq!(
             Location::parse(Some("data/w.db")).unwrap(),
-            Location::Sqlite { path: "data/w.db".into(), synchronous: Synchronous::Normal }
+            Location::Sqlite {
+                path: "data/w.db".into(),
+                synchronous: Synchronous::Normal,
+                default: false
+            }
         );
         assert_eq!(
             Location::parse(Some("postgres://u@h/db?schema=ci&sslmode=disable")).unwrap(),
@@ -304,6 +361,7 @@ mod tests {
             }
         );
         assert!(Location::parse(Some("mysql://x")).is_err());
+        assert!(Location::parse(Some(" ")).is_err(), "an empty --db is not the default");
         assert!(Location::parse(Some("sqlite:///x.db?fast=yes")).is_err());
         let described =
             Location::parse(Some("postgres://user:secret@h:5432/db")).unwrap().describe();

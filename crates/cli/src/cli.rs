@@ -116,8 +116,11 @@ enum Command {
     /// (`wayline resume ID` continues it) and other processes can watch and steer it.
     /// Exit code 0 when the execution succeeded, 1 when it ended otherwise (failed, cancelled,
     /// rolled back), 2 for an invalid definition or input, 3 for an infrastructure error.
-    /// Ctrl-C cancels the execution cleanly (running steps are stopped); a second Ctrl-C stops
-    /// at once, leaving the execution resumable.
+    ///
+    /// Ctrl-C, SIGTERM or SIGHUP cancels the execution cleanly: the running steps' process
+    /// groups get SIGTERM, then SIGKILL 5 seconds later if they are still there (a step's
+    /// `timeout` stops it the same way). A second one stops at once, leaving the execution
+    /// resumable.
     Run {
         /// The workflow file (YAML or JSON).
         #[arg(value_name = "FILE")]
@@ -186,6 +189,10 @@ enum Command {
         /// Keep printing new lines until the execution ends.
         #[arg(short, long)]
         follow: bool,
+        /// Print the text as the steps wrote it, control characters included (on a terminal
+        /// they are otherwise shown as escapes like `\x1b`).
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         db: Db,
     },
@@ -238,6 +245,9 @@ enum Command {
         db: Db,
     },
     /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
+    ///
+    /// The running steps' process groups get SIGTERM, then SIGKILL 5 seconds later if they are
+    /// still there; steps that never started are cancelled.
     Cancel {
         /// Execution id (any unique prefix).
         id: String,
@@ -352,8 +362,8 @@ impl Cli {
                 ))
             }
             Command::Show { id, json, db } => block_on(control::show(&db.location()?, &id, json)),
-            Command::Logs { id, step, follow, db } => {
-                block_on(control::logs(&db.location()?, &id, step.as_deref(), follow))
+            Command::Logs { id, step, follow, raw, db } => {
+                block_on(control::logs(&db.location()?, &id, step.as_deref(), follow, raw))
             }
             Command::Events { id, follow, after, db } => {
                 block_on(control::events(&db.location()?, &id, after, follow))
@@ -378,7 +388,7 @@ impl Cli {
             }
             Command::Gc { older_than, db } => block_on(control::gc(&db.location()?, &older_than)),
             Command::Schema => {
-                println!("{}", serde_json::to_string_pretty(&wayline_spec::schema::schema())?);
+                outln!("{}", serde_json::to_string_pretty(&wayline_spec::schema::schema())?)?;
                 Ok(Exit::Success)
             }
         }

@@ -6,6 +6,7 @@
 //! return, the request has taken effect.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -21,6 +22,7 @@ use wayline_store::{Action, Filter, Request, Store};
 
 use crate::backend::{self, AnyStore, Location};
 use crate::cli::{Exit, Failure, invalid};
+use crate::output::escape;
 
 /// Opens the store and resolves an id prefix.
 pub async fn open_execution(location: &Location, id: &str) -> anyhow::Result<(AnyStore, String)> {
@@ -70,17 +72,21 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
     let records =
         store.list(filter).await.map_err(|error| backend::store_error(error, location))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        outln!("{}", serde_json::to_string_pretty(&records)?)?;
         return Ok(Exit::Success);
     }
     if records.is_empty() {
-        eprintln!("no executions in {}", location.describe());
+        say!("no executions in {}", location.describe());
         return Ok(Exit::Success);
     }
-    println!(
+    outln!(
         "{:<26}  {:<20}  {:<11}  {:<20}  {:>9}",
-        "ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"
-    );
+        "ID",
+        "WORKFLOW",
+        "STATUS",
+        "CREATED",
+        "DURATION"
+    )?;
     for record in records {
         let duration = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => short(end.since(start)),
@@ -88,14 +94,14 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
             _ => "-".into(),
         };
         let created = record.created_at.rfc3339();
-        println!(
+        outln!(
             "{:<26}  {:<20}  {:<11}  {:<20}  {:>9}",
             record.id,
             record.workflow,
             record.status.name(),
             &created[..19.min(created.len())],
             duration
-        );
+        )?;
     }
     Ok(Exit::Success)
 }
@@ -128,10 +134,10 @@ pub async fn show(location: &Location, id: &str, json: bool) -> anyhow::Result<E
         inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
     let report = Report::new(&execution);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(Exit::Success);
     }
-    print!("{}", render_report(&report, &execution, record.owner.as_deref()));
+    out!("{}", render_report(&report, &execution, record.owner.as_deref()))?;
     Ok(Exit::Success)
 }
 
@@ -192,8 +198,14 @@ pub async fn logs(
     id: &str,
     step: Option<&str>,
     follow: bool,
+    raw: bool,
 ) -> anyhow::Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
+    if let Some(step) = step {
+        check_step(&store, &id, step, location).await?;
+    }
+    // A terminal would obey the escape sequences a step printed; a pipe or file gets the text.
+    let escaped = !raw && std::io::stdout().is_terminal();
     let mut after = 0;
     loop {
         // Whether the execution had ended before this read: then the read saw every line.
@@ -215,7 +227,8 @@ pub async fn logs(
                 } else {
                     format!("#{}", line.attempt)
                 };
-                println!("{}{attempt} | {}", line.step, line.text);
+                let text = if escaped { escape(&line.text) } else { line.text.as_str().into() };
+                outln!("{}{attempt} | {text}", line.step)?;
                 after = line.line;
             }
             if lines.len() < 1000 {
@@ -227,6 +240,28 @@ pub async fn logs(
         }
         store.changed(Duration::from_millis(500)).await;
     }
+}
+
+/// Refuses a step the execution's workflow does not have, instead of printing nothing.
+async fn check_step(
+    store: &AnyStore,
+    id: &str,
+    step: &str,
+    location: &Location,
+) -> anyhow::Result<()> {
+    let first =
+        store.events(id, 0, 1).await.map_err(|error| backend::store_error(error, location))?;
+    let (workflow, _) =
+        inspect::definition(&first).map_err(|error| engine_error(error, location))?;
+    if workflow.step(step).is_some() {
+        return Ok(());
+    }
+    let ids = workflow.steps.iter().map(|step| step.id.as_str());
+    let hint = match wayline_spec::diagnostic::did_you_mean(step, ids) {
+        Some(similar) => format!("; did you mean `{similar}`?"),
+        None => String::new(),
+    };
+    Err(invalid(format!("execution {id} has no step `{step}`{hint}")))
 }
 
 pub async fn events(
@@ -241,7 +276,7 @@ pub async fn events(
             .await
             .map_err(|error| engine_error(error, location))?;
         for event in events.iter().filter(|event| event.seq > after) {
-            println!("{}", cloudevents::to_json(&id, event));
+            outln!("{}", cloudevents::to_json(&id, event))?;
         }
         return Ok(Exit::Success);
     }
@@ -250,7 +285,7 @@ pub async fn events(
         subscription.next().await.map_err(|error| engine_error(error, location))?
     {
         if let Item::Event(event) = item {
-            println!("{}", cloudevents::to_json(&id, &event));
+            outln!("{}", cloudevents::to_json(&id, &event))?;
         }
     }
     Ok(Exit::Success)
@@ -327,7 +362,7 @@ pub async fn control(
         Some(owner) => owner::is_dead(owner) || record.lease_until.is_some_and(|until| until < now),
     };
     if orphaned {
-        eprintln!(
+        say!(
             "wayline: no live process runs execution {id}; the request is recorded and takes effect when it is resumed (wayline resume {id})"
         );
         return Ok(Exit::Success);
@@ -337,7 +372,7 @@ pub async fn control(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, subscription.next()).await else {
-            eprintln!(
+            say!(
                 "wayline: the request is recorded, but the owning process has not acted on it within {}s",
                 wait.as_secs()
             );
@@ -368,7 +403,7 @@ pub async fn control(
             EventKind::Finished { outcome, .. } => outcome.name().to_owned(),
             _ => continue,
         };
-        eprintln!("wayline: execution {id} {summary}");
+        say!("wayline: execution {id} {summary}");
         return Ok(Exit::Success);
     }
 }
@@ -404,7 +439,7 @@ pub async fn gc(location: &Location, older_than: &str) -> anyhow::Result<Exit> {
     let store = backend::open(location).await?;
     let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);
     let removed = store.gc(before).await.map_err(|error| backend::store_error(error, location))?;
-    eprintln!(
+    say!(
         "wayline: removed {removed} finished execution{} older than {older_than}",
         if removed == 1 { "" } else { "s" }
     );

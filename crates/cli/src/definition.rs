@@ -1,6 +1,7 @@
 //! The commands that read a workflow file without running it: validate, plan, graph.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::Path;
 
 use serde_json::json;
@@ -10,11 +11,31 @@ use wayline_spec::model::Body;
 use wayline_spec::{Diagnostic, Workflow};
 
 use crate::cli::{Exit, Format, GraphFormat, invalid};
+use crate::output;
 
-/// Reads a file, or explains why it cannot be read (exit 2: it is the user's input).
+/// Reads a workflow, input or secrets file of at most 1 MiB, or explains why it cannot be read
+/// (exit 2: it is the user's input).
+///
+/// The size is checked before the file is read: from its metadata when it is a regular file,
+/// otherwise (a pipe, `/dev/zero`) by reading no more than one byte past the limit.
 pub fn read(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?;
+    const LIMIT: usize = wayline_spec::lower::MAX_FILE_BYTES;
+    let cannot = |error: std::io::Error| {
+        invalid(format!("cannot read {}: {}", path.display(), output::reason(&error)))
+    };
+    let too_large = |size: String| {
+        invalid(format!("{} {size}; the limit is {LIMIT} bytes (1 MiB)", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let metadata = file.metadata().map_err(cannot)?;
+    if metadata.is_file() && metadata.len() > LIMIT as u64 {
+        return Err(too_large(format!("is {} bytes", metadata.len())));
+    }
+    let mut bytes = Vec::new();
+    file.take(LIMIT as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() > LIMIT {
+        return Err(too_large(format!("has more than {LIMIT} bytes")));
+    }
     String::from_utf8(bytes).map_err(|error| {
         invalid(format!(
             "{} is not UTF-8 text (invalid byte at offset {})",
@@ -30,7 +51,7 @@ pub fn load(path: &Path) -> anyhow::Result<(Workflow, String)> {
     let loaded = wayline_spec::load(&text);
     let name = path.display().to_string();
     for diagnostic in &loaded.diagnostics {
-        eprint!("{}", diagnostic.render(&name, &text));
+        output::message(format_args!("{}", diagnostic.render(&name, &text)));
     }
     match loaded.workflow {
         Some(workflow) => Ok((workflow, text)),
@@ -55,15 +76,15 @@ pub fn validate(files: &[std::path::PathBuf], format: Format) -> anyhow::Result<
                 let loaded = wayline_spec::load(&text);
                 if format == Format::Text {
                     for diagnostic in &loaded.diagnostics {
-                        eprint!("{}", diagnostic.render(&name, &text));
+                        output::message(format_args!("{}", diagnostic.render(&name, &text)));
                     }
                 }
                 (loaded.diagnostics, loaded.workflow.map(|w| w.steps.len()))
             }
             Err(error) => {
                 if format == Format::Text {
-                    eprintln!("error: {error}");
-                    println!("{name}: invalid (cannot be read)");
+                    say!("error: {error}");
+                    outln!("{name}: invalid (cannot be read)")?;
                 }
                 all_valid = false;
                 reports.push(json!({ "file": name, "valid": false, "error": error.to_string(), "diagnostics": [] }));
@@ -80,11 +101,11 @@ pub fn validate(files: &[std::path::PathBuf], format: Format) -> anyhow::Result<
                     } else {
                         String::new()
                     };
-                    println!("{name}: valid ({steps} step{}{note})", plural(steps));
+                    outln!("{name}: valid ({steps} step{}{note})", plural(steps))?;
                 }
                 None => {
                     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-                    println!("{name}: invalid ({errors} error{})", plural(errors));
+                    outln!("{name}: invalid ({errors} error{})", plural(errors))?;
                 }
             },
             Format::Json => reports.push(json!({
@@ -95,10 +116,10 @@ pub fn validate(files: &[std::path::PathBuf], format: Format) -> anyhow::Result<
         }
     }
     if format == Format::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "valid": all_valid, "files": reports }))?
-        );
+        )?;
     }
     Ok(if all_valid { Exit::Success } else { Exit::Invalid })
 }
@@ -140,25 +161,20 @@ pub fn plan(
     as_json: bool,
 ) -> anyhow::Result<Exit> {
     let (workflow, _) = load(path)?;
-    let inputs = if flags.is_empty() && input_file.is_none() {
-        None
-    } else {
-        Some(resolve_inputs(&workflow, flags, input_file)?)
-    };
+    // The inputs a run would get, checked exactly as `run` checks them.
+    let inputs = resolve_inputs(&workflow, flags, input_file)?;
     let plan = Plan::new(&workflow);
     if as_json {
         let mut value = serde_json::to_value(&plan)?;
-        if let Some(inputs) = inputs {
-            value["inputs"] = serde_json::Value::Object(inputs);
-        }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        value["inputs"] = serde_json::Value::Object(inputs);
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        print!("{}", render_plan(&plan, inputs.as_ref()));
+        out!("{}", render_plan(&plan, &inputs))?;
     }
     Ok(Exit::Success)
 }
 
-fn render_plan(plan: &Plan, inputs: Option<&serde_json::Map<String, serde_json::Value>>) -> String {
+fn render_plan(plan: &Plan, inputs: &serde_json::Map<String, serde_json::Value>) -> String {
     let mut out = String::new();
     let steps = plan.steps.len();
     let _ = write!(
@@ -177,7 +193,7 @@ fn render_plan(plan: &Plan, inputs: Option<&serde_json::Map<String, serde_json::
         let _ = write!(out, ", timeout {timeout}");
     }
     out.push('\n');
-    if let Some(inputs) = inputs {
+    if !inputs.is_empty() {
         out.push_str("\nInputs\n");
         for (name, value) in inputs {
             let _ = writeln!(out, "  {name} = {value}");
@@ -235,8 +251,7 @@ fn render_plan(plan: &Plan, inputs: Option<&serde_json::Map<String, serde_json::
             let allow = if step.allow_failure { ", allow_failure" } else { "" };
             line("on_failure", format!("{}{allow}", step.on_failure));
         }
-        let retry = &step.retry;
-        if retry.max_attempts > 1 {
+        if let Some(retry) = step.retry.as_ref().filter(|retry| retry.max_attempts > 1) {
             let mut policy =
                 format!("{} attempts, {} from {}", retry.max_attempts, retry.backoff, retry.delay);
             if let Some(factor) = retry.factor {
@@ -270,13 +285,13 @@ fn render_plan(plan: &Plan, inputs: Option<&serde_json::Map<String, serde_json::
 
 pub fn graph(path: &Path, format: GraphFormat) -> anyhow::Result<Exit> {
     let (workflow, _) = load(path)?;
-    print!(
+    out!(
         "{}",
         match format {
             GraphFormat::Dot => dot(&workflow),
             GraphFormat::Mermaid => mermaid(&workflow),
         }
-    );
+    )?;
     Ok(Exit::Success)
 }
 

@@ -2,6 +2,13 @@
 //! an exit code (0 success, 1 the execution ended otherwise, 2 invalid definition, input or
 //! usage, 3 infrastructure error). The only crate that uses `anyhow`.
 
+// Every write to stdout and stderr goes through `output`, which decides once what a failed
+// write means; `println!` and `eprintln!` would panic instead.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
+
 mod backend;
 mod cli;
 mod control;
@@ -9,6 +16,7 @@ mod definition;
 mod progress;
 mod run;
 mod secrets;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -18,9 +26,11 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(code) => code.into(),
+        // Whoever read stdout has gone (`| head -1`): nothing left to do or to say.
+        Err(error) if error.is::<output::Closed>() => cli::Exit::Success.into(),
         Err(error) => {
             let code = cli::exit_code(&error);
-            eprintln!("error: {error:#}");
+            say!("error: {error:#}");
             code.into()
         }
     }

@@ -1,14 +1,22 @@
 //! What a person sees while `wayline run` works: on a terminal, a live table of steps
 //! (status, attempt, elapsed time, why a step waits) redrawn in place; on a pipe, one plain
 //! line per thing that happened.
+//!
+//! Everything a step wrote or caused (its output, its error messages) is shown with control
+//! characters escaped, so a step cannot move the cursor, clear the screen or draw a fake line.
+//! The table fits the terminal: a line wider than it would wrap, and a table taller than it
+//! would scroll; either way moving the cursor back over the drawn lines would miss, and each
+//! redraw would leave a copy of the table behind.
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use wayline_core::event::EventKind;
-use wayline_core::execution::{Execution, StepState};
+use wayline_core::execution::{Execution, StepState, StepStatus};
 use wayline_core::{Event, Time};
 use wayline_spec::duration;
+
+use crate::output::escape;
 
 pub struct Progress {
     terminal: bool,
@@ -29,14 +37,14 @@ impl Progress {
         }
         if let Some(line) = describe(execution, event) {
             let at = event.time.since(self.start).as_secs_f64();
-            eprintln!("[{at:>7.2}s] {line}");
+            say!("[{at:>7.2}s] {}", escape(&line));
         }
     }
 
     /// A log line of a step (shown on a pipe, or above the table on a terminal).
     pub fn log(&mut self, step: &str, text: &str) {
         self.clear();
-        eprintln!("  {step} | {text}");
+        say!("  {step} | {}", escape(text));
     }
 
     /// On a terminal: redraws the table.
@@ -45,7 +53,7 @@ impl Progress {
             return;
         }
         let mut out = String::new();
-        let lines = table(execution, now);
+        let lines = table(execution, now, Size::of_stderr());
         if self.drawn > 0 {
             out.push_str(&format!("\x1b[{}A", self.drawn));
         }
@@ -54,6 +62,8 @@ impl Progress {
             out.push_str(line);
             out.push('\n');
         }
+        // A table shorter than the last one leaves no old lines below it.
+        out.push_str("\x1b[J");
         self.drawn = lines.len();
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(out.as_bytes());
@@ -158,7 +168,34 @@ fn round(d: Duration) -> Duration {
     }
 }
 
-fn table(execution: &Execution, now: Time) -> Vec<String> {
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub rows: usize,
+    pub columns: usize,
+}
+
+impl Size {
+    /// When the terminal does not say.
+    const FALLBACK: Size = Size { rows: 24, columns: 80 };
+
+    /// The size of the terminal on stderr, where the table is drawn; read at every redraw,
+    /// so a resized window is followed.
+    fn of_stderr() -> Size {
+        match rustix::termios::tcgetwinsize(std::io::stderr()) {
+            Ok(size) if size.ws_row > 0 && size.ws_col > 0 => {
+                Size { rows: size.ws_row.into(), columns: size.ws_col.into() }
+            }
+            _ => Size::FALLBACK,
+        }
+    }
+}
+
+/// The table: a header line, then a line per step, at most `size.rows - 1` lines (the last
+/// row stays free for the cursor) and none wider than the terminal. When the steps do not
+/// all fit, those that need attention are shown (escalated, failed, running, retrying, then
+/// the next pending ones), in the workflow's order, and one line counts the others.
+fn table(execution: &Execution, now: Time, size: Size) -> Vec<String> {
     let workflow = execution.workflow();
     let steps = execution.steps();
     let done = steps.iter().filter(|s| s.state.is_done()).count();
@@ -171,15 +208,23 @@ fn table(execution: &Execution, now: Time) -> Vec<String> {
         steps.len(),
         duration::format(round(now.since(execution.started_at().unwrap_or(now)))),
     )];
-    // Long workflows: show what is active and the next few waiting steps only.
-    let mut shown = 0;
-    for &index in &workflow.order {
-        let run = &steps[index];
-        let active = !matches!(run.state, StepState::Pending) || shown < 20;
-        if !active && steps.len() > 30 {
-            continue;
+    let room = size.rows.saturating_sub(2);
+    let mut shown = vec![steps.len() <= room; steps.len()];
+    if steps.len() > room {
+        // One row goes to the line that counts the hidden steps.
+        let mut ranked: Vec<(u8, usize, usize)> = workflow
+            .order
+            .iter()
+            .enumerate()
+            .map(|(position, &index)| (urgency(steps[index].status()), position, index))
+            .collect();
+        ranked.sort_unstable();
+        for &(_, _, index) in ranked.iter().take(room.saturating_sub(1)) {
+            shown[index] = true;
         }
-        shown += 1;
+    }
+    for &index in workflow.order.iter().filter(|&&index| shown[index]) {
+        let run = &steps[index];
         let (mark, detail) = match &run.state {
             StepState::Pending => ("·", execution.waiting(index).unwrap_or_default()),
             StepState::Running { attempt, since, until, .. } => match until {
@@ -212,12 +257,98 @@ fn table(execution: &Execution, now: Time) -> Vec<String> {
                 ),
             ),
         };
-        let detail: String = detail.chars().take(100).collect();
+        // Bounded before escaping: the line is cut to the terminal's width anyway.
+        let detail: String = detail.chars().take(200).collect();
         lines.push(format!(
-            "  {mark} {:<width$}  {:<12} {detail}",
+            "  {mark} {:<width$}  {:<12} {}",
             workflow.steps[index].id,
-            run.status().name()
+            run.status().name(),
+            escape(&detail)
         ));
     }
-    lines
+    let hidden = shown.iter().filter(|shown| !**shown).count();
+    if hidden > 0 && room > 0 {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (run, _) in steps.iter().zip(&shown).filter(|(_, shown)| !**shown) {
+            let name = run.status().name();
+            match counts.iter_mut().find(|(counted, _)| *counted == name) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        let counts: Vec<String> =
+            counts.iter().map(|(name, count)| format!("{count} {name}")).collect();
+        lines.push(format!("  … {hidden} more: {}", counts.join(", ")));
+    }
+    lines.truncate(size.rows.saturating_sub(1).max(1));
+    lines.iter().map(|line| fit(line, size.columns)).collect()
+}
+
+/// How much a step needs to be seen, most first.
+fn urgency(status: StepStatus) -> u8 {
+    match status {
+        StepStatus::Escalated => 0,
+        StepStatus::Failed => 1,
+        StepStatus::Running | StepStatus::Compensating => 2,
+        StepStatus::Retrying => 3,
+        StepStatus::Pending => 4,
+        StepStatus::Cancelled => 5,
+        StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Compensated => 6,
+    }
+}
+
+/// `line` cut to fit in `columns` (one column short of it: a line that ends in the last
+/// column leaves some terminals about to wrap), marked with `…` where it was cut.
+fn fit(line: &str, columns: usize) -> String {
+    let room = columns.saturating_sub(1).max(1);
+    if line.chars().map(cells).sum::<usize>() <= room {
+        return line.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        // One cell stays for the `…`.
+        if used + cells(c) + 1 > room {
+            break;
+        }
+        out.push(c);
+        used += cells(c);
+    }
+    out.push('…');
+    out
+}
+
+/// The cells a character takes on a terminal: two for the wide East Asian ranges and emoji,
+/// one for the rest (close enough for a progress table; control characters are escaped).
+fn cells(c: char) -> usize {
+    let wide = matches!(c as u32,
+        0x1100..=0x115f
+        | 0x2e80..=0x303e
+        | 0x3041..=0x33ff
+        | 0x3400..=0x4dbf
+        | 0x4e00..=0x9fff
+        | 0xa000..=0xa4cf
+        | 0xac00..=0xd7a3
+        | 0xf900..=0xfaff
+        | 0xfe30..=0xfe4f
+        | 0xff00..=0xff60
+        | 0xffe0..=0xffe6
+        | 0x1f300..=0x1f64f
+        | 0x1f900..=0x1f9ff
+        | 0x20000..=0x3fffd);
+    if wide { 2 } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_to_the_terminal_width() {
+        assert_eq!(fit("short", 80), "short");
+        assert_eq!(fit("exactly nine", 13), "exactly nine");
+        assert_eq!(fit("exactly nine!", 13), "exactly nin…");
+        assert_eq!(fit("漢字漢字漢字", 8), "漢字漢…");
+        assert_eq!(fit("anything", 1), "…");
+    }
 }

@@ -10,7 +10,6 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
 use wayline_core::Event;
 use wayline_core::Time;
-use wayline_core::cloudevents;
 use wayline_core::event::EventKind;
 use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
@@ -22,8 +21,9 @@ use wayline_store::{NewExecution, Store};
 
 use crate::backend::{self, AnyStore};
 use crate::cli::{Exit, invalid};
+use crate::output::{self, EventsFile, escape};
 use crate::progress::Progress;
-use crate::{control, definition, secrets};
+use crate::{control, definition, secrets, signals};
 
 /// Everything `wayline run` was asked to do.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
-        eprintln!(
+        say!(
             "wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here"
         );
     }
@@ -78,7 +78,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(message) = wayline_runtime::render::missing_secrets(&workflow, &secrets) {
         return Err(invalid(message));
     }
-    let events = create_events_file(args.events.as_deref())?;
+    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: source.into(),
@@ -100,18 +100,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
 /// `wayline resume ID`: resume a paused execution, or take over one whose owner is gone.
 pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
-    let events = create_events_file(args.events.as_deref())?;
+    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
     let watch = Watch { json: args.json, quiet: args.quiet, location: args.location.clone() };
     block_on(async move {
         let (store, id) = control::open_execution(&args.location, &args.id).await?;
         let record =
             store.get(&id).await.map_err(|error| backend::store_error(error, &args.location))?;
         if record.status.is_final() {
-            eprintln!("wayline: execution {id} already finished: {}", record.status.name());
-            let report = wayline_runtime::inspect::report(&store, &id)
-                .await
-                .map_err(|e| control::engine_error(e, &args.location))?;
-            return finish(&store, &report, args.json, false).await;
+            return Err(invalid(format!(
+                "execution {id} already finished ({}); nothing to resume",
+                record.status.name()
+            )));
         }
         let now = Clock::system().now();
         let resume = owner::plan_resume(&record, now, args.force);
@@ -140,15 +139,6 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn create_events_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<std::fs::File>> {
-    match path {
-        Some(path) => std::fs::File::create(path).map(Some).map_err(|error| {
-            invalid(format!("cannot write events to {}: {error}", path.display()))
-        }),
-        None => Ok(None),
-    }
-}
-
 fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -166,12 +156,12 @@ async fn retention<S: Store>(store: &S) {
         return;
     }
     let Ok(age) = wayline_spec::duration::parse(&setting) else {
-        eprintln!("wayline: ignoring WAYLINE_RETENTION={setting}: not a duration like 30d");
+        say!("wayline: ignoring WAYLINE_RETENTION={setting}: not a duration like 30d");
         return;
     };
     let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);
     if let Err(error) = store.gc(before).await {
-        eprintln!("wayline: retention cleanup failed: {error}");
+        say!("wayline: retention cleanup failed: {error}");
     }
 }
 
@@ -228,8 +218,8 @@ async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
         .process_group(0) // not killed by the terminal's Ctrl-C
         .spawn()
         .map_err(|error| anyhow::anyhow!("cannot start the background worker: {error}"))?;
-    println!("{id}");
-    eprintln!(
+    outln!("{id}")?;
+    say!(
         "wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`"
     );
     Ok(Exit::Success)
@@ -247,7 +237,7 @@ async fn execute(
     store: AnyStore,
     start: Start,
     watch: &Watch,
-    events: Option<std::fs::File>,
+    events: Option<EventsFile>,
 ) -> anyhow::Result<Exit> {
     let shutdown = CancellationToken::new();
     let options = Options {
@@ -278,8 +268,11 @@ async fn follow_execution(
     handle: &EngineHandle<AnyStore>,
     start: Start,
     watch: &Watch,
-    mut events_file: Option<std::fs::File>,
+    mut events_file: Option<EventsFile>,
 ) -> anyhow::Result<Exit> {
+    // Before anything is started, so that no stop signal finds the default action (the end
+    // of this process, leaving the execution `running` and its steps orphaned).
+    let mut stop = signals::Stop::listen()?;
     let (id, workflow, secrets) = match start {
         Start::Submit(submission) => {
             let workflow = Arc::clone(&submission.workflow);
@@ -289,7 +282,7 @@ async fn follow_execution(
                 .await
                 .map_err(|e| control::engine_error(e, &watch.location))?;
             if !watch.quiet {
-                eprintln!(
+                say!(
                     "wayline: execution {id} of {} started ({})",
                     workflow.name,
                     watch.location.describe()
@@ -313,14 +306,14 @@ async fn follow_execution(
                 Err(error) => return Err(control::engine_error(error, &watch.location)),
             }
             if !watch.quiet {
-                eprintln!("wayline: took over execution {id} of {}", workflow.name);
+                say!("wayline: took over execution {id} of {}", workflow.name);
             }
             // A takeover of a paused execution continues it.
             let paused = handle.report(&id).await.is_ok_and(|report| report.status == "paused");
             if paused {
                 let control = Control::Resume { actor: control::actor(None) };
                 if let Err(error) = handle.control(&id, control).await {
-                    eprintln!("wayline: {error}");
+                    say!("wayline: {error}");
                 }
             }
             (id, workflow, secrets)
@@ -342,8 +335,11 @@ async fn follow_execution(
                 let Some(item) = item.map_err(crate::engine_error)? else { break };
                 match item {
                     Item::Event(event) => {
-                        if let Some(file) = &mut events_file {
-                            writeln!(file, "{}", cloudevents::to_json(&id, &event))?;
+                        if let Some(file) = &mut events_file
+                            && let Err(message) = file.write(&id, &event)
+                        {
+                            progress.clear();
+                            say!("wayline: {message}");
                         }
                         let execution = follow(&mut fold, &id, &workflow, &secrets, &event)?;
                         if !watch.quiet {
@@ -353,8 +349,8 @@ async fn follow_execution(
                             && interactive
                         {
                                 progress.clear();
-                                eprintln!("\nstep `{step}` failed and needs a decision: {}", error.message);
-                                eprint!("decide: [r]etry, [s]kip, roll[b]ack, [f]ail > ");
+                                say!("\nstep `{step}` failed and needs a decision: {}", escape(&error.message));
+                                output::message(format_args!("decide: [r]etry, [s]kip, roll[b]ack, [f]ail > "));
                                 let _ = std::io::stderr().flush();
                                 asking = Some(step.clone());
                         }
@@ -385,7 +381,7 @@ async fn follow_execution(
                     Some("f" | "fail") => Some(Decision::Fail),
                     None => { asking = None; None } // stdin closed: leave it to `wayline decide`
                     Some(_) => {
-                        eprint!("please answer r, s, b or f > ");
+                        output::message(format_args!("please answer r, s, b or f > "));
                         let _ = std::io::stderr().flush();
                         None
                     }
@@ -393,24 +389,23 @@ async fn follow_execution(
                 if let Some(decision) = decision {
                     let control = Control::Decide { step, decision, outputs: Default::default(), actor: control::actor(None) };
                     if let Err(error) = handle.control(&id, control).await {
-                        eprintln!("wayline: {error}");
+                        say!("wayline: {error}");
                     }
                     asking = None;
                 }
             }
-            signal = tokio::signal::ctrl_c() => {
-                signal?;
+            signal = stop.next() => {
                 if cancelling {
                     progress.clear();
-                    eprintln!("wayline: stopping now; execution {id} stays resumable with `wayline resume {id}`");
+                    say!("wayline: stopping now ({signal}); execution {id} stays resumable with `wayline resume {id}`");
                     return Ok(Exit::Ended);
                 }
                 cancelling = true;
                 progress.clear();
-                eprintln!("wayline: cancelling execution {id} (press Ctrl-C again to stop at once)");
-                let control = Control::Cancel { actor: control::actor(Some("Ctrl-C".into())), rollback: false };
+                say!("wayline: {signal}: cancelling execution {id} (a second Ctrl-C or SIGTERM stops at once)");
+                let control = Control::Cancel { actor: control::actor(Some(signal.into())), rollback: false };
                 if let Err(error) = handle.control(&id, control).await {
-                    eprintln!("wayline: {error}");
+                    say!("wayline: {error}");
                 }
             }
         }
@@ -419,10 +414,17 @@ async fn follow_execution(
         progress.draw(execution, clock.now());
     }
     let report = handle.report(&id).await.map_err(|e| control::engine_error(e, &watch.location))?;
-    if watch.quiet {
-        return Ok(if report.status == "succeeded" { Exit::Success } else { Exit::Ended });
-    }
-    finish(handle.store(), &report, watch.json, terminal).await
+    let exit = if watch.quiet {
+        if report.status == "succeeded" { Exit::Success } else { Exit::Ended }
+    } else {
+        finish(handle.store(), &report, watch.json, terminal).await?
+    };
+    // The write error was reported when it happened; the exit code says it again.
+    Ok(if events_file.as_ref().is_some_and(EventsFile::failed) {
+        Exit::Infrastructure
+    } else {
+        exit
+    })
 }
 
 /// Keeps a local fold of the execution for display, fed by the events as they arrive.
@@ -461,7 +463,8 @@ pub async fn finish<S: Store>(
     terminal: bool,
 ) -> anyhow::Result<Exit> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        // The exit code reports the execution, even to a reader of stdout that left early.
+        output::unless_closed(outln!("{}", serde_json::to_string_pretty(report)?))?;
     } else {
         print_summary(store, report, terminal).await;
     }
@@ -470,7 +473,7 @@ pub async fn finish<S: Store>(
 
 async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
     let mut failed = Vec::new();
-    eprintln!();
+    say!();
     for step in &report.steps {
         let attempts = if step.attempts > 1 {
             format!(" after {} attempts", step.attempts)
@@ -478,8 +481,8 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             String::new()
         };
         let detail = match (&step.error, &step.reason) {
-            (Some(error), _) if step.status == "failed" => format!(": {}", error.message),
-            (_, Some(reason)) => format!(" ({reason})"),
+            (Some(error), _) if step.status == "failed" => format!(": {}", escape(&error.message)),
+            (_, Some(reason)) => format!(" ({})", escape(reason)),
             _ => String::new(),
         };
         let compensation = step
@@ -487,7 +490,7 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             .as_ref()
             .map(|c| format!(", compensation {}", c.status))
             .unwrap_or_default();
-        eprintln!("  {:<24} {}{attempts}{compensation}{detail}", step.id, step.status);
+        say!("  {:<24} {}{attempts}{compensation}{detail}", step.id, step.status);
         if step.status == "failed" {
             failed.push(step.id.clone());
         }
@@ -499,13 +502,14 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
                 if lines.is_empty() {
                     continue;
                 }
-                eprintln!("\n  last lines of `{step}`:");
+                say!("\n  last lines of `{step}`:");
                 for line in lines.iter().rev().take(20).rev() {
-                    eprintln!("    {}", line.text);
+                    say!("    {}", escape(&line.text));
                 }
             }
         }
     }
-    let error = report.error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
-    eprintln!("\n{} {} {}{error}", report.workflow, report.id, report.status);
+    let error =
+        report.error.as_ref().map(|e| format!(": {}", escape(&e.message))).unwrap_or_default();
+    say!("\n{} {} {}{error}", report.workflow, report.id, report.status);
 }

@@ -31,9 +31,8 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Secrets> {
 }
 
 fn parse_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        invalid(format!("cannot read secrets file {}: {error}", path.display()))
-    })?;
+    let text =
+        crate::definition::read(path).map_err(|error| invalid(format!("secrets file: {error}")))?;
     if text.trim_start().starts_with('{') {
         let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
             .map_err(|error| invalid(format!("{}: not a JSON object: {error}", path.display())))?;

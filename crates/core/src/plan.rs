@@ -49,7 +49,9 @@ pub struct PlanStep {
     pub on_failure: &'static str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_failure: bool,
-    pub retry: PlanRetry,
+    /// `None` for the kinds of step that are never retried: `set`, `condition` and `wait`
+    /// fail only on an expression error, which fails the same way every time.
+    pub retry: Option<PlanRetry>,
     pub compensate: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agent_labels: Vec<String>,
@@ -109,6 +111,7 @@ impl Plan {
             .enumerate()
             .map(|(index, step)| {
                 let retry = &step.retry;
+                let retried = matches!(step.body, Body::Run(_) | Body::Http(_));
                 let branches = match &step.body {
                     Body::Condition(condition) => Some(Branches {
                         then: ids(&condition.then),
@@ -146,7 +149,7 @@ impl Plan {
                     timeout: step.timeout.map(duration::format),
                     on_failure: step.on_failure.name(),
                     allow_failure: step.allow_failure,
-                    retry: PlanRetry {
+                    retry: retried.then(|| PlanRetry {
                         max_attempts: retry.max_attempts,
                         backoff: retry.backoff.name(),
                         factor: match retry.backoff {
@@ -176,7 +179,7 @@ impl Plan {
                                 },
                             })
                             .collect(),
-                    },
+                    }),
                     compensate: step.compensate.is_some(),
                     agent_labels: step.agent_labels.clone(),
                 }

@@ -14,14 +14,20 @@
 //!   keeps it alive until it exits (a runtime's worker threads at shutdown, the main thread at
 //!   process exit), so a chain of steps reuses it instead of recreating it each time. Only a
 //!   process killed outright leaves it behind, empty but for a file being written then.
+//!
+//! So that such leftovers do not pile up, the directory's name says which process made it:
+//! `wayline-<pid>-<start time>-<pid namespace>-<random>`, the pid and start time as in an
+//! execution's owner id. When a process makes its directory, it removes the ones of dead
+//! processes of the same user in the same pid namespace, and only those: a name it cannot
+//! read, another user's directory, a symlink or a live process's directory stays.
 
 use std::cell::RefCell;
 use std::fs::Permissions;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Once, Weak};
 
 use rustix::fs::{Mode, OFlags};
 use tempfile::TempDir;
@@ -100,13 +106,21 @@ fn shared() -> io::Result<Arc<TempDir>> {
         match shared.upgrade().filter(|directory| is_directory(directory.path())) {
             Some(directory) => directory,
             None => {
+                let temp = std::env::temp_dir();
+                let owner = Owner::this_process();
+                let prefix = owner.map_or_else(|| "wayline-".to_owned(), Owner::prefix);
                 let directory = Arc::new(
                     tempfile::Builder::new()
-                        .prefix("wayline-")
+                        .prefix(&prefix)
                         .permissions(Permissions::from_mode(0o700))
-                        .tempdir()?,
+                        .tempdir_in(&temp)?,
                 );
                 *shared = Arc::downgrade(&directory);
+                // Once per process: the dead do not come back between two directories.
+                static SWEPT: Once = Once::new();
+                if let Some(owner) = owner {
+                    SWEPT.call_once(|| remove_stale(&temp, owner));
+                }
                 directory
             }
         }
@@ -119,9 +133,98 @@ fn is_directory(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_dir())
 }
 
+/// The process a scratch directory belongs to, as its name records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    /// Clock ticks since boot: with the pid, names one process even after its pid is reused.
+    start: u64,
+    /// The pid namespace's inode: a pid means nothing in another namespace (a container
+    /// sharing this temporary directory), so no judgement is made there.
+    namespace: u64,
+}
+
+impl Owner {
+    /// This process, when /proc tells enough to recognise it later.
+    fn this_process() -> Option<Owner> {
+        let pid = std::process::id();
+        let namespace = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+        Some(Owner { pid, start: start_time(pid)?, namespace })
+    }
+
+    fn prefix(self) -> String {
+        format!("wayline-{}-{}-{}-", self.pid, self.start, self.namespace)
+    }
+
+    /// The owner in a directory name made by [`Owner::prefix`] and a random suffix.
+    fn parse(name: &str) -> Option<Owner> {
+        let mut parts = name.strip_prefix("wayline-")?.split('-');
+        let (pid, start, namespace, random) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || random.is_empty() {
+            return None;
+        }
+        Some(Owner {
+            pid: pid.parse().ok()?,
+            start: start.parse().ok()?,
+            namespace: namespace.parse().ok()?,
+        })
+    }
+
+    fn is_alive(self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Removes the scratch directories in `temp` that dead processes of this user left, seen
+/// from `this` process's pid namespace.
+fn remove_stale(temp: &Path, this: Owner) {
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    let user = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let Some(owner) = entry.file_name().to_str().and_then(Owner::parse) else { continue };
+        if owner.namespace != this.namespace || owner == this || owner.is_alive() {
+            continue;
+        }
+        // Not followed: a symlink with such a name is no scratch directory.
+        let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else { continue };
+        if metadata.is_dir() && metadata.uid() == user {
+            // Never follows a symlink inside either; a failure leaves it for the next process.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat). The same
+/// small read as the runtime's owner ids; this crate knows nothing of the runtime.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past its last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_records_the_owner() {
+        let this = Owner::this_process().expect("/proc is there");
+        assert!(this.is_alive());
+        let name = format!("{}a1B2c3", this.prefix());
+        assert_eq!(Owner::parse(&name), Some(this));
+        for other in [
+            "wayline-a1B2c3",
+            "wayline-1-2-3-",
+            "wayline-x-2-3-abc",
+            "wayline-1-2-3-a-b",
+            "other-1-2-3-a",
+        ] {
+            assert_eq!(Owner::parse(other), None, "{other}");
+        }
+        assert!(!Owner { start: this.start + 1, ..this }.is_alive(), "same pid, another start");
+    }
 
     /// The whole life of the shared directory, on a thread of its own so that the test decides
     /// when that thread ends. One test, since every test of this binary shares the directory.

@@ -178,18 +178,31 @@ impl Diagnostic {
         let _ = writeln!(out, "{pad}--> {file}:{}:{}", self.span.line, self.span.column);
         if let Some(line) = source.lines().nth(self.span.line.saturating_sub(1) as usize) {
             let line = line.trim_end_matches('\r');
-            let shown: String = line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
-            let width = shown.chars().count() as u32;
-            let start = self.span.column.max(1);
-            let end = if self.span.end_line == self.span.line && self.span.end_column > start {
-                self.span.end_column
-            } else {
-                (width + 1).max(start + 1)
-            };
-            let carets = "^".repeat((end - start).clamp(1, 200) as usize);
+            let length = line.chars().count();
+            let start = self.span.column.max(1) as usize;
+            let end =
+                if self.span.end_line == self.span.line && self.span.end_column as usize > start {
+                    self.span.end_column as usize
+                } else {
+                    (length + 1).max(start + 1)
+                };
+            let window = Window::around(length, start - 1);
+            let mut shown = String::new();
+            if window.first > 0 {
+                shown.push('…');
+            }
+            let visible = line.chars().skip(window.first).take(window.last - window.first);
+            shown.extend(visible.map(|c| if c == '\t' { ' ' } else { c }));
+            if window.last < length {
+                shown.push('…');
+            }
+            // Columns of the window, the leading `…` included; the carets stop at its end.
+            let offset = start - 1 - window.first + usize::from(window.first > 0);
+            let limit = window.last + 1 + usize::from(window.last < length);
+            let carets = "^".repeat((end.min(limit).saturating_sub(start)).clamp(1, 200));
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{line_no} | {shown}");
-            let _ = write!(out, "{pad} | {}{carets}", " ".repeat(start as usize - 1));
+            let _ = write!(out, "{pad} | {}{carets}", " ".repeat(offset));
             if let Some(label) = &self.label {
                 let _ = write!(out, " {label}");
             }
@@ -199,6 +212,31 @@ impl Diagnostic {
             let _ = writeln!(out, "{pad} = help: {help}");
         }
         out
+    }
+}
+
+/// The characters of a source line that a diagnostic quotes: the whole line when it is short,
+/// otherwise a window around the problem, so that a minified JSON file or a line of megabytes
+/// does not end up on the terminal whole.
+struct Window {
+    /// Index of the first character shown.
+    first: usize,
+    /// Index after the last character shown.
+    last: usize,
+}
+
+impl Window {
+    /// Longest line quoted whole.
+    const WIDTH: usize = 120;
+    /// Characters kept before the problem's column in a window.
+    const BEFORE: usize = 40;
+
+    fn around(length: usize, column: usize) -> Window {
+        if length <= Self::WIDTH {
+            return Window { first: 0, last: length };
+        }
+        let first = column.saturating_sub(Self::BEFORE).min(length - Self::WIDTH);
+        Window { first, last: first + Self::WIDTH }
     }
 }
 
@@ -292,6 +330,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_quoted_as_a_window_around_the_problem() {
+        let line = format!("{}BAD{}", "a".repeat(5_000), "b".repeat(5_000));
+        let d = Diagnostic::error(Code::Syntax, Span::new(1, 5_001, 1, 5_004), "bad");
+        let shown = d.render("f.json", &line);
+        let quoted = shown.lines().nth(3).unwrap();
+        assert_eq!(quoted, format!("1 | …{}BAD{}…", "a".repeat(40), "b".repeat(77)));
+        let carets = shown.lines().nth(4).unwrap();
+        assert_eq!(carets, format!("  | {}^^^", " ".repeat(41)));
+
+        // Near the end of the line the window ends with it.
+        let d = Diagnostic::error(Code::Syntax, Span::new(1, 10_004, 1, 10_005), "end");
+        let shown = d.render("f.json", &line);
+        assert_eq!(shown.lines().nth(3).unwrap(), format!("1 | …{}", "b".repeat(120)));
+        assert_eq!(shown.lines().nth(4).unwrap(), format!("  | {}^", " ".repeat(121)));
+    }
 
     #[test]
     fn suggestions_catch_common_typos() {

@@ -471,6 +471,21 @@ impl Lower {
             None => default_retry.clone(),
         };
         let _ = retry_spans;
+        if let Some(key) = obj.key("retry")
+            && let [body] = present.as_slice()
+            && matches!(body.name.as_str(), "set" | "condition" | "wait")
+        {
+            self.push(
+                Diagnostic::warning(
+                    Code::NoEffect,
+                    key.span,
+                    format!("`retry` has no effect on a {} step", body.name),
+                )
+                .with_help(
+                    "only `run` and `http` steps are retried; remove `retry` from this step",
+                ),
+            );
+        }
         let timeout = obj.get("timeout").and_then(|node| self.duration(node));
         let on_failure = obj
             .get("on_failure")
@@ -1078,6 +1093,19 @@ impl Lower {
         let value = self.json(node)?;
         if ty.accepts(&value) {
             Some(value)
+        } else if let Some(text) = node.out_of_range_integer()
+            && ty == InputType::Integer
+        {
+            self.push(Diagnostic::error(
+                Code::InputDefault,
+                node.span,
+                format!(
+                    "input `{input}` is of type integer, but {text} is out of range ({} to {})",
+                    i64::MIN,
+                    i64::MAX
+                ),
+            ));
+            None
         } else {
             self.push(Diagnostic::error(
                 Code::InputDefault,
@@ -1222,7 +1250,10 @@ impl Lower {
         let mut retry = base.clone();
         let mut spans = base_spans.clone();
         let Some(obj) = self.object(node, &format::RETRY) else { return (retry, spans) };
+        // A `max_attempts` that is itself wrong says nothing about whether the rest applies.
+        let mut attempts_valid = true;
         if let Some(node) = obj.get("max_attempts") {
+            attempts_valid = false;
             match node.value {
                 Value::Int(value) if value < 1 => self.push(
                     Diagnostic::error(
@@ -1236,6 +1267,7 @@ impl Lower {
                     if let Some(value) = self.integer(node, "`max_attempts`", 1) {
                         retry.max_attempts = value.min(u32::MAX as i64) as u32;
                         spans.max_attempts = Some(node.span);
+                        attempts_valid = true;
                     }
                 }
             }
@@ -1360,7 +1392,7 @@ impl Lower {
                     .with_help("list the error classes to retry (failure, timeout, lost), or set `max_attempts: 1`"),
             );
         }
-        if retry.max_attempts == 1 {
+        if retry.max_attempts == 1 && attempts_valid {
             let tuned = ["backoff", "delay", "factor", "max_delay", "jitter", "budget"]
                 .iter()
                 .find_map(|field| obj.key(field));

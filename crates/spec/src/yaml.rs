@@ -100,6 +100,15 @@ impl Node {
 }
 
 impl Node {
+    /// The text of a plain scalar written as an integer that does not fit in 64 bits: the core
+    /// schema makes it an integer, but it could only be kept as a string.
+    pub fn out_of_range_integer(&self) -> Option<&str> {
+        let Value::Str(text) = &self.value else { return None };
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        (self.style == Style::Plain && integer).then_some(text)
+    }
+
     /// The node as a JSON value, or `None` when it holds a number JSON cannot represent
     /// (NaN, infinity). For files of plain data, like a run's input values.
     ///
@@ -261,12 +270,11 @@ impl Builder<'_> {
                     }
                     _ => Style::Block,
                 };
+                // Every tag is refused, `!!str` too: a tag that changes nothing today would
+                // invite the ones that change how a value is read.
                 let value = match tag {
                     None if style == ScalarStyle::Plain => resolve_plain(text),
                     None => Value::Str(text.into_owned()),
-                    Some(tag) if tag.is_yaml_core_schema() && tag.suffix == "str" => {
-                        Value::Str(text.into_owned())
-                    }
                     Some(tag) => return Err(unsupported_tag(span, &tag)),
                 };
                 self.finish(Node { value, span, style: style_kind }, anchor)
@@ -476,6 +484,19 @@ mod tests {
         assert_eq!(value("'10'"), Value::Str("10".into()));
         assert_eq!(value("~"), Value::Null);
         assert_eq!(value("True"), Value::Bool(true));
+    }
+
+    #[test]
+    fn every_tag_is_refused() {
+        for text in
+            ["name: !!str x", "a: !!int 3", "a: !custom x", "a: !!map { b: 1 }", "- !!seq [1]"]
+        {
+            let error = parse(text).unwrap_err();
+            assert!(error.message.starts_with("YAML tags such as"), "{text}: {error}");
+        }
+        let error = parse("name: demo\nsteps:\n  - id: !!str a\n").unwrap_err();
+        assert_eq!((error.span.line, error.span.column), (3, 9));
+        assert!(error.message.contains("`!!str`"), "{}", error.message);
     }
 
     #[test]

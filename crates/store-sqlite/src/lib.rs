@@ -90,8 +90,8 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing, with its directory) the database at `path` and brings
-    /// its schema up to date.
+    /// Opens the database at `path` and brings its schema up to date. A missing file is
+    /// created, readable by its user only (0600); a missing directory is an error.
     ///
     /// Errors: [`Error::Unavailable`] when the file or its directory cannot be created or
     /// written; [`Error::Corrupt`] when the file is not a wayline SQLite database;

@@ -77,7 +77,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Opens the writing connection: checks the file, sets WAL mode, migrates.
 pub(crate) fn writer(path: &Path, options: &Options) -> Result<Connection> {
-    prepare_directory(path)?;
+    prepare_file(path)?;
     let conn = connect(path, options)?;
     let error = |e: rusqlite::Error| db_error(path, &e);
 
@@ -121,25 +121,27 @@ pub(crate) fn reader(path: &Path, options: &Options) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates the directory when missing and makes sure the file can be created and written, so
-/// that the error names the path and the operating system's reason.
-fn prepare_directory(path: &Path) -> Result<()> {
-    let unwritable = |what: &Path, error: std::io::Error| {
-        Error::Unavailable(format!(
-            "cannot create or write {} ({error}); check that the directory exists and is writable, or choose another --db",
-            shown(what)
-        ))
-    };
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, e))?;
-    }
+/// Makes sure the file can be created and written, so that the error names the path and the
+/// operating system's reason. A new file is private to its user (0600): it holds every
+/// execution's inputs, outputs and logs. SQLite gives its `-wal` and `-shm` files the mode of
+/// the database file, so they are private too.
+///
+/// A missing directory is not created: where a database may go is the caller's decision.
+fn prepare_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
-        .map_err(|e| unwritable(path, e))?;
+        .map_err(|error| {
+            Error::Unavailable(format!(
+                "cannot create or write {} ({error}); check that the directory exists and is writable, or choose another --db",
+                shown(path)
+            ))
+        })?;
     Ok(())
 }
 

@@ -9,50 +9,51 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// A temporary directory with a database in it; the other test modules use it too.
+pub(crate) struct Sandbox {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
+    pub(crate) fn new() -> Sandbox {
         Sandbox { dir: tempfile::tempdir().expect("a temp dir") }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn db(&self) -> String {
+    pub(crate) fn db(&self) -> String {
         format!("sqlite://{}", self.path("wayline.db").display())
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, text).expect("write");
         path
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(crate) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
 
-    fn wayline(&self, args: &[&str]) -> Command {
+    pub(crate) fn wayline(&self, args: &[&str]) -> Command {
         super::wayline_in(self.dir.path(), &self.db(), args)
     }
 
-    fn output(&self, args: &[&str]) -> Output {
+    pub(crate) fn output(&self, args: &[&str]) -> Output {
         self.wayline(args).output().expect("wayline runs")
     }
 
     /// `wayline show ID --json`.
-    fn report(&self, id: &str) -> Value {
+    pub(crate) fn report(&self, id: &str) -> Value {
         let output = self.output(&["show", id, "--json"]);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice(&output.stdout).expect("a report")
     }
 
     /// `wayline events ID` as JSON values.
-    fn events(&self, id: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, id: &str) -> Vec<Value> {
         let output = self.output(&["events", id]);
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -64,7 +65,7 @@ impl Sandbox {
 /// Starts `wayline run` in the background and returns it with its execution id, read from
 /// its first line of output. The caller waits for (or kills) the child.
 #[allow(clippy::zombie_processes)]
-fn start(
+pub(crate) fn start(
     sandbox: &Sandbox,
     flow: &Path,
     args: &[&str],
@@ -91,7 +92,7 @@ fn start(
 }
 
 /// Reads the child's stderr until a line contains `needle`.
-fn wait_for_line(stderr: &mut BufReader<std::process::ChildStderr>, needle: &str) {
+pub(crate) fn wait_for_line(stderr: &mut BufReader<std::process::ChildStderr>, needle: &str) {
     let mut line = String::new();
     loop {
         line.clear();
@@ -102,7 +103,7 @@ fn wait_for_line(stderr: &mut BufReader<std::process::ChildStderr>, needle: &str
     }
 }
 
-fn step_status(report: &Value, id: &str) -> String {
+pub(crate) fn step_status(report: &Value, id: &str) -> String {
     report["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["status"]
         .as_str()
         .unwrap()

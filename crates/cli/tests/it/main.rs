@@ -7,11 +7,13 @@
 mod durable;
 mod examples;
 mod graph;
+mod hostile;
 mod plan;
 mod postgres;
 mod run;
 mod schema;
 mod server;
+mod terminal;
 mod tidy;
 mod validate;
 

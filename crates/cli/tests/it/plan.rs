@@ -133,6 +133,11 @@ fn json_plan_has_a_stable_shape() {
         for key in ["id", "kind", "level", "needs", "on_failure", "retry", "compensate"] {
             assert!(step.get(key).is_some(), "step {} has no `{key}`", step["id"]);
         }
+        // `set`, `condition` and `wait` steps are never retried: their `retry` is null.
+        if !matches!(step["kind"].as_str(), Some("run" | "http")) {
+            assert!(step["retry"].is_null(), "{step}");
+            continue;
+        }
         for key in ["max_attempts", "backoff", "delay", "jitter", "on", "schedule"] {
             assert!(step["retry"].get(key).is_some(), "retry of {} has no `{key}`", step["id"]);
         }
@@ -214,6 +219,22 @@ fn bad_inputs_exit_2_with_every_problem() {
                input `version` is required (string); pass it with `-i version=…`
     "#]]
     .assert_eq(&run.stderr);
+}
+
+#[test]
+fn missing_required_inputs_exit_2_as_for_run() {
+    for args in
+        [&["plan", "examples/inputs.yaml"][..], &["plan", "--json", "examples/release.yaml"]]
+    {
+        let run = wayline(args);
+        assert_eq!(run.code, 2, "{args:?}");
+        assert_eq!(run.stdout, "");
+        assert!(
+            run.stderr.starts_with("error: input `version` is required (string)"),
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 #[test]

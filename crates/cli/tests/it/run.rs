@@ -81,7 +81,7 @@ fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
 }
 
 /// Whether a process id is still alive (not a zombie).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z")

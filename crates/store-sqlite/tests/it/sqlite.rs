@@ -195,6 +195,29 @@ async fn an_unwritable_location_is_unavailable() {
     set_mode(&locked, 0o755);
 }
 
+/// A new database holds every execution's inputs, outputs and logs: it and its write-ahead
+/// files are readable by their user only, whatever the umask. A missing directory is not
+/// created (the caller decides where databases may go).
+#[tokio::test]
+async fn a_new_database_is_private_and_needs_its_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.db");
+    let store = open(&path, Options::default()).await;
+    create(&store, "a", 1).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    drop(store);
+
+    let missing = dir.path().join("missing").join("wayline.db");
+    let message = unavailable(&missing).await;
+    assert!(message.contains("missing"), "{message}");
+    assert!(!dir.path().join("missing").exists(), "the directory was created");
+}
+
 /// A file that is not a SQLite database is `Corrupt`, named, and left as it was.
 #[tokio::test]
 async fn a_garbage_file_is_corrupt_and_untouched() {
@@ -294,7 +317,7 @@ async fn a_newer_schema_is_refused_and_untouched() {
 #[tokio::test]
 async fn pragmas_are_applied_and_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested/deeper/wayline.db");
+    let path = dir.path().join("wayline.db");
 
     let store = open(&path, Options::default()).await;
     let settings = store.settings().await.unwrap();

@@ -1,0 +1,184 @@
+//! The one place that writes to the standard streams and to the `--events` file, so that what
+//! happens when a write fails is decided once.
+//!
+//! - Data goes to stdout through [`out!`] and [`outln!`], which return a `Result`: a reader
+//!   that went away (`wayline events ID | head -1`) ends the command quietly with [`Closed`]
+//!   (exit 0); any other error (a full disk) is an infrastructure error that says what could
+//!   not be written (exit 3).
+//! - Messages for people go to stderr through [`say!`], which never fails: a terminal that hung
+//!   up or a full disk is no reason to stop an execution, or to panic as `eprintln!` does.
+//!
+//! The crate denies `println!` and `eprintln!` (see `main.rs`), so nothing bypasses this.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use wayline_core::{Event, cloudevents};
+
+use crate::cli::{Exit, Failure, invalid};
+
+/// Writes data to stdout (see [`data`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::data(format_args!($($arg)*))
+    };
+}
+
+/// Writes a line of data to stdout (see [`data`]).
+macro_rules! outln {
+    () => {
+        $crate::output::data(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::data(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes a line for people to stderr; never fails (see [`message`]).
+macro_rules! say {
+    () => {
+        $crate::output::message(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::message(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Standard output was closed by its reader: the command has nobody left to tell anything, and
+/// ends quietly with exit 0.
+#[derive(Debug)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// Writes to stdout and flushes, so that an error surfaces here and not unseen at exit.
+pub fn data(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_fmt(text).and_then(|()| stdout.flush()).map_err(|error| {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            anyhow::Error::new(Closed)
+        } else {
+            anyhow::Error::new(Failure {
+                exit: Exit::Infrastructure,
+                message: format!("cannot write to standard output: {}", reason(&error)),
+            })
+        }
+    })
+}
+
+/// `Ok` when the error only says that stdout was closed: for a command whose exit code reports
+/// something more important than its output (`run` reports how the execution ended).
+pub fn unless_closed(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(error) if error.is::<Closed>() => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes to stderr, dropping the text when stderr cannot take it.
+pub fn message(text: fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(text);
+}
+
+/// The operating system's reason, without the `(os error 28)` that `io::Error` appends.
+pub fn reason(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// Text from a step (its output, an error message) made safe to show on a terminal: control
+/// characters — C0 but tab, DEL, C1, and so every escape sequence — are shown as `\x1b`-style
+/// escapes instead of moving the cursor, clearing the screen or drawing fake lines.
+///
+/// ```text
+/// "\x1b[2J✓ done\r" is shown as `\x1b[2J✓ done\x0d`
+/// ```
+pub fn escape(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c != '\t' && c.is_control();
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            '\0'..='\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `--events FILE`: every event as a CloudEvents JSON line, written as it is committed.
+///
+/// A write error is reported once and ends the writing, not the execution: the journal keeps
+/// every event, and the command exits 3 at the end ([`EventsFile::failed`]).
+pub struct EventsFile {
+    path: PathBuf,
+    /// `None` once a write failed.
+    file: Option<std::fs::File>,
+}
+
+impl EventsFile {
+    pub fn create(path: &Path) -> anyhow::Result<EventsFile> {
+        let file = std::fs::File::create(path).map_err(|error| {
+            invalid(format!("cannot write events to {}: {}", path.display(), reason(&error)))
+        })?;
+        Ok(EventsFile { path: path.to_owned(), file: Some(file) })
+    }
+
+    /// Appends one event; on the first error, returns the message to show.
+    pub fn write(&mut self, id: &str, event: &Event) -> Result<(), String> {
+        let Some(file) = &mut self.file else { return Ok(()) };
+        // One write per line, so that a reader following the file never sees half an event.
+        let mut line = cloudevents::to_json(id, event).to_string();
+        line.push('\n');
+        file.write_all(line.as_bytes()).map_err(|error| {
+            self.file = None;
+            format!(
+                "cannot write events to {}: {}; no more events are written there, the execution goes on (its journal has every event: `wayline events {id}`)",
+                self.path.display(),
+                reason(&error)
+            )
+        })
+    }
+
+    /// Whether a write failed.
+    pub fn failed(&self) -> bool {
+        self.file.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_is_kept() {
+        assert_eq!(escape("plain\ttext ✓"), "plain\ttext ✓");
+        assert_eq!(escape("\x1b[2J\x1b[1A✓ ok\r"), "\\x1b[2J\\x1b[1A✓ ok\\x0d");
+        assert_eq!(escape("bell\x07 del\x7f csi\u{9b}31m"), "bell\\x07 del\\x7f csi\\u{9b}31m");
+    }
+
+    #[test]
+    fn reasons_lose_the_error_number() {
+        let error = io::Error::from_raw_os_error(28);
+        assert_eq!(reason(&error), "No space left on device");
+        assert_eq!(reason(&io::Error::other("plain")), "plain");
+    }
+}
