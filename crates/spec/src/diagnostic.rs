@@ -71,6 +71,7 @@ pub enum Code {
     BadCompensate,
     NeverRuns,
     NoEffect,
+    RawUrl,
 }
 
 impl Code {
@@ -101,6 +102,7 @@ impl Code {
             Code::BadCompensate => "bad-compensate",
             Code::NeverRuns => "never-runs",
             Code::NoEffect => "no-effect",
+            Code::RawUrl => "raw-url",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod lower;
 pub mod model;
 pub mod schema;
+pub mod url;
 pub mod yaml;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};

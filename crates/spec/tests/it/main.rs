@@ -1,9 +1,11 @@
 //! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
-//! fixtures against snapshots of their diagnostics, every example, and property tests.
+//! and warned-about fixtures against snapshots of their diagnostics, every example, and
+//! property tests.
 
 mod examples;
 mod invalid;
 mod properties;
+mod warnings;
 
 use std::path::{Path, PathBuf};
 
