@@ -153,6 +153,9 @@ pub fn layout(template: &Template) -> Result<Vec<Slot>, LayoutError> {
     Ok(slots)
 }
 
+const DOT_SEGMENT: &str =
+    "a substituted value makes a `.` or `..` path segment, which would move up the path";
+
 /// Renders a URL template, each value encoded for where it sits.
 ///
 /// ```
@@ -198,9 +201,7 @@ pub fn render(template: &Template, scope: &dyn Scope) -> Result<String, Error> {
                     })
                     .map_err(|error| reject(error.message))?;
                 if bad_segment {
-                    return Err(reject(
-                        "a substituted value makes a `.` or `..` path segment, which would move up the path".into(),
-                    ));
+                    return Err(reject(DOT_SEGMENT.into()));
                 }
             }
             Part::Expr(expression, _) => {
@@ -248,10 +249,7 @@ pub fn render(template: &Template, scope: &dyn Scope) -> Result<String, Error> {
         }
     }
     if cursor.state == State::Path && segment.1 && is_dot_segment(&out[segment.0..]) {
-        return Err(reject(
-            "a substituted value makes a `.` or `..` path segment, which would move up the path"
-                .into(),
-        ));
+        return Err(reject(DOT_SEGMENT.into()));
     }
     Ok(out)
 }
