@@ -245,7 +245,8 @@ fn render_plan(plan: &Plan, inputs: &serde_json::Map<String, serde_json::Value>)
             line("group", group.clone());
         }
         if let Some(timeout) = &step.timeout {
-            line("timeout", timeout.clone());
+            let default = if step.timeout_default { " (default)" } else { "" };
+            line("timeout", format!("{timeout}{default}"));
         }
         if step.on_failure != plan.on_failure || step.allow_failure {
             let allow = if step.allow_failure { ", allow_failure" } else { "" };

@@ -44,8 +44,12 @@ pub struct PlanStep {
     pub runs_when: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The per-attempt timeout in effect: the step's own, or the default of its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// `timeout` is the default of the step's kind (http: 30s), not written in the file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub timeout_default: bool,
     pub on_failure: &'static str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_failure: bool,
@@ -146,7 +150,9 @@ impl Plan {
                         })
                         .collect(),
                     group: step.group.map(|g| workflow.groups[g].name.clone()),
-                    timeout: step.timeout.map(duration::format),
+                    timeout: step.timeout.or(step.body.default_timeout()).map(duration::format),
+                    timeout_default: step.timeout.is_none()
+                        && step.body.default_timeout().is_some(),
                     on_failure: step.on_failure.name(),
                     allow_failure: step.allow_failure,
                     retry: retried.then(|| PlanRetry {

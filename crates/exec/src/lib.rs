@@ -40,7 +40,7 @@ mod scratch;
 use std::time::Duration;
 
 pub use command::{Command, Process, Program, run_command, stop_orphan};
-pub use http::{Body, Http, HttpClient, RetryAfter, run_http};
+pub use http::{Body, Header, Http, HttpClient, RetryAfter, run_http};
 pub use log::{LogLine, LogSink, Stream};
 pub use mask::Masker;
 

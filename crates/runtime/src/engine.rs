@@ -932,7 +932,7 @@ impl<S: Store> Engine<S> {
                 ) {
                     Ok(request) => self.spawn_attempt(id, step, attempt, compensation, request),
                     Err(error) => {
-                        let error = ErrorInfo::new(ErrorClass::Expression, error.message);
+                        let error = ErrorInfo::new(error.class, error.message);
                         let result =
                             AttemptResult::Failed { error, outputs: Map::new(), retry_after: None };
                         self.inputs.push_back(Pending {

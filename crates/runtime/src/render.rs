@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+use wayline_core::event::ErrorClass;
 use wayline_core::execution::Execution;
 use wayline_core::render;
 use wayline_exec as exec;
 use wayline_spec::expr::{self, EvalError, Expression, Scope, Template};
 use wayline_spec::model::{Action, Body, Command, Http, Program, ValueTemplate, Wait};
+use wayline_spec::url;
 
 /// Settings that apply to every attempt.
 #[derive(Debug, Clone)]
@@ -36,6 +38,31 @@ pub enum Request {
     Http(exec::Http),
 }
 
+/// Why an attempt's request could not be made. Never retried: the same state renders the
+/// same way again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// `expression` when an expression failed; `fatal` when a value is not allowed where it
+    /// goes (a URL's host).
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl From<EvalError> for Error {
+    fn from(error: EvalError) -> Error {
+        Error { class: ErrorClass::Expression, message: error.message }
+    }
+}
+
+impl From<url::Error> for Error {
+    fn from(error: url::Error) -> Error {
+        match error {
+            url::Error::Eval(error) => error.into(),
+            url::Error::Rejected(message) => Error { class: ErrorClass::Fatal, message },
+        }
+    }
+}
+
 /// What one attempt needs, taken from the execution while the engine holds it.
 pub fn attempt(
     execution: &Execution,
@@ -43,7 +70,7 @@ pub fn attempt(
     attempt: u32,
     compensation: bool,
     limits: &Limits,
-) -> Result<Request, EvalError> {
+) -> Result<Request, Error> {
     let definition = &execution.workflow().steps[step];
     let scope = execution.scope(Some(attempt));
     let key = if compensation {
@@ -55,7 +82,8 @@ pub fn attempt(
         let Some(compensate) = &definition.compensate else {
             return Err(EvalError {
                 message: format!("step `{}` has no compensation", definition.id),
-            });
+            }
+            .into());
         };
         (compensate.action.clone(), compensate.timeout)
     } else {
@@ -65,7 +93,8 @@ pub fn attempt(
             other => {
                 return Err(EvalError {
                     message: format!("a {} step does not run on an executor", other.kind()),
-                });
+                }
+                .into());
             }
         };
         (action, definition.timeout)
@@ -78,7 +107,7 @@ pub fn notify(
     execution: &Execution,
     step: usize,
     limits: &Limits,
-) -> Option<Result<Request, EvalError>> {
+) -> Option<Result<Request, Error>> {
     let action = execution.workflow().escalation.notify.as_ref()?;
     let scope = execution.notify_scope(step);
     let key = format!("{}:{}:notify", execution.id(), execution.workflow().steps[step].id);
@@ -93,7 +122,7 @@ fn request(
     idempotency_key: String,
     timeout: Option<Duration>,
     limits: &Limits,
-) -> Result<Request, EvalError> {
+) -> Result<Request, Error> {
     let masker = exec::Masker::new(execution.secrets().values());
     let exec_limits =
         exec::Limits { log_bytes: limits.log_bytes, output_bytes: limits.output_bytes };
@@ -137,10 +166,16 @@ fn request(
         }
         Action::Http(http) => {
             let Http { method, url, headers, query, body, expect_status } = http;
-            let mut request = exec::Http::new(method.clone(), text(url, scope)?);
+            let mut request = exec::Http::new(method.clone(), url::render(url, scope)?);
+            // A templated value may be a secret, or data the author did not write: it is
+            // not sent on to another origin after a redirect.
             request.headers = headers
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), text(v, scope)?)))
+                .map(|(name, value)| {
+                    let sensitive = value.as_literal().is_none();
+                    let header = exec::Header::new(name.clone(), text(value, scope)?);
+                    Ok(exec::Header { sensitive, ..header })
+                })
                 .collect::<Result<_, EvalError>>()?;
             request.query = query
                 .iter()
@@ -154,7 +189,7 @@ fn request(
                 }),
             };
             request.expect_status = expect_status.clone();
-            request.timeout = timeout;
+            request.timeout = timeout.unwrap_or(Http::DEFAULT_TIMEOUT);
             request.idempotency_key = idempotency_key;
             request.limits = exec_limits;
             request.masker = masker;

@@ -73,6 +73,7 @@ pub enum Code {
     NoEffect,
     ShellSubstitution,
     ShellSyntax,
+    RawUrl,
 }
 
 impl Code {
@@ -105,6 +106,7 @@ impl Code {
             Code::NoEffect => "no-effect",
             Code::ShellSubstitution => "shell-substitution",
             Code::ShellSyntax => "shell-syntax",
+            Code::RawUrl => "raw-url",
         }
     }
 }

@@ -219,6 +219,23 @@ fn environment() -> Env {
     env
 }
 
+/// `raw(x)` (the value itself: only as the whole expression of a URL substitution does it
+/// mean "do not encode", see [`crate::url`]) and `urlencode(x)` (the value's text,
+/// percent-encoded).
+/// Neither name is declared by the standard environment, so registering cannot conflict.
+fn url_functions(context: &mut Context<'_, '_>) {
+    let _ = context.add_function("raw", |value: cel::Value| value);
+    let _ = context.add_function("urlencode", |value: cel::Value| match value {
+        cel::Value::String(text) => Ok(cel::Value::from(crate::url::encode(&text))),
+        other => match other.json() {
+            Ok(json) => Ok(cel::Value::from(crate::url::encode(&to_text(&json)))),
+            Err(error) => {
+                Err(cel::ExecutionError::function_error("urlencode", format!("{error:?}")))
+            }
+        },
+    });
+}
+
 /// Function names the engine knows (standard library, macros and the strings extension).
 /// Validation rejects calls to anything else.
 pub const FUNCTIONS: &[&str] = &[
@@ -253,6 +270,8 @@ pub const FUNCTIONS: &[&str] = &[
     "substring",
     "format",
     "reverse",
+    "raw",
+    "urlencode",
 ];
 
 /// Identifiers that CEL resolves on its own (type names).
@@ -319,6 +338,11 @@ impl Expression {
         &self.source
     }
 
+    /// Whether the whole expression is a call of the global function `name`, as in `raw(x)`.
+    pub fn is_call_to(&self, name: &str) -> bool {
+        matches!(&self.ast.expr, Expr::Call(call) if call.target.is_none() && call.func_name == name)
+    }
+
     pub fn references(&self) -> &[Reference] {
         &self.references
     }
@@ -340,7 +364,11 @@ impl Expression {
         }
         ROOT.with(|root| {
             let mut root = root.borrow_mut();
-            let root = root.get_or_insert_with(|| Context::with_env(Arc::new(environment())));
+            let root = root.get_or_insert_with(|| {
+                let mut context = Context::with_env(Arc::new(environment()));
+                url_functions(&mut context);
+                context
+            });
             let mut context = root.new_inner_scope();
             self.bind(&mut context, scope)?;
             let value = context

@@ -14,6 +14,7 @@ pub mod lower;
 pub mod model;
 pub mod schema;
 pub mod shell;
+pub mod url;
 pub mod yaml;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};

@@ -788,6 +788,39 @@ impl Lower {
         }
     }
 
+    /// Where each `${{ }}` of a URL falls (see [`crate::url`]): a template that cannot make an
+    /// absolute http(s) URL is an error, each `raw()` a warning. Returns whether it is usable.
+    fn url_layout(&mut self, node: &Node, url: &Template) -> bool {
+        if url.as_literal().is_some() {
+            return true;
+        }
+        let slots = match crate::url::layout(url) {
+            Ok(slots) => slots,
+            Err(error) => {
+                let diagnostic = Diagnostic::error(Code::InvalidValue, node.span, error.message);
+                self.push(diagnostic.with_help(error.help));
+                return false;
+            }
+        };
+        for (slot, (expression, offset)) in slots.into_iter().zip(url.expressions()) {
+            if slot == crate::url::Slot::Raw {
+                // `raw` is the call at the top; only parentheses can come before its name.
+                let source = expression.source();
+                let at = source.find("raw").unwrap_or(0);
+                let at = source[..at].chars().count();
+                self.push(
+                    Diagnostic::warning(
+                        Code::RawUrl,
+                        node.offset_span(offset + at, 3),
+                        "raw() puts the value into the URL unencoded: it can change the host, path or query",
+                    )
+                    .with_help("without raw(), the value is encoded for where it sits; keep raw() for values you control"),
+                );
+            }
+        }
+        true
+    }
+
     /// Every field is checked even when an earlier one is wrong, so one pass reports them all.
     fn http(&mut self, node: &Node, ctx: Ctx) -> Option<Http> {
         let obj = self.object(node, &format::HTTP)?;
@@ -812,7 +845,7 @@ impl Lower {
                 );
                 return None;
             }
-            Some(url)
+            self.url_layout(node, &url).then_some(url)
         });
         let headers = obj
             .get("headers")
@@ -1840,7 +1873,9 @@ impl Lower {
                 Body::Set(entries) => Some(entries.iter().map(|(k, _)| k.clone()).collect()),
                 Body::Condition(_) => Some(vec!["result".into()]),
                 Body::Wait(_) => Some(Vec::new()),
-                Body::Http(_) => Some(vec!["status".into(), "headers".into(), "body".into()]),
+                Body::Http(_) => Some(
+                    ["status", "headers", "body", "url", "redirects"].map(String::from).to_vec(),
+                ),
                 Body::Run(_) => None,
             };
             if let Some(known) = known

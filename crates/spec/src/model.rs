@@ -137,6 +137,14 @@ impl Body {
             Body::Set(_) => "set",
         }
     }
+
+    /// The per-attempt timeout when the step sets none: [`Http::DEFAULT_TIMEOUT`] for http.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self {
+            Body::Http(_) => Some(Http::DEFAULT_TIMEOUT),
+            Body::Run(_) | Body::Wait(_) | Body::Condition(_) | Body::Set(_) => None,
+        }
+    }
 }
 
 /// A side effect that can be used outside a step body: compensation, escalation notice.
@@ -144,6 +152,16 @@ impl Body {
 pub enum Action {
     Run(Command),
     Http(Http),
+}
+
+impl Action {
+    /// The per-attempt timeout when none is set: [`Http::DEFAULT_TIMEOUT`] for http.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self {
+            Action::Http(_) => Some(Http::DEFAULT_TIMEOUT),
+            Action::Run(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +189,13 @@ pub struct Http {
     pub body: Option<ValueTemplate>,
     /// `None`: any 2xx.
     pub expect_status: Option<Vec<u16>>,
+}
+
+impl Http {
+    /// The per-attempt limit of an http call (step, compensation or notification) that sets
+    /// no `timeout`: a server that never answers, or answers a byte at a time, cannot hold a
+    /// step forever.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 #[derive(Debug, Clone)]

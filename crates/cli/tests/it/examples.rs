@@ -295,12 +295,12 @@ fn http() {
     run.check(
         0,
         expect![[r#"
-        succeeded
-        health          succeeded   x2  {"status":200,"body":"ok"}
-        create          succeeded   x1  {"status":201,"body":{"id":"svc-1","replicas":2}}
-        show            succeeded   x1  {"exit_code":0}
-        remove          succeeded   x1  {"status":204,"body":""}
-    "#]],
+            succeeded
+            health          succeeded   x2  {"status":200,"redirects":[],"body":"ok","url":"/health"}
+            create          succeeded   x1  {"status":201,"redirects":[],"body":{"id":"svc-1","replicas":2},"url":"/services?dry_run=false&source=http"}
+            show            succeeded   x1  {"exit_code":0}
+            remove          succeeded   x1  {"status":204,"redirects":[],"body":"","url":"/services/svc-1"}
+        "#]],
     );
     let requests = server.requests();
     let lines: Vec<String> =
@@ -353,7 +353,7 @@ fn outputs() {
         manifest        succeeded   x1  {"files":3,"bytes":2048,"exit_code":0}
         meta            succeeded   x1  {"tag":"v1.4.2","files":3,"large":true,"labels":{"commit":"abc123","team":"platform"}}
         record          succeeded   x1  {"exit_code":0}
-        publish         succeeded   x1  {"status":201,"body":""}
+        publish         succeeded   x1  {"status":201,"redirects":[],"body":"","url":"/releases"}
         report          succeeded   x1  {"exit_code":0}
     "#]]);
     assert_eq!(scratch.read("work/release"), "v1.4.2 3\n");
@@ -385,18 +385,18 @@ fn release() {
     run.check(
         0,
         expect![[r#"
-        succeeded
-        build           succeeded   x1  {"exit_code":0}
-        test            succeeded   x1  {"passed":42,"coverage":87,"exit_code":0}
-        coverage_ok     succeeded   x1  {"result":true}
-        deploy_eu       succeeded   x1  {"exit_code":0}
-        deploy_us       succeeded   x1  {"exit_code":0}
-        settle          succeeded   x1
-        announce        succeeded   x1  {"status":204,"body":""}
-        report          skipped     x0  (branch `else` of `coverage_ok` was not taken)
-        meta            succeeded   x1  {"tag":"v1.0","artifacts":3}
-        cleanup         succeeded   x1  {"exit_code":0}
-    "#]],
+            succeeded
+            build           succeeded   x1  {"exit_code":0}
+            test            succeeded   x1  {"passed":42,"coverage":87,"exit_code":0}
+            coverage_ok     succeeded   x1  {"result":true}
+            deploy_eu       succeeded   x1  {"exit_code":0}
+            deploy_us       succeeded   x1  {"exit_code":0}
+            settle          succeeded   x1
+            announce        succeeded   x1  {"status":204,"redirects":[],"body":"","url":"/hooks/releases"}
+            report          skipped     x0  (branch `else` of `coverage_ok` was not taken)
+            meta            succeeded   x1  {"tag":"v1.0","artifacts":3}
+            cleanup         succeeded   x1  {"exit_code":0}
+        "#]],
     );
     assert!(run.elapsed >= Duration::from_secs(1), "`settle` waited");
     assert_eq!(scratch.read("work/eu"), "1.0\n");
@@ -504,11 +504,11 @@ fn secrets() {
     run.check(
         0,
         expect![[r#"
-        succeeded
-        check           succeeded   x1  {"exit_code":0}
-        call            succeeded   x1  {"status":200,"body":{"user":"demo","seen":"Bearer ***"}}
-        sign            succeeded   x1  {"exit_code":0}
-    "#]],
+            succeeded
+            check           succeeded   x1  {"exit_code":0}
+            call            succeeded   x1  {"status":200,"redirects":[],"body":{"user":"demo","seen":"Bearer ***"},"url":"/whoami"}
+            sign            succeeded   x1  {"exit_code":0}
+        "#]],
     );
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -709,7 +709,8 @@ fn kind(event: &Value) -> String {
 }
 
 /// The result object in short: the execution's status and error, then a line per step with its
-/// status, attempts, outputs (HTTP headers left out: they carry dates), error, why it was
+/// status, attempts, outputs (HTTP headers left out: they carry dates; URLs without the
+/// server's address), error, why it was
 /// skipped, and its compensation.
 fn summary(report: &Value) -> String {
     let mut out = String::from(report["status"].as_str().expect("a status"));
@@ -730,6 +731,11 @@ fn summary(report: &Value) -> String {
         );
         let mut outputs = step["outputs"].as_object().cloned().unwrap_or_default();
         outputs.remove("headers");
+        // The test server's port changes from run to run; the path is what the step called.
+        if let Some(Value::String(url)) = outputs.get_mut("url") {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            *url = rest.find('/').map_or(String::new(), |at| rest[at..].to_owned());
+        }
         if !outputs.is_empty() {
             line += &format!("  {}", Value::from(outputs));
         }

@@ -296,3 +296,35 @@ fn inputs_come_from_a_yaml_or_json_file_and_flags_override_them() {
         run.stderr
     );
 }
+
+#[test]
+fn http_steps_show_their_effective_timeout() {
+    let (_dir, flow) = crate::temp_file(
+        "flow.yaml",
+        "name: calls\nsteps:\n  - id: default\n    http: { url: https://a.example/ }\n  - id: own\n    http: { url: https://a.example/ }\n    timeout: 2m\n  - id: command\n    run: \"true\"\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let run = wayline(&["plan", flow]);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    let steps = &run.stdout[run.stdout.find("\nSteps\n").unwrap() + 1..];
+    expect![[r#"
+        Steps
+          default  [http]
+              timeout    30s (default)
+          own  [http]
+              timeout    2m
+          command  [run]
+    "#]]
+    .assert_eq(steps);
+    let plan = plan_json(&[flow]);
+    let timeouts: Vec<(&Value, &Value)> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| (&step["timeout"], &step["timeout_default"]))
+        .collect();
+    assert_eq!(
+        timeouts,
+        [(&json!("30s"), &json!(true)), (&json!("2m"), &Value::Null), (&Value::Null, &Value::Null)]
+    );
+}

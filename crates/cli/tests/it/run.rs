@@ -315,7 +315,7 @@ steps:
     needs: [make]
     http:
       method: POST
-      url: "${{ inputs.url }}/things"
+      url: "${{ inputs.url + '/things' }}"
       query: { dry: "no" }
       body: "${{ steps.make.outputs.payload }}"
       expect: { status: [200, 201] }
@@ -364,6 +364,57 @@ steps:
     let call = step(&outcome.report, "call");
     assert_eq!(call["error"]["message"], "unexpected status 404 (expected 200, 201)");
     assert_eq!(call["attempts"], 3);
+}
+
+#[test]
+fn a_hostile_input_cannot_change_the_path_or_the_host() {
+    let server = Server::start(vec![(200, vec![], "ok")]);
+    let scratch = Scratch::new();
+    let flow = scratch.write(
+        "flow.yaml",
+        r#"
+name: items
+inputs:
+  host: { type: string, default: "127.0.0.1" }
+  port: { type: integer }
+  id: { type: string }
+steps:
+  - id: get
+    http:
+      url: "http://${{ inputs.host }}:${{ inputs.port }}/v1/items/${{ inputs.id }}?q=${{ inputs.id }}"
+    retry: { max_attempts: 3, delay: 10ms }
+"#,
+    );
+    let port = format!("port={}", server.port());
+    let outcome = run(&flow, &["-i", &port, "-i", "id=../../admin?x=1#"], &[]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].uri, "/v1/items/..%2F..%2Fadmin%3Fx%3D1%23?q=..%2F..%2Fadmin%3Fx%3D1%23",
+        "the value is one path segment and one query value"
+    );
+    let call = step(&outcome.report, "get");
+    assert!(
+        call["outputs"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v1/items/..%2F..%2Fadmin%3Fx%3D1%23?q=..%2F..%2Fadmin%3Fx%3D1%23")
+    );
+
+    // A host with a path, a user or a port of its own is refused before anything is sent,
+    // and not retried.
+    for host in ["evil.example/x?", "evil.example@127.0.0.1", "127.0.0.1:1"] {
+        let outcome = run(&flow, &["-i", &format!("host={host}"), "-i", &port, "-i", "id=1"], &[]);
+        assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+        let call = step(&outcome.report, "get");
+        assert_eq!(call["attempts"], 1, "a fatal error is not retried");
+        assert_eq!(call["error"]["class"], "fatal");
+        let message = call["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`${{ inputs.host }}` is in the scheme or host"), "{message}");
+        assert!(!message.contains("evil"), "the value is not quoted: {message}");
+    }
+    assert_eq!(server.requests().len(), 1, "no request left for a refused host");
 }
 
 #[test]

@@ -79,6 +79,21 @@ fn warnings_alone_keep_the_file_valid() {
 }
 
 #[test]
+fn raw_in_a_url_is_a_warning_with_its_position() {
+    let fixture = "crates/spec/tests/fixtures/warnings/raw_url.yaml";
+    let run = wayline(&["validate", fixture]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.ends_with("raw_url.yaml: valid (2 steps, 3 warnings)\n"), "{}", run.stdout);
+    let first = run.stderr.lines().take(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        first,
+        format!(
+            "warning[raw-url]: raw() puts the value into the URL unencoded: it can change the host, path or query\n --> {fixture}:9:17"
+        )
+    );
+}
+
+#[test]
 fn a_missing_file_exits_2() {
     let run = wayline(&["validate", "examples/nope.yaml"]);
     assert_eq!(run.code, 2);

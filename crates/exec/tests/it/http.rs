@@ -16,13 +16,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wayline_exec::{
-    Body, FailureClass, Http, HttpClient, Masker, Outcome, Outputs, RetryAfter, run_http,
+    Body, FailureClass, Header, Http, HttpClient, Masker, Outcome, Outputs, RetryAfter, run_http,
 };
 
 use crate::render;
 
 /// Serves `router` on a random local port while `test` runs against its base URL.
-async fn with_server<T>(router: Router, test: impl AsyncFnOnce(String) -> T) -> T {
+pub async fn with_server<T>(router: Router, test: impl AsyncFnOnce(String) -> T) -> T {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::select! {
@@ -31,13 +31,13 @@ async fn with_server<T>(router: Router, test: impl AsyncFnOnce(String) -> T) -> 
     }
 }
 
-async fn send(request: Http) -> Outcome {
+pub async fn send(request: Http) -> Outcome {
     let client = HttpClient::new().unwrap();
     run_http(&client, request, CancellationToken::new()).await
 }
 
 /// The verdict and the outputs, without the `date` header that changes every second.
-fn summary(outcome: &Outcome) -> String {
+pub fn summary(outcome: &Outcome) -> String {
     let (verdict, outputs) = match outcome {
         Outcome::Succeeded { outputs } => ("succeeded".to_owned(), outputs),
         Outcome::Failed(failure) => {
@@ -48,7 +48,17 @@ fn summary(outcome: &Outcome) -> String {
     if let Some(Value::Object(headers)) = outputs.get_mut("headers") {
         headers.remove("date");
     }
+    // The server's port changes from run to run.
+    if let Some(Value::String(url)) = outputs.get_mut("url") {
+        *url = path_of(url);
+    }
     format!("{verdict}\noutputs: {}\n", Value::Object(outputs))
+}
+
+/// A URL without its scheme and authority: `http://127.0.0.1:4711/a?b` is `/a?b`.
+pub fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find('/').map_or(String::new(), |at| rest[at..].to_owned())
 }
 
 /// Echoes what the server received, so the test sees the request as it arrived.
@@ -74,14 +84,14 @@ fn echo_router() -> Router {
     Router::new().route("/echo", any(echo))
 }
 
-fn failure(outcome: Outcome) -> wayline_exec::Failure {
+pub fn failure(outcome: Outcome) -> wayline_exec::Failure {
     match outcome {
         Outcome::Failed(failure) => failure,
         Outcome::Succeeded { outputs } => panic!("succeeded unexpectedly: {outputs:?}"),
     }
 }
 
-fn outputs(outcome: Outcome) -> Outputs {
+pub fn outputs(outcome: Outcome) -> Outputs {
     match outcome {
         Outcome::Succeeded { outputs } => outputs,
         Outcome::Failed(failure) => panic!("failed: {failure:?}"),
@@ -93,10 +103,7 @@ async fn json_round_trip_with_headers_query_and_idempotency_key() {
     let outcome = with_server(echo_router(), async |base| {
         let mut request = Http::new("post", format!("{base}/echo?fixed=1"));
         request.query = vec![("q".to_owned(), "a b&c".to_owned())];
-        request.headers = vec![
-            ("X-Multi".to_owned(), "one".to_owned()),
-            ("x-multi".to_owned(), "two".to_owned()),
-        ];
+        request.headers = vec![Header::new("X-Multi", "one"), Header::new("x-multi", "two")];
         request.body = Some(Body::Json(json!({"text": "released 1.2.3", "n": 1})));
         request.idempotency_key = "exec-7/announce".to_owned();
         send(request).await
@@ -120,8 +127,8 @@ async fn user_headers_win_over_defaults() {
     let outcome = with_server(echo_router(), async |base| {
         let mut request = Http::new("PUT", format!("{base}/echo"));
         request.headers = vec![
-            ("Content-Type".to_owned(), "application/vnd.custom+json".to_owned()),
-            ("Idempotency-Key".to_owned(), "mine".to_owned()),
+            Header::new("Content-Type", "application/vnd.custom+json"),
+            Header::new("Idempotency-Key", "mine"),
         ];
         request.body = Some(Body::Text("{}".to_owned()));
         request.idempotency_key = "engine-key".to_owned();
@@ -152,7 +159,7 @@ async fn non_json_bodies_stay_text() {
             .await;
     expect![[r#"
         succeeded
-        outputs: {"status":200,"headers":{"content-type":"text/plain; charset=utf-8","content-length":"2"},"body":"42"}
+        outputs: {"status":200,"headers":{"content-type":"text/plain; charset=utf-8","content-length":"2"},"body":"42","url":"/text","redirects":[]}
     "#]]
     .assert_eq(&summary(&outcome));
 }
@@ -169,7 +176,7 @@ async fn unexpected_status_is_a_failure_with_outputs() {
     .await;
     expect![[r#"
         failure: unexpected status 201 (expected 200, 204)
-        outputs: {"status":201,"headers":{"content-type":"application/json","content-length":"8"},"body":{"id":7}}
+        outputs: {"status":201,"headers":{"content-type":"application/json","content-length":"8"},"body":{"id":7},"url":"/created","redirects":[]}
     "#]]
     .assert_eq(&summary(&outcome));
     assert_eq!(failure(outcome).retry_after, None);
@@ -280,12 +287,49 @@ async fn timeout_against_a_server_that_never_answers() {
     let router = Router::new().route("/hang", get(std::future::pending::<()>));
     let outcome = with_server(router, async |base| {
         let mut request = Http::new("GET", format!("{base}/hang"));
-        request.timeout = Some(Duration::from_millis(200));
+        request.timeout = Duration::from_millis(300);
         send(request).await
     })
     .await;
     expect![[r#"
-        timeout: timed out after 200ms
+        timeout: timed out after 300ms
+        outputs: {}
+    "#]]
+    .assert_eq(&render(&outcome, &[]));
+}
+
+#[tokio::test]
+async fn timeout_against_a_server_that_drips_its_body() {
+    // The head arrives at once, then one byte of the body every 50ms: each read makes
+    // progress, so only a limit on the whole exchange ends it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/drip", listener.local_addr().unwrap());
+    let server = async {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 1024];
+        let _ = socket.read(&mut request).await.unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut ticks = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticks.tick().await;
+            if socket.write_all(b"x").await.is_err() {
+                break; // the client hung up, as it should
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let client = async {
+        let mut request = Http::new("GET", url);
+        request.timeout = Duration::from_millis(300);
+        send(request).await
+    };
+    let outcome = tokio::select! {
+        () = server => unreachable!(),
+        outcome = client => outcome,
+    };
+    expect![[r#"
+        timeout: timed out after 300ms
         outputs: {}
     "#]]
     .assert_eq(&render(&outcome, &[]));
@@ -340,12 +384,12 @@ async fn invalid_requests_are_fatal() {
         Http::new("GE T", "http://127.0.0.1:1/"),
         {
             let mut request = Http::new("GET", "http://127.0.0.1:1/");
-            request.headers = vec![("bad header".to_owned(), "x".to_owned())];
+            request.headers = vec![Header::new("bad header", "x")];
             request
         },
         {
             let mut request = Http::new("GET", "http://127.0.0.1:1/");
-            request.headers = vec![("X-Token".to_owned(), "line\nbreak".to_owned())];
+            request.headers = vec![Header::sensitive("X-Token", "line\nbreak")];
             request
         },
     ];
@@ -370,7 +414,7 @@ async fn invalid_requests_are_fatal() {
 async fn secrets_are_masked_in_outputs_and_messages() {
     let outcome = with_server(echo_router(), async |base| {
         let mut request = Http::new("GET", format!("{base}/echo"));
-        request.headers = vec![("Authorization".to_owned(), "Bearer tok-123".to_owned())];
+        request.headers = vec![Header::new("Authorization", "Bearer tok-123")];
         request.masker = Masker::new(["tok-123"]);
         send(request).await
     })

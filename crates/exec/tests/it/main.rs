@@ -3,6 +3,7 @@
 
 mod command;
 mod http;
+mod redirects;
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,8 @@
 //! The engine in-process, on the in-memory store wrapped to watch or break commits: the
-//! decide → commit → act order, group commit, subscriptions.
+//! decide → commit → act order, group commit, subscriptions; and http steps rendered and sent
+//! to a real local server.
+
+mod http;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

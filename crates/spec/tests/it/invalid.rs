@@ -70,6 +70,7 @@ fixtures! {
     never_runs,
     bad_compensate,
     http,
+    url_without_host,
     // values
     bad_duration,
     bad_timestamp,

@@ -1,11 +1,12 @@
 //! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
-//! fixtures against snapshots of their diagnostics, every example, property tests, and
-//! substituted values against a real shell.
+//! and warned-about fixtures against snapshots of their diagnostics, every example, property
+//! tests, and substituted values against a real shell.
 
 mod examples;
 mod invalid;
 mod properties;
 mod shell;
+mod warnings;
 
 use std::path::{Path, PathBuf};
 
