@@ -1189,6 +1189,7 @@ impl<S: Store> Engine<S> {
             for token in owned.attempts.values() {
                 token.cancel();
             }
+            let _ = self.bus.send(Arc::new(Published::Lost { execution: id.into() }));
         }
     }
 

@@ -15,8 +15,16 @@ use crate::engine::{Error, Result};
 /// What the engine publishes as it commits.
 #[derive(Debug)]
 pub enum Published {
-    Events { execution: Arc<str>, events: Arc<[Event]> },
+    Events {
+        execution: Arc<str>,
+        events: Arc<[Event]>,
+    },
     Log(LogLine),
+    /// The engine no longer owns this execution (another one took it over): whatever
+    /// happens next is only in the store.
+    Lost {
+        execution: Arc<str>,
+    },
 }
 
 /// One thing a subscriber receives.
@@ -151,6 +159,11 @@ impl<S: Store> Subscription<S> {
                 continue;
             };
             match received {
+                Ok(published) if matches!(&*published, Published::Lost { execution } if **execution == *self.id) =>
+                {
+                    self.live = None;
+                    self.catching_up = true;
+                }
                 Ok(published) => match &*published {
                     Published::Events { execution, events } if **execution == *self.id => {
                         for event in events.iter() {

@@ -13,6 +13,7 @@ mod postgres;
 mod run;
 mod schema;
 mod server;
+mod takeover;
 mod terminal;
 mod tidy;
 mod validate;
