@@ -15,6 +15,8 @@ pub mod model;
 pub mod schema;
 pub mod yaml;
 
+mod eval;
+
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};
 pub use lower::{Loaded, load};
 pub use model::Workflow;
