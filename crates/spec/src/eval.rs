@@ -1585,11 +1585,14 @@ impl<'a> Evaluator<'a, '_> {
         self.meter.scan(text.len())?;
         // A negative count replaces every match, as no count does.
         let limit = count.and_then(|count| usize::try_from(count).ok());
+        // The result's length first: chained replaces that would build a gigabyte stop here,
+        // before anything is allocated.
         let found = text.matches(from).take(limit.unwrap_or(usize::MAX)).count();
-        self.meter.step(found as u64)?;
         let len = (text.len() as u128 + found as u128 * to.len() as u128)
             .saturating_sub(found as u128 * from.len() as u128);
-        self.meter.allocate(u64::try_from(len).unwrap_or(u64::MAX))?;
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        self.meter.allocate(len)?;
+        self.meter.step(len / SCAN_BYTES_PER_STEP)?;
         let replaced = match limit {
             Some(limit) => text.replacen(from, to, limit),
             None => text.replace(from, to),

@@ -1,6 +1,8 @@
 //! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
-//! fixtures against snapshots of their diagnostics, every example, and property tests.
+//! fixtures against snapshots of their diagnostics, every example, property tests, and the
+//! expression evaluator against the `cel` crate's interpreter.
 
+mod eval;
 mod examples;
 mod invalid;
 mod properties;
