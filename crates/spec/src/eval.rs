@@ -53,6 +53,13 @@ const REGEX_STEPS_PER_BYTE: u64 = 2;
 /// far below this.
 const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
+/// Deepest evaluation: nodes being evaluated inside one another. Brackets nest at most 32
+/// deep, but operator and method chains need none: `1 + 1 + …` is two thousand levels in 4096
+/// characters. Each level takes a few hundred bytes of stack (over a kilobyte in a debug
+/// build); this keeps the deepest evaluation well inside a 2 MiB worker thread, as an error
+/// rather than an overflow.
+const MAX_DEPTH: u32 = 1024;
+
 /// Bytes counted for each element of a list that is built: the size of its slot.
 const ELEMENT_BYTES: u64 = std::mem::size_of::<Value<'static>>() as u64;
 
@@ -144,7 +151,7 @@ pub fn evaluate<'a>(
     variables: &[(&'static str, &'a Json)],
     meter: &mut Meter,
 ) -> Result<Json, Error> {
-    let mut evaluator = Evaluator { variables, locals: Vec::new(), meter, regex: None };
+    let mut evaluator = Evaluator { variables, locals: Vec::new(), meter, depth: 0, regex: None };
     let value = evaluator.eval(expr)?;
     check_size(&value)?;
     serde_json::to_value(&value)
@@ -629,6 +636,17 @@ fn no_overload(function: &str, receiver: Option<&Value<'_>>, args: &[&Value<'_>]
     failed(format!("found no matching overload for '{function}' applied to '{signature}'"))
 }
 
+fn too_deep() -> Error {
+    failed(format!(
+        "the expression is more than {MAX_DEPTH} operations deep (e.g. a sum of that many \
+         terms); split it into smaller expressions"
+    ))
+}
+
+fn unknown_struct(name: &str) -> Error {
+    failed(format!("Unexpected type: got '{name}', want 'known struct'"))
+}
+
 fn undeclared(name: &str) -> Error {
     failed(format!("Undeclared reference to '{name}'"))
 }
@@ -659,6 +677,8 @@ struct Evaluator<'a, 'e> {
     /// Comprehension variables in scope, innermost last.
     locals: Vec<(&'a str, Value<'a>)>,
     meter: &'e mut Meter,
+    /// Nodes being evaluated, one inside the other.
+    depth: u32,
     /// The last regular expression compiled, by its pattern.
     regex: Option<(String, regex::Regex)>,
 }
@@ -741,6 +761,16 @@ impl<'a> Append<'a> {
 impl<'a> Evaluator<'a, '_> {
     fn eval(&mut self, node: &'a IdedExpr) -> Result<Value<'a>, Error> {
         self.meter.step(1)?;
+        if self.depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        self.depth += 1;
+        let value = self.node(node);
+        self.depth -= 1;
+        value
+    }
+
+    fn node(&mut self, node: &'a IdedExpr) -> Result<Value<'a>, Error> {
         match &node.expr {
             Expr::Literal(value) => Ok(literal(value)),
             Expr::Ident(name) => self.ident(name),
@@ -752,11 +782,8 @@ impl<'a> Evaluator<'a, '_> {
             Expr::List(list) => self.list(list),
             Expr::Map(map) => self.map(map),
             Expr::Comprehension(comprehension) => self.comprehension(comprehension),
-            Expr::Struct(object) => Err(failed(format!(
-                "Unexpected type: got '{}', want 'known struct'",
-                object.type_name
-            ))),
-            Expr::Unspecified => Err(failed("an empty expression")),
+            Expr::Struct(object) => Err(unknown_struct(&object.type_name)),
+            Expr::Unspecified => Err(unknown_struct("")),
         }
     }
 
@@ -1021,44 +1048,30 @@ impl<'a> Evaluator<'a, '_> {
         }
     }
 
+    /// Calls are operators or functions. This only dispatches, and every step of the
+    /// recursion through it has its own small frame: deep operator chains (`1 + 1 + …`, two
+    /// thousand levels in 4096 characters) must fit on a worker thread's stack.
     fn call(&mut self, call: &'a CallExpr) -> Result<Value<'a>, Error> {
-        let args = call.args.as_slice();
         let name = call.func_name.as_str();
-        match (name, args) {
+        match (name, call.args.as_slice()) {
             (operators::CONDITIONAL, [condition, yes, no]) => {
-                return if self.condition(condition)? { self.eval(yes) } else { self.eval(no) };
+                if self.condition(condition)? {
+                    self.eval(yes)
+                } else {
+                    self.eval(no)
+                }
             }
             (operators::LOGICAL_OR | operators::LOGICAL_AND, [left, right]) => {
-                return self.logical(name == operators::LOGICAL_OR, left, right);
+                self.logical(name == operators::LOGICAL_OR, left, right)
             }
             (operators::INDEX | operators::OPT_INDEX, [value, index]) => {
-                return self.index_call(name == operators::OPT_INDEX, value, index);
+                self.index_call(name == operators::OPT_INDEX, value, index)
             }
-            (operators::OPT_SELECT, [operand, field]) => {
-                return self.optional_select(operand, field);
-            }
-            (operators::NOT_STRICTLY_FALSE, [value]) => {
-                return match self.condition(value) {
-                    Err(error) if error.is_limit() => Err(error),
-                    result => Ok(Value::Bool(result.unwrap_or(true))),
-                };
-            }
-            (operators::LOGICAL_NOT, [value]) => {
-                return match self.eval(value)? {
-                    Value::Bool(b) => Ok(Value::Bool(!b)),
-                    other => Err(no_overload(name, None, &[&other])),
-                };
-            }
-            (operators::NEGATE, [value]) => {
-                return match self.eval(value)? {
-                    Value::Int(i) => i
-                        .checked_neg()
-                        .map(Value::Int)
-                        .ok_or_else(|| failed(format!("integer overflow: -({i})"))),
-                    Value::Double(d) => Ok(Value::Double(-d)),
-                    other => Err(no_overload(name, None, &[&other])),
-                };
-            }
+            (operators::OPT_SELECT, [operand, field]) => self.optional_select(operand, field),
+            (
+                operators::NOT_STRICTLY_FALSE | operators::LOGICAL_NOT | operators::NEGATE,
+                [value],
+            ) => self.unary(name, value),
             (
                 operators::EQUALS
                 | operators::NOT_EQUALS
@@ -1073,15 +1086,46 @@ impl<'a> Evaluator<'a, '_> {
                 | operators::GREATER_EQUALS
                 | operators::IN,
                 [a, b],
-            ) => {
-                let a = self.eval(a)?;
-                let b = self.eval(b)?;
-                return self.binary(name, a, b);
-            }
-            _ => {}
+            ) => self.operands(name, a, b),
+            _ => self.function(call),
         }
-        let mut values = Vec::with_capacity(args.len());
-        for arg in args {
+    }
+
+    fn unary(&mut self, name: &str, value: &'a IdedExpr) -> Result<Value<'a>, Error> {
+        if name == operators::NOT_STRICTLY_FALSE {
+            return match self.condition(value) {
+                Err(error) if error.is_limit() => Err(error),
+                result => Ok(Value::Bool(result.unwrap_or(true))),
+            };
+        }
+        match (name, self.eval(value)?) {
+            (operators::LOGICAL_NOT, Value::Bool(b)) => Ok(Value::Bool(!b)),
+            (operators::NEGATE, Value::Int(i)) => i
+                .checked_neg()
+                .map(Value::Int)
+                .ok_or_else(|| failed(format!("integer overflow: -({i})"))),
+            (operators::NEGATE, Value::Double(d)) => Ok(Value::Double(-d)),
+            (_, other) => Err(no_overload(name, None, &[&other])),
+        }
+    }
+
+    /// A binary operator: both operands, then the operation (which is not on the recursion's
+    /// path, so its frame does not count towards the depth).
+    fn operands(
+        &mut self,
+        name: &str,
+        a: &'a IdedExpr,
+        b: &'a IdedExpr,
+    ) -> Result<Value<'a>, Error> {
+        let a = self.eval(a)?;
+        let b = self.eval(b)?;
+        self.binary(name, a, b)
+    }
+
+    fn function(&mut self, call: &'a CallExpr) -> Result<Value<'a>, Error> {
+        let name = call.func_name.as_str();
+        let mut values = Vec::with_capacity(call.args.len());
+        for arg in &call.args {
             values.push(self.eval(arg)?);
         }
         match &call.target {

@@ -1042,3 +1042,50 @@ fn maps_keep_their_order() {
         assert_eq!(value.to_string(), text, "{source}");
     }
 }
+
+/// The deepest trees 4096 characters can spell (operator and method chains need no brackets,
+/// so the nesting cap does not bound them; the parser itself bounds `? :` chains and folds
+/// `!` and `-` chains) evaluate on a 2 MiB stack, a tokio worker's, even
+/// in a debug build; deeper than the evaluator's limit is an error, never an overflow.
+#[test]
+fn the_deepest_expressions_evaluate_on_a_small_stack() {
+    let deep = "operations deep";
+    let nested = (0..31).fold(json!(0), |inner, _| json!([inner]));
+    let cases: Vec<(String, Result<Value, &str>)> = vec![
+        (format!("{}1", "1+".repeat(1022)), Ok(json!(1023))),
+        (format!("{}1", "1+".repeat(2047)), Err(deep)),
+        (format!("{}1", "1==".repeat(1023)), Ok(json!(false))),
+        (format!("{}true", "true&&".repeat(680)), Ok(json!(true))),
+        (format!("{}false", "false||".repeat(584)), Ok(json!(false))),
+        (format!("'a'{}", ".trim()".repeat(584)), Ok(json!("a"))),
+        (format!("inputs{} == 1", ".m".repeat(2000)), Err(deep)),
+        (format!("inputs{}", ".m".repeat(2000)), Err("No such key: m")),
+        (format!("{}0{}", "[1].map(x, ".repeat(31), ")".repeat(31)), Ok(nested)),
+    ];
+    #[allow(clippy::disallowed_methods)] // a thread with a worker's stack size
+    let outcomes = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let data = sample();
+            cases
+                .into_iter()
+                .map(|(source, expected)| {
+                    let got = Expression::parse(&source).expect("parses").evaluate(&data);
+                    (source, expected, got)
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("the thread starts")
+        .join()
+        .expect("no stack overflow");
+    for (source, expected, got) in outcomes {
+        let head: String = source.chars().take(40).collect();
+        match (expected, got) {
+            (Ok(expected), Ok(got)) => assert_eq!(got, expected, "{head}…"),
+            (Err(message), Err(error)) => {
+                assert!(error.message.contains(message), "{head}…: {}", error.message)
+            }
+            (expected, got) => panic!("{head}…: expected {expected:?}, got {got:?}"),
+        }
+    }
+}
