@@ -45,12 +45,14 @@ fn main() {
     println!();
     println!("heavy but within the limits (median ms of {WORST_RUNS} runs)");
     let heavy = hostile_data();
+    let mut slowest = Duration::ZERO;
     for (what, source) in HEAVY {
         let expression = Expression::parse(source).expect("parses");
         let cel_ast = cel_parse(source);
         let ours = worst(|| {
             assert!(expression.evaluate(&heavy).is_ok(), "{source} stays within the limits");
         });
+        slowest = slowest.max(ours);
         let theirs = worst(|| {
             black_box(cel_evaluate(&cel_ast, &expression, &heavy).is_ok());
         });
@@ -64,7 +66,6 @@ fn main() {
 
     println!();
     println!("hostile: time until the limit stops it (median ms of {WORST_RUNS} runs)");
-    let mut slowest = Duration::ZERO;
     for (what, source) in hostile() {
         let expression = Expression::parse(&source).expect("parses");
         let mut message = String::new();
@@ -83,7 +84,7 @@ fn main() {
         println!("{what:<44} {:>7.2} ms  ({limit})", ms(took));
     }
     println!(
-        "slowest {:.2} ms; target < {} ms: {}",
+        "slowest evaluation, allowed or stopped: {:.2} ms; target < {} ms: {}",
         ms(slowest),
         TARGET.as_millis(),
         if slowest < TARGET { "met" } else { "MISSED" }
@@ -119,6 +120,12 @@ const HEAVY: &[(&str, &str)] = &[
     ("filter 10,000 lines of a log", "inputs.log.split('\\n').filter(l, l.contains('7')).size()"),
     ("contains() on a 1 MiB string", "inputs.big.contains('needle')"),
     ("map() over 10,000 numbers", "inputs.list.map(x, x * 2).size()"),
+    // The slowest regular expressions known (Unicode word boundaries) on the largest text the
+    // budget lets them search.
+    (
+        "\\b regex over 430 KB of Unicode text",
+        "inputs.words.matches('\\\\b\\\\w+\\\\b\\\\s\\\\b\\\\w+\\\\bq')",
+    ),
 ];
 
 fn hostile() -> Vec<(&'static str, String)> {
@@ -237,7 +244,8 @@ fn hostile_data() -> Data {
     Data {
         inputs: json!({
             "text": text, "list": list, "lists": lists, "log": log.join("\n"),
-            "big": "x".repeat((1 << 20) - 2), "unicode": unicode,
+            "big": "x".repeat((1 << 20) - 2), "words": unicode.chars().take(400_000).collect::<String>(),
+            "unicode": unicode,
         }),
         steps: HashMap::new(),
     }
