@@ -2,23 +2,25 @@
 //! and every templated string.
 //!
 //! The language is CEL (Common Expression Language): it has the `&&`, `||`, `!`, `==`, `in`
-//! and `? :` people know from GitHub Actions, no loops, no I/O and no side effects, so its cost
-//! is bounded by the length of the expression and the size of the data it reads. We cap both
-//! the length and the nesting depth before the parser sees the text (deep nesting has
-//! overflowed CEL parsers' stacks elsewhere).
+//! and `? :` people know from GitHub Actions, no loops, no I/O and no side effects. We cap the
+//! length and the nesting depth before the parser sees the text (deep nesting has overflowed
+//! CEL parsers' stacks elsewhere). Comprehensions can still multiply work (`a.map(x,
+//! b.map(y, …))`), so evaluation is metered by our own evaluator (`eval.rs`) and stops at
+//! [`MAX_EVALUATION_STEPS`], [`MAX_EVALUATION_BYTES`] and [`MAX_RESULT_BYTES`].
 //!
 //! wayline adds the status functions `success()`, `failure()`, `always()` and `cancelled()`.
 //! They are rewritten at parse time into bindings (`@success`, …) that the caller supplies,
 //! which keeps evaluation free of global state.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cel::Env;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
-use cel::{Context, Env};
 use serde_json::Value;
+
+use crate::eval::{self, Meter};
 
 /// Longest expression between `${{` and `}}`, in characters.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -26,6 +28,26 @@ pub const MAX_EXPRESSION_LEN: usize = 4096;
 pub const MAX_EXPRESSION_DEPTH: u16 = 32;
 /// Longest templated string, in bytes.
 pub const MAX_TEMPLATE_LEN: usize = 256 * 1024;
+
+/// Most work one evaluation may do, in steps: one per node of the expression evaluated and
+/// one per element or entry that a list, a map, a comprehension or a function touches or
+/// produces (string functions: one per 16 bytes read). A million steps take 10–50 ms, so an
+/// expression can iterate over every element of the largest step output (1 MiB) a few times,
+/// and no expression can hold the engine for more than a blink. A template's expressions
+/// share one budget.
+pub const MAX_EVALUATION_STEPS: u64 = 1_000_000;
+
+/// Most bytes of strings, lists and maps one evaluation may build (a list element counts as
+/// the size of its slot, 32 bytes). Sixteen times the largest value an evaluation may return
+/// ([`MAX_RESULT_BYTES`]) leaves room for intermediate values while bounding the memory an
+/// expression can take: chained `replace()` calls stop here before allocating.
+pub const MAX_EVALUATION_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Largest result of an evaluation, as compact JSON: 1 MiB, the same as a step's outputs may
+/// be (`wayline_exec::Limits::DEFAULT_BYTES`, which this crate cannot name), so an expression
+/// cannot make a value that no step could have produced. A rendered template is limited
+/// alike.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 
 /// What an expression can name at its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,39 +227,12 @@ pub trait Scope {
 
 thread_local! {
     /// Building the standard environment costs more than parsing a typical expression; each
-    /// thread builds it once. Evaluations bind their variables in a cheap child scope of
-    /// `ROOT`; parsing only needs the environment's macros, from `PARSE_ENV`.
-    static ROOT: RefCell<Option<Context<'static, 'static>>> = const { RefCell::new(None) };
-    static PARSE_ENV: Env = environment();
+    /// thread builds it once. Parsing only needs its macros (`all`, `map`, …).
+    static PARSE_ENV: Env = Env::stdlib();
 }
 
-fn environment() -> Env {
-    let mut env = Env::stdlib();
-    // The strings extension is pure functions over strings; adding it cannot fail on a
-    // fresh environment, and if it ever did the standard library alone still works.
-    let _ = env.add_extension(cel::extensions::strings);
-    env
-}
-
-/// `raw(x)` (the value itself: only as the whole expression of a URL substitution does it
-/// mean "do not encode", see [`crate::url`]) and `urlencode(x)` (the value's text,
-/// percent-encoded).
-/// Neither name is declared by the standard environment, so registering cannot conflict.
-fn url_functions(context: &mut Context<'_, '_>) {
-    let _ = context.add_function("raw", |value: cel::Value| value);
-    let _ = context.add_function("urlencode", |value: cel::Value| match value {
-        cel::Value::String(text) => Ok(cel::Value::from(crate::url::encode(&text))),
-        other => match other.json() {
-            Ok(json) => Ok(cel::Value::from(crate::url::encode(&to_text(&json)))),
-            Err(error) => {
-                Err(cel::ExecutionError::function_error("urlencode", format!("{error:?}")))
-            }
-        },
-    });
-}
-
-/// Function names the engine knows (standard library, macros and the strings extension).
-/// Validation rejects calls to anything else.
+/// Function names the engine knows (CEL's standard library, macros and strings extension, and
+/// wayline's `urlencode` and `raw`). Validation rejects calls to anything else.
 pub const FUNCTIONS: &[&str] = &[
     "size",
     "contains",
@@ -270,8 +265,8 @@ pub const FUNCTIONS: &[&str] = &[
     "substring",
     "format",
     "reverse",
-    "raw",
     "urlencode",
+    "raw",
 ];
 
 /// Identifiers that CEL resolves on its own (type names).
@@ -359,25 +354,27 @@ impl Expression {
 
     /// Evaluates the expression against `scope`.
     pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        self.evaluate_metered(scope, &mut Meter::default())
+    }
+
+    /// Evaluates the expression, counting its work on `meter`: the expressions of one
+    /// template share one budget.
+    pub(crate) fn evaluate_metered(
+        &self,
+        scope: &dyn Scope,
+        meter: &mut Meter,
+    ) -> Result<Value, EvalError> {
         if self.direct {
             return self.lookup(scope);
         }
-        ROOT.with(|root| {
-            let mut root = root.borrow_mut();
-            let root = root.get_or_insert_with(|| {
-                let mut context = Context::with_env(Arc::new(environment()));
-                url_functions(&mut context);
-                context
-            });
-            let mut context = root.new_inner_scope();
-            self.bind(&mut context, scope)?;
-            let value = context
-                .resolve(&self.ast)
-                .map_err(|error| EvalError { message: format!("`{}`: {error}", self.source) })?;
-            value.json().map_err(|error| EvalError {
-                message: format!("`{}`: the result cannot be represented: {error:?}", self.source),
-            })
-        })
+        let bound = self.bind(scope)?;
+        let variables: Vec<(&'static str, &Value)> =
+            bound.iter().map(|(name, value)| (*name, value.as_ref())).collect();
+        eval::evaluate(&self.ast, &variables, meter).map_err(|error| self.error(error))
+    }
+
+    fn error(&self, error: impl std::fmt::Display) -> EvalError {
+        EvalError { message: format!("`{}`: {error}", self.source) }
     }
 
     /// Reads a plain reference from the data without the CEL engine.
@@ -431,11 +428,19 @@ impl Expression {
                 other => return Err(missing(&format!("cannot read `{key}` of {other}"))),
             };
         }
+        eval::check_size(value).map_err(|error| self.error(error))?;
         Ok(value.clone())
     }
 
-    fn bind(&self, context: &mut Context<'_, '_>, scope: &dyn Scope) -> Result<(), EvalError> {
-        let mut bound: Vec<Root> = Vec::new();
+    /// The variables the expression reads, by name: each root it names once, `steps` with
+    /// only the steps it names that exist, `secrets` with only the secrets it names, and the
+    /// status bindings of the status functions it calls.
+    fn bind<'s>(
+        &self,
+        scope: &'s dyn Scope,
+    ) -> Result<Vec<(&'static str, Cow<'s, Value>)>, EvalError> {
+        let mut bound: Vec<(&'static str, Cow<'s, Value>)> = Vec::new();
+        let mut roots: Vec<Root> = Vec::new();
         let mut steps = serde_json::Map::new();
         let mut secrets = serde_json::Map::new();
         for reference in &self.references {
@@ -457,76 +462,54 @@ impl Expression {
                         secrets.insert(name.clone(), Value::String(value));
                     }
                 }
-                root if !bound.contains(&root) => {
-                    bound.push(root);
+                root if !roots.contains(&root) => {
+                    roots.push(root);
                     let value = match root {
-                        Root::Inputs => scope.inputs().into_owned(),
-                        Root::Env => scope.env().into_owned(),
-                        Root::Execution => scope.execution(),
-                        Root::Workflow => serde_json::json!({ "name": scope.workflow_name() }),
+                        Root::Inputs => scope.inputs(),
+                        Root::Env => scope.env(),
+                        Root::Execution => Cow::Owned(scope.execution()),
+                        Root::Workflow => {
+                            Cow::Owned(serde_json::json!({ "name": scope.workflow_name() }))
+                        }
                         Root::Attempt => match scope.attempt() {
-                            Some(attempt) => Value::from(attempt),
+                            Some(attempt) => Cow::Owned(Value::from(attempt)),
                             None => {
                                 return Err(EvalError {
                                     message: "`attempt` is only known inside a step body".into(),
                                 });
                             }
                         },
-                        Root::Escalation => scope.escalation().unwrap_or(Value::Null),
+                        Root::Escalation => Cow::Owned(scope.escalation().unwrap_or(Value::Null)),
                         Root::Steps | Root::Secrets => continue,
                     };
-                    add(context, root.name(), value)?;
+                    bound.push((root.name(), value));
                 }
                 _ => {}
             }
         }
         if !steps.is_empty() {
-            add(context, "steps", Value::Object(steps))?;
+            bound.push(("steps", Cow::Owned(Value::Object(steps))));
         }
         if !secrets.is_empty() {
-            add(context, "secrets", Value::Object(secrets))?;
+            bound.push(("secrets", Cow::Owned(Value::Object(secrets))));
         }
         if !self.status_fns.is_empty() {
             let status = scope.status().ok_or_else(|| EvalError {
                 message: "status functions (success(), failure(), …) only work in `if`".into(),
             })?;
-            for (function, _) in &self.status_fns {
-                let value = match function {
-                    StatusFn::Success => status.success && !status.cancelled,
-                    StatusFn::Failure => status.failure,
-                    StatusFn::Always => true,
-                    StatusFn::Cancelled => status.cancelled,
-                };
-                context.add_variable_from_value(function.binding(), value);
+            for function in StatusFn::ALL {
+                if self.status_fns.iter().any(|(called, _)| *called == function) {
+                    let value = match function {
+                        StatusFn::Success => status.success && !status.cancelled,
+                        StatusFn::Failure => status.failure,
+                        StatusFn::Always => true,
+                        StatusFn::Cancelled => status.cancelled,
+                    };
+                    bound.push((function.binding(), Cow::Owned(Value::Bool(value))));
+                }
             }
         }
-        Ok(())
-    }
-}
-
-fn add(context: &mut Context<'_, '_>, name: &str, value: Value) -> Result<(), EvalError> {
-    context.add_variable_from_value(name, to_cel(&value));
-    Ok(())
-}
-
-/// JSON to CEL. Integers become CEL `int` whenever they fit, so `outputs.n * 2` works whether
-/// the number came from a JSON parser (unsigned) or a literal (signed).
-fn to_cel(value: &Value) -> cel::Value {
-    match value {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let map: std::collections::HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
-            map.into()
-        }
+        Ok(bound)
     }
 }
 
@@ -973,17 +956,34 @@ impl Template {
         scope: &dyn Scope,
         quote: impl Fn(&str) -> String,
     ) -> Result<String, EvalError> {
+        // The expressions of one template share one budget: many small expressions in one
+        // string cannot do more work than one large one.
+        let mut meter = Meter::default();
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Expr(expression, _) => {
-                    out.push_str(&quote(&to_text(&expression.evaluate(scope)?)));
+                    let value = expression.evaluate_metered(scope, &mut meter)?;
+                    out.push_str(&quote(&to_text(&value)));
+                    check_rendered(&out, expression)?;
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// A rendered template is a result like any other: at most [`MAX_RESULT_BYTES`]. Checked
+/// after each substitution, so a template of many large values stops early.
+fn check_rendered(out: &str, expression: &Expression) -> Result<(), EvalError> {
+    if out.len() > MAX_RESULT_BYTES {
+        return Err(expression.error(format_args!(
+            "the text of this template grows larger than {MAX_RESULT_BYTES} bytes (the limit, \
+             the same as for a step's outputs); substitute smaller values"
+        )));
+    }
+    Ok(())
 }
 
 /// How a value reads when substituted into a string: strings as they are, `null` as nothing,

@@ -17,6 +17,8 @@ pub mod shell;
 pub mod url;
 pub mod yaml;
 
+mod eval;
+
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};
 pub use lower::{Loaded, load};
 pub use model::Workflow;

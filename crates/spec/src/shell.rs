@@ -1659,6 +1659,8 @@ impl Script {
     /// assert_eq!(rendered.values, [("WAYLINE_VALUE_1".to_owned(), "a'; rm -rf / #".to_owned())]);
     /// ```
     pub fn render(&self, scope: &dyn Scope) -> Result<Rendered, EvalError> {
+        // One budget for the whole script, as for any template.
+        let mut meter = crate::eval::Meter::default();
         let mut script = String::new();
         let mut values: Vec<(String, String)> = Vec::new();
         let mut sources: Vec<&str> = Vec::new();
@@ -1679,7 +1681,8 @@ impl Script {
             let number = match sources.iter().position(|source| *source == expression.source()) {
                 Some(index) => index + 1,
                 None => {
-                    let value = crate::expr::to_text(&expression.evaluate(scope)?);
+                    let value =
+                        crate::expr::to_text(&expression.evaluate_metered(scope, &mut meter)?);
                     let name = format!("{VALUE_VARIABLE}{}", values.len() + 1);
                     check_value(expression, &name, &value)?;
                     values.push((name, value));

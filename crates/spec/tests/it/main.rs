@@ -1,7 +1,9 @@
 //! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
 //! and warned-about fixtures against snapshots of their diagnostics, every example, property
-//! tests, and substituted values against a real shell.
+//! tests, substituted values against a real shell, and the expression evaluator against the
+//! `cel` crate's interpreter.
 
+mod eval;
 mod examples;
 mod invalid;
 mod properties;
