@@ -179,6 +179,14 @@ fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) ->
         if let Some(error) = &step.error {
             let _ = writeln!(out, "  {:<width$}    error: {} ({})", "", error.message, error.class);
         }
+        if let Some(decision) = &step.decision {
+            let why = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<width$}    decision: {} by {}{why}",
+                "", decision.action, decision.by
+            );
+        }
         if let Some(compensation) = &step.compensation {
             let _ = writeln!(out, "  {:<width$}    compensation: {}", "", compensation.status);
         }

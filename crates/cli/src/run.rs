@@ -480,11 +480,26 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
         } else {
             String::new()
         };
-        let detail = match (&step.error, &step.reason) {
+        let mut detail = match (&step.error, &step.reason) {
             (Some(error), _) if step.status == "failed" => format!(": {}", escape(&error.message)),
             (_, Some(reason)) => format!(" ({})", escape(reason)),
             _ => String::new(),
         };
+        if let Some(decision) = &step.decision {
+            let why =
+                decision.reason.as_deref().map(|r| format!(": {}", escape(r))).unwrap_or_default();
+            detail.push_str(&format!(
+                " (decided {} by {}{why}",
+                decision.action,
+                escape(&decision.by)
+            ));
+            match &step.error {
+                Some(error) if step.status != "failed" => {
+                    detail.push_str(&format!("; it had failed: {})", escape(&error.message)))
+                }
+                _ => detail.push(')'),
+            }
+        }
         let compensation = step
             .compensation
             .as_ref()

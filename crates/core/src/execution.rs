@@ -241,6 +241,8 @@ pub struct StepRun {
     pub error: Option<ErrorInfo>,
     pub compensation: Compensation,
     pub compensation_attempts: u32,
+    /// The last decision a person (or the escalation timeout) made about the step.
+    pub decision: Option<(Decision, Actor)>,
     /// Compensations of succeeded dependents not yet finished.
     compensation_missing: u32,
 }
@@ -258,6 +260,7 @@ impl StepRun {
             error: None,
             compensation: Compensation::None,
             compensation_attempts: 0,
+            decision: None,
             compensation_missing: 0,
         }
     }
@@ -1590,8 +1593,10 @@ impl Execution {
                 let view = self.scope(Some(attempt));
                 let mut outputs = Map::new();
                 let mut failure = None;
+                // All values of the step share one evaluation budget.
+                let mut meter = wayline_spec::expr::Meter::default();
                 for (key, template) in entries {
-                    match crate::render::value(template, &view) {
+                    match crate::render::value_with(template, &view, &mut meter) {
                         Ok(mut value) => {
                             self.secrets.mask_value(&mut value);
                             outputs.insert(key.clone(), value);
@@ -1904,12 +1909,13 @@ impl Execution {
                 run.error = Some(error.clone());
                 self.escalated.insert(index);
             }
-            EventKind::Decided { step, decision, outputs, .. } => {
+            EventKind::Decided { step, decision, outputs, actor } => {
                 let index = self.index(step)?;
                 self.escalated.remove(&index);
                 let decision = Decision::parse(decision)
                     .ok_or_else(|| format!("unknown decision `{decision}`"))?;
                 let run = &mut self.steps[index];
+                run.decision = Some((decision, actor.clone()));
                 match decision {
                     Decision::Retry => {
                         run.state = StepState::Pending;
@@ -1919,9 +1925,10 @@ impl Execution {
                         self.ready.insert(self.position[index]);
                     }
                     Decision::Skip if !outputs.is_empty() => {
+                        // It counts as succeeded with these outputs; its failure stays on
+                        // record beside the decision.
                         run.state = StepState::Succeeded;
                         run.outputs = outputs.clone();
-                        run.error = None;
                         run.finished_at = Some(now);
                         self.done(index);
                     }

@@ -35,6 +35,18 @@ pub struct StepReport {
     /// Why a skipped step was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The decision taken on the step after it escalated; its `error` stays the failure that
+    /// led there, also when the decision made it succeed (`skip` with outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionReport {
+    pub action: &'static str,
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +106,11 @@ impl Report {
                         crate::execution::StepState::Skipped { reason } => Some(reason.clone()),
                         _ => None,
                     },
+                    decision: run.decision.as_ref().map(|(decision, actor)| DecisionReport {
+                        action: decision.name(),
+                        by: actor.by.clone(),
+                        reason: actor.reason.clone(),
+                    }),
                 }
             })
             .collect();

@@ -20,7 +20,8 @@ use cel::Env;
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value;
 
-use crate::eval::{self, Meter};
+use crate::eval;
+pub use crate::eval::Meter;
 
 /// Longest expression between `${{` and `}}`, in characters.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -943,9 +944,15 @@ impl Template {
     /// Evaluates to a typed value: a template that is exactly one expression keeps the
     /// expression's type; anything else is a string.
     pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        self.evaluate_with(scope, &mut Meter::default())
+    }
+
+    /// Like [`Template::evaluate`], counting the work on `meter`: the templates of one step
+    /// (the values of a `set`) share one budget.
+    pub fn evaluate_with(&self, scope: &dyn Scope, meter: &mut Meter) -> Result<Value, EvalError> {
         match self.as_expression() {
-            Some(expression) => expression.evaluate(scope),
-            None => self.render(scope, |text| text.to_owned()).map(Value::String),
+            Some(expression) => expression.evaluate_metered(scope, meter),
+            None => self.render_with(scope, meter, |text| text.to_owned()).map(Value::String),
         }
     }
 
@@ -958,13 +965,21 @@ impl Template {
     ) -> Result<String, EvalError> {
         // The expressions of one template share one budget: many small expressions in one
         // string cannot do more work than one large one.
-        let mut meter = Meter::default();
+        self.render_with(scope, &mut Meter::default(), quote)
+    }
+
+    fn render_with(
+        &self,
+        scope: &dyn Scope,
+        meter: &mut Meter,
+        quote: impl Fn(&str) -> String,
+    ) -> Result<String, EvalError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Expr(expression, _) => {
-                    let value = expression.evaluate_metered(scope, &mut meter)?;
+                    let value = expression.evaluate_metered(scope, meter)?;
                     out.push_str(&quote(&to_text(&value)));
                     check_rendered(&out, expression)?;
                 }
@@ -1153,6 +1168,21 @@ mod tests {
         assert_eq!(eval("${{ {'a': {'b': 1}}}}"), json!({ "a": { "b": 1 } }));
         assert_eq!(eval("${X:-${{ inputs.version }}}"), json!("${X:-1.2}"));
         assert_eq!(eval("${{ '}}' }}}"), json!("}}}"));
+    }
+
+    #[test]
+    fn templates_sharing_a_meter_share_the_budget() {
+        let ten = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]";
+        let heavy = format!(
+            "${{{{ {ten}.map(a, {ten}.map(b, {ten}.map(c, {ten}.map(d, {ten}.map(e, a))))).size() }}}}"
+        );
+        let template = Template::parse(&heavy).unwrap();
+        assert_eq!(template.evaluate(&Fixture).unwrap(), json!(10), "one alone fits the budget");
+        let mut meter = Meter::default();
+        let results: Vec<_> =
+            (0..20).map(|_| template.evaluate_with(&Fixture, &mut meter)).collect();
+        let error = results.into_iter().find_map(Result::err).expect("the shared budget runs out");
+        assert!(error.message.contains("1000000 steps"), "{error}");
     }
 
     #[test]

@@ -340,6 +340,18 @@ steps:
         .expect("decided");
     assert_eq!(decided["data"]["actor"]["reason"], "checked by hand");
     assert_eq!(decided["data"]["decision"], "skip");
+    // The step counts as succeeded, and still says what happened to it.
+    let report = sandbox.report(&id);
+    let risky = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "risky").unwrap();
+    assert_eq!(risky["status"], "succeeded");
+    assert_eq!(risky["outputs"]["rows"], 7);
+    assert_eq!(risky["error"]["message"], "exited with code 4");
+    assert_eq!(risky["decision"]["action"], "skip");
+    assert_eq!(risky["decision"]["reason"], "checked by hand");
+    let shown = sandbox.output(&["show", &id]);
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned()
+        + &String::from_utf8_lossy(&shown.stderr);
+    assert!(text.contains("skip") && text.contains("exited with code 4"), "{text}");
 }
 
 #[test]

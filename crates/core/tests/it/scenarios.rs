@@ -372,6 +372,52 @@ steps:
     );
 }
 
+/// `cancelled()` is true only while the execution is being cancelled (a cancel request or
+/// its timeout), as in GitHub Actions; a fail_fast stop is a failure, seen by `failure()`
+/// on the failed step's dependents, and by neither on the dependents of a step it cancelled.
+#[test]
+fn cancelled_is_true_only_when_the_execution_is_cancelled() {
+    let yaml = r#"
+name: status
+steps:
+  - id: a
+    run: "false"
+  - id: b
+    run: sleep 100
+  - id: on_cancel_b
+    needs: [b]
+    if: ${{ cancelled() }}
+    run: ./notify.sh
+  - id: on_failure_a
+    needs: [a]
+    if: ${{ failure() }}
+    run: ./report.sh
+  - id: on_failure_b
+    needs: [b]
+    if: ${{ failure() }}
+    run: ./report.sh
+"#;
+    // A failure stops the execution: b is cancelled by the stop, but nobody cancelled the
+    // execution.
+    let mut h = Harness::new(yaml);
+    h.fail("a", ErrorClass::Failure);
+    h.cancelled("b");
+    assert_eq!(h.step_status("on_cancel_b"), "skipped");
+    assert_eq!(h.step_status("on_failure_b"), "skipped");
+    h.succeed("on_failure_a");
+    assert_eq!(h.status(), "failed");
+
+    // A cancel request: `cancelled()` steps run.
+    let mut h = Harness::new(yaml.replace("run: \"false\"", "run: sleep 100").as_str());
+    h.control(Control::Cancel { actor: actor("ops"), rollback: false }).unwrap();
+    h.cancelled("a");
+    h.cancelled("b");
+    assert_eq!(h.step_status("on_cancel_b"), "running");
+    assert_eq!(h.step_status("on_failure_a"), "skipped");
+    h.succeed("on_cancel_b");
+    assert_eq!(h.status(), "cancelled");
+}
+
 #[test]
 fn continue_runs_independent_branches_and_allow_failure_keeps_success() {
     let yaml = |allow: bool| {
