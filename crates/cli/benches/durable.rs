@@ -21,10 +21,10 @@ use wayline_store::{MemoryStore, Store};
 use wayline_store_postgres::PostgresStore;
 use wayline_store_sqlite::SqliteStore;
 
-type Flow = (Arc<wayline_spec::Workflow>, Arc<str>);
+type Flow = (Arc<wayline_lang::Workflow>, Arc<str>);
 
 fn flow(yaml: &str) -> Flow {
-    let loaded = wayline_spec::load(yaml);
+    let loaded = wayline_lang::load(yaml);
     (Arc::new(loaded.workflow.expect("a valid benchmark workflow")), yaml.into())
 }
 

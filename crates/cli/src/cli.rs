@@ -388,7 +388,7 @@ impl Cli {
             }
             Command::Gc { older_than, db } => block_on(control::gc(&db.location()?, &older_than)),
             Command::Schema => {
-                outln!("{}", serde_json::to_string_pretty(&wayline_spec::schema::schema())?)?;
+                outln!("{}", serde_json::to_string_pretty(&wayline_lang::schema::schema())?)?;
                 Ok(Exit::Success)
             }
         }

@@ -17,7 +17,7 @@ use wayline_core::report::Report;
 use wayline_core::{Input, Time};
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Item, Subscription, inspect, owner};
-use wayline_spec::model::Decision;
+use wayline_lang::model::Decision;
 use wayline_store::{Action, Filter, Request, Store};
 
 use crate::backend::{self, AnyStore, Location};
@@ -108,7 +108,7 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
 
 /// `7d`, `2h` (that long ago) or an RFC 3339 time.
 fn parse_since(text: &str, now: Time) -> anyhow::Result<Time> {
-    if let Ok(duration) = wayline_spec::duration::parse(text) {
+    if let Ok(duration) = wayline_lang::duration::parse(text) {
         return Ok(Time::from_micros(now.as_micros() - duration.as_micros() as i64));
     }
     Time::parse(text).map_err(|_| {
@@ -122,7 +122,7 @@ fn short(duration: Duration) -> String {
     } else {
         Duration::from_millis(duration.as_millis() as u64 / 100 * 100)
     };
-    wayline_spec::duration::format(rounded)
+    wayline_lang::duration::format(rounded)
 }
 
 // ----- show -----
@@ -265,7 +265,7 @@ async fn check_step(
         return Ok(());
     }
     let ids = workflow.steps.iter().map(|step| step.id.as_str());
-    let hint = match wayline_spec::diagnostic::did_you_mean(step, ids) {
+    let hint = match wayline_lang::diagnostic::did_you_mean(step, ids) {
         Some(similar) => format!("; did you mean `{similar}`?"),
         None => String::new(),
     };
@@ -418,7 +418,7 @@ pub async fn control(
 
 /// `--until`: an RFC 3339 time, or a duration from now (`30m`).
 fn parse_until(text: &str, now: Time) -> anyhow::Result<Time> {
-    if let Ok(duration) = wayline_spec::duration::parse(text) {
+    if let Ok(duration) = wayline_lang::duration::parse(text) {
         return Ok(now.after(duration));
     }
     Time::parse(text).map_err(|_| {
@@ -442,7 +442,7 @@ fn parse_outputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
 // ----- gc -----
 
 pub async fn gc(location: &Location, older_than: &str) -> anyhow::Result<Exit> {
-    let age = wayline_spec::duration::parse(older_than)
+    let age = wayline_lang::duration::parse(older_than)
         .map_err(|error| invalid(format!("--older-than: {error}")))?;
     let store = backend::open(location).await?;
     let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde_json::json;
 use wayline_core::plan::Plan;
-use wayline_spec::inputs::{self, Given};
-use wayline_spec::model::Body;
-use wayline_spec::{Diagnostic, Workflow};
+use wayline_lang::inputs::{self, Given};
+use wayline_lang::model::Body;
+use wayline_lang::{Diagnostic, Workflow};
 
 use crate::cli::{Exit, Format, GraphFormat, invalid};
 use crate::output;
@@ -19,7 +19,7 @@ use crate::output;
 /// The size is checked before the file is read: from its metadata when it is a regular file,
 /// otherwise (a pipe, `/dev/zero`) by reading no more than one byte past the limit.
 pub fn read(path: &Path) -> anyhow::Result<String> {
-    const LIMIT: usize = wayline_spec::lower::MAX_FILE_BYTES;
+    const LIMIT: usize = wayline_lang::lower::MAX_FILE_BYTES;
     let cannot = |error: std::io::Error| {
         invalid(format!("cannot read {}: {}", path.display(), output::reason(&error)))
     };
@@ -48,7 +48,7 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
 /// Loads and validates a workflow; on error prints every diagnostic and fails with exit 2.
 pub fn load(path: &Path) -> anyhow::Result<(Workflow, String)> {
     let text = read(path)?;
-    let loaded = wayline_spec::load(&text);
+    let loaded = wayline_lang::load(&text);
     let name = path.display().to_string();
     for diagnostic in &loaded.diagnostics {
         output::message(format_args!("{}", diagnostic.render(&name, &text)));
@@ -73,7 +73,7 @@ pub fn validate(files: &[std::path::PathBuf], format: Format) -> anyhow::Result<
         let name = path.display().to_string();
         let (diagnostics, steps): (Vec<Diagnostic>, Option<usize>) = match read(path) {
             Ok(text) => {
-                let loaded = wayline_spec::load(&text);
+                let loaded = wayline_lang::load(&text);
                 if format == Format::Text {
                     for diagnostic in &loaded.diagnostics {
                         output::message(format_args!("{}", diagnostic.render(&name, &text)));
@@ -134,7 +134,7 @@ pub fn resolve_inputs(
     if let Some(path) = file {
         let text = read(path)?;
         // JSON is YAML, so one parser reads both.
-        let node = wayline_spec::yaml::parse(&text).map_err(|d| {
+        let node = wayline_lang::yaml::parse(&text).map_err(|d| {
             invalid(format!("{}:{}:{}: {}", path.display(), d.span.line, d.span.column, d.message))
         })?;
         let Some(serde_json::Value::Object(map)) = node.to_json() else {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use wayline_core::event::EventKind;
 use wayline_core::execution::{Execution, StepState, StepStatus};
 use wayline_core::{Event, Time};
-use wayline_spec::duration;
+use wayline_lang::duration;
 
 use crate::output::escape;
 

@@ -15,8 +15,8 @@ use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission, owner};
-use wayline_spec::Workflow;
-use wayline_spec::model::Decision;
+use wayline_lang::Workflow;
+use wayline_lang::model::Decision;
 use wayline_store::{NewExecution, Store};
 
 use crate::backend::{self, AnyStore};
@@ -155,7 +155,7 @@ async fn retention<S: Store>(store: &S) {
     if setting == "off" || setting == "0" {
         return;
     }
-    let Ok(age) = wayline_spec::duration::parse(&setting) else {
+    let Ok(age) = wayline_lang::duration::parse(&setting) else {
         say!("wayline: ignoring WAYLINE_RETENTION={setting}: not a duration like 30d");
         return;
     };

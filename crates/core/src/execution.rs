@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use wayline_spec::expr::{EvalError, Expression, Scope, StatusView};
-use wayline_spec::model::{Body, Decision, StepIndex, Strategy, Wait, Workflow};
+use wayline_lang::expr::{EvalError, Expression, Scope, StatusView};
+use wayline_lang::model::{Body, Decision, StepIndex, Strategy, Wait, Workflow};
 
 use crate::event::{Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, Process, StopReason};
 use crate::retry;
@@ -1107,7 +1107,7 @@ impl Execution {
             }
             Timer::Deadline => {
                 let timeout =
-                    self.workflow.timeout.map(wayline_spec::duration::format).unwrap_or_default();
+                    self.workflow.timeout.map(wayline_lang::duration::format).unwrap_or_default();
                 let error = ErrorInfo::new(
                     ErrorClass::Timeout,
                     format!("the execution ran past its timeout of {timeout}"),
@@ -1594,7 +1594,7 @@ impl Execution {
                 let mut outputs = Map::new();
                 let mut failure = None;
                 // All values of the step share one evaluation budget.
-                let mut meter = wayline_spec::expr::Meter::default();
+                let mut meter = wayline_lang::expr::Meter::default();
                 for (key, template) in entries {
                     match crate::render::value_with(template, &view, &mut meter) {
                         Ok(mut value) => {

@@ -3,9 +3,9 @@
 //! timeout, strategy and exact retry schedule.
 
 use serde::Serialize;
-use wayline_spec::duration;
-use wayline_spec::graph;
-use wayline_spec::model::{Backoff, Body, Workflow};
+use wayline_lang::duration;
+use wayline_lang::graph;
+use wayline_lang::model::{Backoff, Body, Workflow};
 
 use crate::retry;
 

@@ -1,8 +1,8 @@
 //! Turning templated values into concrete ones for one attempt.
 
 use serde_json::{Map, Value};
-use wayline_spec::expr::{EvalError, Meter, Scope};
-use wayline_spec::model::ValueTemplate;
+use wayline_lang::expr::{EvalError, Meter, Scope};
+use wayline_lang::model::ValueTemplate;
 
 /// Evaluates a JSON-like template: strings that are exactly one `${{ }}` keep the value's
 /// type, other strings are rendered as text.

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use wayline_spec::duration::MAX as MAX_DURATION;
-use wayline_spec::model::{Backoff, Jitter, Retry};
+use wayline_lang::duration::MAX as MAX_DURATION;
+use wayline_lang::model::{Backoff, Jitter, Retry};
 
 /// The pause before retry number `n` (n ≥ 1: the pause before attempt n + 1), given two uniform
 /// samples in [0, 1): `pick` for `random` backoff and `jitter` for the jitter.
 ///
 /// ```
 /// use std::time::Duration;
-/// use wayline_spec::model::{Backoff, Retry};
+/// use wayline_lang::model::{Backoff, Retry};
 /// use wayline_core::retry::delay;
 /// let policy = Retry {
 ///     max_attempts: 5,
@@ -57,7 +57,7 @@ pub struct Range {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wayline_spec::model::{Backoff, Jitter, Retry};
+/// use wayline_lang::model::{Backoff, Jitter, Retry};
 /// use wayline_core::retry::schedule;
 /// let policy = Retry { max_attempts: 3, backoff: Backoff::Linear, jitter: Jitter::Full, ..Retry::default() };
 /// let ranges = schedule(&policy);

@@ -18,8 +18,8 @@ use wayline_core::execution::Secrets;
 use wayline_runtime::{Engine, EngineHandle, Options, Submission};
 use wayline_store::MemoryStore;
 
-fn workflow(yaml: &str) -> (Arc<wayline_spec::Workflow>, Arc<str>) {
-    let loaded = wayline_spec::load(yaml);
+fn workflow(yaml: &str) -> (Arc<wayline_lang::Workflow>, Arc<str>) {
+    let loaded = wayline_lang::load(yaml);
     let workflow = loaded
         .workflow
         .unwrap_or_else(|| panic!("invalid benchmark workflow: {:?}", loaded.diagnostics));
@@ -48,7 +48,7 @@ fn fan(count: usize) -> String {
     yaml
 }
 
-fn submission(workflow: &(Arc<wayline_spec::Workflow>, Arc<str>)) -> Submission {
+fn submission(workflow: &(Arc<wayline_lang::Workflow>, Arc<str>)) -> Submission {
     Submission {
         workflow: Arc::clone(&workflow.0),
         source: Arc::clone(&workflow.1),
@@ -79,7 +79,7 @@ fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
 }
 
 /// Median time from submit to the final report, over `rounds` executions.
-fn time_executions(workflow: &(Arc<wayline_spec::Workflow>, Arc<str>), rounds: usize) -> Duration {
+fn time_executions(workflow: &(Arc<wayline_lang::Workflow>, Arc<str>), rounds: usize) -> Duration {
     with_engine(async |handle| {
         let mut times = Vec::new();
         for _ in 0..rounds {

@@ -21,8 +21,8 @@ use wayline_core::execution::{
 use wayline_core::report::Report;
 use wayline_core::{Event, Time};
 use wayline_exec as exec;
-use wayline_spec::Workflow;
-use wayline_spec::model::Decision;
+use wayline_lang::Workflow;
+use wayline_lang::model::Decision;
 use wayline_store::{self as store, Action, Commit, Lease, LogLine, NewExecution, Store, Summary};
 
 use crate::clock::Clock;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wayline_core::execution::{Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_core::{Event, EventKind};
-use wayline_spec::Workflow;
+use wayline_lang::Workflow;
 use wayline_store::{self as store, Store};
 
 use crate::engine::{Error, Result};
@@ -31,7 +31,7 @@ pub fn definition(events: &[Event]) -> Result<(Workflow, String)> {
             "the journal does not start with `created`".into(),
         )));
     };
-    let loaded = wayline_spec::load(source);
+    let loaded = wayline_lang::load(source);
     match loaded.workflow {
         Some(workflow) => Ok((workflow, source.clone())),
         None => {

@@ -10,9 +10,9 @@ use wayline_core::event::ErrorClass;
 use wayline_core::execution::Execution;
 use wayline_core::render;
 use wayline_exec as exec;
-use wayline_spec::expr::{self, EvalError, Expression, Scope, Template};
-use wayline_spec::model::{Action, Body, Command, Http, Program, ValueTemplate, Wait};
-use wayline_spec::url;
+use wayline_lang::expr::{self, EvalError, Expression, Scope, Template};
+use wayline_lang::model::{Action, Body, Command, Http, Program, ValueTemplate, Wait};
+use wayline_lang::url;
 
 /// Settings that apply to every attempt.
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ fn text(template: &Template, scope: &dyn Scope) -> Result<String, EvalError> {
 /// Says which secrets the workflow reads but `secrets` lacks, in a sentence for people; `None`
 /// when every one is there.
 pub fn missing_secrets(
-    workflow: &wayline_spec::Workflow,
+    workflow: &wayline_lang::Workflow,
     secrets: &wayline_core::execution::Secrets,
 ) -> Option<String> {
     let missing: Vec<String> =
@@ -257,7 +257,7 @@ pub fn missing_secrets(
 }
 
 /// Names of every secret the workflow's expressions read, to check they exist before a run.
-pub fn secret_names(workflow: &wayline_spec::Workflow) -> BTreeSet<String> {
+pub fn secret_names(workflow: &wayline_lang::Workflow) -> BTreeSet<String> {
     let mut names = SecretNames::default();
     workflow.env.iter().for_each(|(_, template)| names.template(template));
     if let Some(notify) = &workflow.escalation.notify {

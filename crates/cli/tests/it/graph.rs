@@ -79,7 +79,7 @@ fn mermaid() {
 
 #[test]
 fn an_invalid_workflow_has_no_graph() {
-    let run = wayline(&["graph", "crates/spec/tests/fixtures/invalid/cycle.yaml"]);
+    let run = wayline(&["graph", "crates/lang/tests/fixtures/invalid/cycle.yaml"]);
     assert_eq!(run.code, 2);
     assert_eq!(run.stdout, "");
 }

@@ -256,13 +256,13 @@ fn an_input_without_a_value_is_a_usage_error() {
 
 #[test]
 fn an_invalid_workflow_cannot_be_planned() {
-    let run = wayline(&["plan", "crates/spec/tests/fixtures/invalid/cycle.yaml"]);
+    let run = wayline(&["plan", "crates/lang/tests/fixtures/invalid/cycle.yaml"]);
     assert_eq!(run.code, 2);
     assert_eq!(run.stdout, "");
     assert!(run.stderr.starts_with("error[cycle]: dependency cycle: a -> b -> c -> a\n"));
     assert!(
         run.stderr.ends_with(
-            "error: crates/spec/tests/fixtures/invalid/cycle.yaml is invalid (1 error)\n"
+            "error: crates/lang/tests/fixtures/invalid/cycle.yaml is invalid (1 error)\n"
         )
     );
 }

@@ -94,7 +94,7 @@ fn dependency_boundaries() {
         "wayline-runtime",
         "wayline-store",
     ];
-    for pure in ["wayline-spec", "wayline-core"] {
+    for pure in ["wayline-lang", "wayline-core"] {
         let start = names
             .iter()
             .find(|(_, name)| **name == pure)

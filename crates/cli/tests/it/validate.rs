@@ -5,7 +5,7 @@ use expect_test::expect;
 
 use crate::{temp_file, wayline};
 
-const CYCLE: &str = "crates/spec/tests/fixtures/invalid/cycle.yaml";
+const CYCLE: &str = "crates/lang/tests/fixtures/invalid/cycle.yaml";
 
 #[test]
 fn every_example_is_valid() {
@@ -38,7 +38,7 @@ fn an_invalid_file_exits_2_with_the_diagnostic_on_stderr() {
     assert_eq!(run.stdout, format!("{CYCLE}: invalid (1 error)\n"));
     expect![[r#"
         error[cycle]: dependency cycle: a -> b -> c -> a
-         --> crates/spec/tests/fixtures/invalid/cycle.yaml:5:13
+         --> crates/lang/tests/fixtures/invalid/cycle.yaml:5:13
           |
         5 |     needs: [c]
           |             ^ `a` needs `c` here
@@ -80,7 +80,7 @@ fn warnings_alone_keep_the_file_valid() {
 
 #[test]
 fn raw_in_a_url_is_a_warning_with_its_position() {
-    let fixture = "crates/spec/tests/fixtures/warnings/raw_url.yaml";
+    let fixture = "crates/lang/tests/fixtures/warnings/raw_url.yaml";
     let run = wayline(&["validate", fixture]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.ends_with("raw_url.yaml: valid (2 steps, 3 warnings)\n"), "{}", run.stdout);
@@ -117,7 +117,7 @@ fn json_format_is_one_object_on_stdout() {
               "diagnostics": []
             },
             {
-              "file": "crates/spec/tests/fixtures/invalid/cycle.yaml",
+              "file": "crates/lang/tests/fixtures/invalid/cycle.yaml",
               "valid": false,
               "diagnostics": [
                 {

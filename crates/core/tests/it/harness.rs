@@ -12,7 +12,7 @@ use wayline_core::execution::{
     AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
 };
 use wayline_core::{Event, Time};
-use wayline_spec::model::Decision;
+use wayline_lang::model::Decision;
 
 pub struct Harness {
     pub execution: Execution,
@@ -31,8 +31,8 @@ pub struct Harness {
     pub peak: usize,
 }
 
-pub fn load(yaml: &str) -> Arc<wayline_spec::Workflow> {
-    let loaded = wayline_spec::load(yaml);
+pub fn load(yaml: &str) -> Arc<wayline_lang::Workflow> {
+    let loaded = wayline_lang::load(yaml);
     let errors: Vec<String> =
         loaded.diagnostics.iter().map(|d| d.render("test.yaml", yaml)).collect();
     Arc::new(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use wayline_core::event::ErrorClass;
 use wayline_core::execution::{Compensation, Control};
-use wayline_spec::model::Decision;
+use wayline_lang::model::Decision;
 
 use crate::harness::{Harness, actor};
 

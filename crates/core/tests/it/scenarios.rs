@@ -8,7 +8,7 @@ use serde_json::json;
 use wayline_core::Time;
 use wayline_core::event::ErrorClass;
 use wayline_core::execution::Control;
-use wayline_spec::model::Decision;
+use wayline_lang::model::Decision;
 
 use crate::harness::{Harness, actor, outputs};
 

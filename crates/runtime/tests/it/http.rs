@@ -21,7 +21,7 @@ use wayline_runtime::render::{self, Limits};
 
 /// The execution of `yaml` with `inputs` and the secret `KEY`, before anything ran.
 fn execution(yaml: &str, inputs: Value) -> Execution {
-    let loaded = wayline_spec::load(yaml);
+    let loaded = wayline_lang::load(yaml);
     let workflow = loaded.workflow.unwrap_or_else(|| panic!("invalid: {:?}", loaded.diagnostics));
     let Value::Object(inputs) = inputs else { panic!("inputs are an object") };
     let created = Created {

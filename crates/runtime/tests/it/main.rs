@@ -94,7 +94,7 @@ impl Store for Watched {
 }
 
 fn submission(yaml: &str) -> Submission {
-    let loaded = wayline_spec::load(yaml);
+    let loaded = wayline_lang::load(yaml);
     Submission {
         workflow: Arc::new(loaded.workflow.expect("a valid test workflow")),
         source: yaml.into(),

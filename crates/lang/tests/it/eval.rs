@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use wayline_spec::expr::{EvalError, Expression, MAX_EXPRESSION_DEPTH, Scope, Template};
+use wayline_lang::expr::{EvalError, Expression, MAX_EXPRESSION_DEPTH, Scope, Template};
 
 // ----- the data and the two engines -----
 

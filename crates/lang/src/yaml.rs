@@ -113,7 +113,7 @@ impl Node {
     /// (NaN, infinity). For files of plain data, like a run's input values.
     ///
     /// ```
-    /// let node = wayline_spec::yaml::parse("replicas: 3\nregions: [eu, us]\n").unwrap();
+    /// let node = wayline_lang::yaml::parse("replicas: 3\nregions: [eu, us]\n").unwrap();
     /// assert_eq!(node.to_json(), Some(serde_json::json!({ "replicas": 3, "regions": ["eu", "us"] })));
     /// ```
     pub fn to_json(&self) -> Option<serde_json::Value> {

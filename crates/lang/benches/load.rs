@@ -2,20 +2,20 @@
 //! parsed, validated and planned; the figures are medians of several runs. Target (DESIGN.md
 //! §4, issue 2): validate + plan under 200 ms on the 2-core development machine.
 //!
-//! Run with `cargo bench -p wayline-spec --bench load`.
+//! Run with `cargo bench -p wayline-lang --bench load`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use wayline_core::plan::Plan;
 
-const STEPS: usize = wayline_spec::lower::MAX_STEPS;
+const STEPS: usize = wayline_lang::lower::MAX_STEPS;
 const RUNS: usize = 15;
 const TARGET: Duration = Duration::from_millis(200);
 
 fn main() {
     let text = workflow(STEPS);
-    let loaded = wayline_spec::load(&text);
+    let loaded = wayline_lang::load(&text);
     if let Some(first) = loaded.diagnostics.first() {
         panic!("the generated workflow has diagnostics: {}", first.render("bench.yaml", &text));
     }
@@ -31,10 +31,10 @@ fn main() {
     );
 
     let parse = measure(|| {
-        black_box(wayline_spec::yaml::parse(black_box(&text)).is_ok());
+        black_box(wayline_lang::yaml::parse(black_box(&text)).is_ok());
     });
     let load = measure(|| {
-        black_box(wayline_spec::load(black_box(&text)).workflow.is_some());
+        black_box(wayline_lang::load(black_box(&text)).workflow.is_some());
     });
     let plan = measure(|| {
         black_box(Plan::new(black_box(&workflow)).levels.len());
@@ -169,6 +169,6 @@ fn workflow(steps: usize) -> String {
         }
         text.push_str(&format!("  - {{ {} }}\n", fields.join(", ")));
     }
-    assert!(text.len() <= wayline_spec::lower::MAX_FILE_BYTES, "{} bytes", text.len());
+    assert!(text.len() <= wayline_lang::lower::MAX_FILE_BYTES, "{} bytes", text.len());
     text
 }

@@ -16,7 +16,7 @@ fn check(name: &str) {
     let path = crate_path(&format!("{DIR}/{name}.yaml"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let loaded = wayline_spec::load(&text);
+    let loaded = wayline_lang::load(&text);
     assert!(loaded.workflow.is_some(), "fixture `{name}` should be valid");
     assert!(!loaded.diagnostics.is_empty(), "fixture `{name}` has no warning");
     assert!(loaded.diagnostics.iter().all(|d| !d.is_error()), "fixture `{name}` has an error");

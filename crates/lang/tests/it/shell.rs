@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use wayline_spec::expr::Scope;
-use wayline_spec::model::{Body, Program};
+use wayline_lang::expr::Scope;
+use wayline_lang::model::{Body, Program};
 
 /// What a context must do with a value.
 enum Expect {
@@ -235,7 +235,7 @@ fn every_context_and_payload_is_safe_or_refused_with_its_position() {
     let mut runs = 0;
     for (name, script, expect) in CONTEXTS {
         let text = workflow(script);
-        let loaded = wayline_spec::load(&text);
+        let loaded = wayline_lang::load(&text);
         let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
         if let Expect::Refused = expect {
             if errors.is_empty() {
@@ -245,7 +245,7 @@ fn every_context_and_payload_is_safe_or_refused_with_its_position() {
                 // The diagnostic points at the substitution itself.
                 let line = text.lines().nth(error.span.line as usize - 1).unwrap_or("");
                 let at: String = line.chars().skip(error.span.column as usize - 1).collect();
-                if error.code != wayline_spec::Code::ShellSubstitution || !at.starts_with("${{") {
+                if error.code != wayline_lang::Code::ShellSubstitution || !at.starts_with("${{") {
                     failures.push(format!(
                         "{name}: refused at {}:{} ({at:?}): {}",
                         error.span.line, error.span.column, error.message

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use wayline_spec::format::{self, Object, Ty};
-use wayline_spec::yaml::{self, Node, Value};
+use wayline_lang::format::{self, Object, Ty};
+use wayline_lang::yaml::{self, Node, Value};
 
 use crate::{crate_path, render};
 
@@ -31,7 +31,7 @@ fn every_example_is_valid_without_warnings() {
         let name = path.file_name().unwrap().to_string_lossy();
         let shown = render(&name, text);
         assert!(shown.is_empty(), "{name} has diagnostics:\n{shown}");
-        assert!(wayline_spec::load(text).workflow.is_some(), "{name} did not load");
+        assert!(wayline_lang::load(text).workflow.is_some(), "{name} did not load");
     }
 }
 

@@ -3,7 +3,7 @@
 //! and how long the worst expressions take to hit the limits. Target: a whole budget of work
 //! in well under 100 ms on the 2-core development machine.
 //!
-//! Run with `cargo bench -p wayline-spec --bench eval`.
+//! Run with `cargo bench -p wayline-lang --bench eval`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wayline_spec::expr::{Expression, MAX_EXPRESSION_DEPTH, Scope};
+use wayline_lang::expr::{Expression, MAX_EXPRESSION_DEPTH, Scope};
 
 const TARGET: Duration = Duration::from_millis(100);
 
@@ -282,11 +282,11 @@ fn cel_evaluate(
         let mut inputs = false;
         for reference in expression.references() {
             match reference.root {
-                wayline_spec::expr::Root::Inputs if !inputs => {
+                wayline_lang::expr::Root::Inputs if !inputs => {
                     inputs = true;
                     context.add_variable_from_value("inputs", to_cel(&data.inputs.clone()));
                 }
-                wayline_spec::expr::Root::Steps => {
+                wayline_lang::expr::Root::Steps => {
                     if let Some(id) = reference.path.first()
                         && let Some(step) = data.step(id)
                     {

@@ -8,7 +8,7 @@
 /// the graph has a cycle.
 ///
 /// ```
-/// use wayline_spec::graph::levels;
+/// use wayline_lang::graph::levels;
 /// // 0 <- 1, 0 <- 2, (1, 2) <- 3
 /// let needs = vec![vec![], vec![0], vec![0], vec![1, 2]];
 /// assert_eq!(levels(&needs), Some(vec![vec![0], vec![1, 2], vec![3]]));
@@ -68,7 +68,7 @@ pub fn dependents(needs: &[Vec<usize>]) -> Vec<Vec<usize>> {
 /// means a needs b, b needs c, c needs a.
 ///
 /// ```
-/// use wayline_spec::graph::cycles;
+/// use wayline_lang::graph::cycles;
 /// let needs = vec![vec![2], vec![0], vec![1], vec![]];
 /// assert_eq!(cycles(&needs), vec![vec![0, 2, 1, 0]]);
 /// ```

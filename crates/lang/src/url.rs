@@ -104,8 +104,8 @@ pub fn is_raw(expression: &Expression) -> bool {
 /// Where each substitution of a URL template sits, in order.
 ///
 /// ```
-/// use wayline_spec::expr::Template;
-/// use wayline_spec::url::{Slot, layout};
+/// use wayline_lang::expr::Template;
+/// use wayline_lang::url::{Slot, layout};
 /// let slots = |text: &str| layout(&Template::parse(text).unwrap());
 /// assert_eq!(slots("${{ inputs.url }}"), Ok(vec![Slot::Whole]));
 /// assert_eq!(
@@ -159,7 +159,7 @@ const DOT_SEGMENT: &str =
 /// Renders a URL template, each value encoded for where it sits.
 ///
 /// ```
-/// use wayline_spec::expr::{Scope, Template};
+/// use wayline_lang::expr::{Scope, Template};
 /// # use std::borrow::Cow; use serde_json::{json, Value};
 /// # struct S; impl Scope for S {
 /// #   fn inputs(&self) -> Cow<'_, Value> { Cow::Owned(json!({"p": "../../admin?x=1#", "q": "a&b=c d"})) }
@@ -170,7 +170,7 @@ const DOT_SEGMENT: &str =
 /// #   fn workflow_name(&self) -> &str { "w" } }
 /// let url = Template::parse("https://api.example/v1/items/${{ inputs.p }}?q=${{ inputs.q }}").unwrap();
 /// assert_eq!(
-///     wayline_spec::url::render(&url, &S).unwrap(),
+///     wayline_lang::url::render(&url, &S).unwrap(),
 ///     "https://api.example/v1/items/..%2F..%2Fadmin%3Fx%3D1%23?q=a%26b%3Dc%20d",
 /// );
 /// ```
@@ -259,7 +259,7 @@ pub fn render(template: &Template, scope: &dyn Scope) -> Result<String, Error> {
 /// text too. `urlencode(x)` in expressions is this function.
 ///
 /// ```
-/// assert_eq!(wayline_spec::url::encode("a b&c=d/é~"), "a%20b%26c%3Dd%2F%C3%A9~");
+/// assert_eq!(wayline_lang::url::encode("a b&c=d/é~"), "a%20b%26c%3Dd%2F%C3%A9~");
 /// ```
 pub fn encode(text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";

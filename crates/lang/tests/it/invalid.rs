@@ -1,6 +1,6 @@
 //! Invalid workflows, one per kind of mistake. Each fixture's diagnostics, rendered exactly as
 //! `wayline validate` prints them, are compared with `<fixture>.expected` next to it
-//! (`UPDATE_EXPECT=1 cargo nextest run -p wayline-spec` rewrites the snapshots; read the diff).
+//! (`UPDATE_EXPECT=1 cargo nextest run -p wayline-lang` rewrites the snapshots; read the diff).
 
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ const DIR: &str = "tests/fixtures/invalid";
 /// Loads `text` as fixture `name`, checks that it is refused, and compares its diagnostics
 /// with the snapshot `<name>.expected`.
 fn check(name: &str, text: &str) {
-    let loaded = wayline_spec::load(text);
+    let loaded = wayline_lang::load(text);
     assert!(loaded.workflow.is_none(), "fixture `{name}` should be invalid");
     assert!(loaded.diagnostics.iter().any(|d| d.is_error()), "fixture `{name}` has no error");
     let shown = render(&format!("{name}.yaml"), text);
@@ -105,7 +105,7 @@ const GENERATED: &[&str] = &["too_many_steps", "file_too_large"];
 
 #[test]
 fn too_many_steps() {
-    let steps: String = (0..=wayline_spec::lower::MAX_STEPS)
+    let steps: String = (0..=wayline_lang::lower::MAX_STEPS)
         .map(|index| format!("  - {{ id: s{index}, run: 'true' }}\n"))
         .collect();
     check("too_many_steps", &format!("name: many\nsteps:\n{steps}"));
@@ -113,18 +113,18 @@ fn too_many_steps() {
 
 #[test]
 fn file_too_large() {
-    let padding = "# padding\n".repeat(wayline_spec::lower::MAX_FILE_BYTES / 10 + 1);
+    let padding = "# padding\n".repeat(wayline_lang::lower::MAX_FILE_BYTES / 10 + 1);
     check("file_too_large", &format!("name: big\nsteps:\n  - {{ id: a, run: 'true' }}\n{padding}"));
 }
 
 #[test]
 fn the_step_limit_itself_is_allowed() {
-    let steps: String = (0..wayline_spec::lower::MAX_STEPS)
+    let steps: String = (0..wayline_lang::lower::MAX_STEPS)
         .map(|index| format!("  - {{ id: s{index}, set: {{ n: {index} }} }}\n"))
         .collect();
-    let loaded = wayline_spec::load(&format!("name: many\nsteps:\n{steps}"));
+    let loaded = wayline_lang::load(&format!("name: many\nsteps:\n{steps}"));
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics.first());
-    assert_eq!(loaded.workflow.map(|w| w.steps.len()), Some(wayline_spec::lower::MAX_STEPS));
+    assert_eq!(loaded.workflow.map(|w| w.steps.len()), Some(wayline_lang::lower::MAX_STEPS));
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn every_fixture_has_a_test_and_a_snapshot() {
 /// The JSON form (`wayline validate --format json`) carries the same facts for tools.
 #[test]
 fn diagnostics_serialise_for_tools() {
-    let loaded = wayline_spec::load(&fixture("unknown_field"));
+    let loaded = wayline_lang::load(&fixture("unknown_field"));
     let json = serde_json::to_string_pretty(&loaded.diagnostics).unwrap();
     expect![[r#"
         [
@@ -197,7 +197,7 @@ steps:
     set: { x: 1 }
 ";
     let codes: Vec<&str> =
-        wayline_spec::load(text).diagnostics.iter().map(|d| d.code.as_str()).collect();
+        wayline_lang::load(text).diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(
         codes,
         [
@@ -219,7 +219,7 @@ fn every_repeat_of_a_key_points_at_its_first_use() {
         keys.push("      k1: again\n".into());
         keys.push("      k1: and again\n".into());
         let text = format!("name: dupes\nsteps:\n  - id: a\n    set:\n{}", keys.concat());
-        let labels: Vec<(u32, Option<String>)> = wayline_spec::load(&text)
+        let labels: Vec<(u32, Option<String>)> = wayline_lang::load(&text)
             .diagnostics
             .into_iter()
             .map(|d| (d.span.line, d.label))

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use wayline_core::plan::Plan;
-use wayline_spec::{Code, format};
+use wayline_lang::{Code, format};
 
 // ----- nothing panics -----
 
@@ -233,14 +233,14 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = wayline_spec::load(&String::from_utf8_lossy(&bytes));
+        let _ = wayline_lang::load(&String::from_utf8_lossy(&bytes));
     }
 
     #[test]
     fn random_documents_never_panic(tree in tree(), raw in any::<bool>(), as_flow in any::<bool>()) {
         let mut text = String::new();
         if as_flow { flow(&tree, &mut text) } else { block(&tree, 0, raw, &mut text) }
-        let _ = wayline_spec::load(&text);
+        let _ = wayline_lang::load(&text);
     }
 
     #[test]
@@ -262,8 +262,8 @@ proptest! {
         text.push_str(&quote(&leaf));
         text.push_str(&close);
         text.push('\n');
-        let loaded = wayline_spec::load(&text);
-        if kinds.len() > wayline_spec::yaml::MAX_DEPTH {
+        let loaded = wayline_lang::load(&text);
+        if kinds.len() > wayline_lang::yaml::MAX_DEPTH {
             prop_assert!(loaded.workflow.is_none());
         }
     }
@@ -281,7 +281,7 @@ proptest! {
                 }
             }
         }
-        let _ = wayline_spec::load(&text);
+        let _ = wayline_lang::load(&text);
     }
 
     #[test]
@@ -296,7 +296,7 @@ proptest! {
             let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
             text.replace_range(start..end, &insert);
         }
-        let _ = wayline_spec::load(&text);
+        let _ = wayline_lang::load(&text);
     }
 }
 
@@ -412,7 +412,7 @@ proptest! {
     #[test]
     fn random_dags_load_and_plan_levels_respect_every_edge(dag in dag(40)) {
         let text = dag.yaml();
-        let loaded = wayline_spec::load(&text);
+        let loaded = wayline_lang::load(&text);
         prop_assert!(loaded.diagnostics.is_empty(), "{}\n{:?}", text, loaded.diagnostics);
         let workflow = loaded.workflow.expect("valid");
         let effective = dag.effective();
@@ -461,7 +461,7 @@ proptest! {
         let last = *path.last().unwrap();
         dag.needs[last].push(first);
         let text = dag.yaml();
-        let loaded = wayline_spec::load(&text);
+        let loaded = wayline_lang::load(&text);
         prop_assert!(loaded.workflow.is_none());
         let cycles: Vec<&str> = loaded
             .diagnostics

@@ -19,8 +19,8 @@ pub enum Given {
 /// object, or every problem found.
 ///
 /// ```
-/// use wayline_spec::inputs::{resolve, Given};
-/// let workflow = wayline_spec::load(
+/// use wayline_lang::inputs::{resolve, Given};
+/// let workflow = wayline_lang::load(
 ///     "name: w\ninputs:\n  n: { type: integer, default: 3 }\n  v: { type: string, required: true }\nsteps:\n  - id: a\n    run: 'true'\n",
 /// ).workflow.unwrap();
 /// let inputs = resolve(&workflow, vec![("v".into(), Given::Text("1.0".into()))]).unwrap();

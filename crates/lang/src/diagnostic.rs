@@ -160,7 +160,7 @@ impl Diagnostic {
     /// with a caret under the problem, and the help text.
     ///
     /// ```
-    /// use wayline_spec::{Code, Diagnostic, Span};
+    /// use wayline_lang::{Code, Diagnostic, Span};
     /// let text = "steps:\n  - id: a\n    nedes: [b]\n";
     /// let d = Diagnostic::error(Code::UnknownField, Span::new(3, 5, 3, 10), "unknown field `nedes`")
     ///     .with_label("did you mean `needs`?");

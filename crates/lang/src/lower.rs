@@ -34,11 +34,11 @@ pub struct Loaded {
 /// Parses and validates a workflow file's text (YAML or JSON).
 ///
 /// ```
-/// let loaded = wayline_spec::load("name: hello\nsteps:\n  - id: greet\n    run: echo hi\n");
+/// let loaded = wayline_lang::load("name: hello\nsteps:\n  - id: greet\n    run: echo hi\n");
 /// let workflow = loaded.workflow.unwrap();
 /// assert_eq!(workflow.steps[0].id, "greet");
 ///
-/// let loaded = wayline_spec::load("name: hello\nsteps:\n  - id: greet\n    rnu: echo hi\n");
+/// let loaded = wayline_lang::load("name: hello\nsteps:\n  - id: greet\n    rnu: echo hi\n");
 /// assert!(loaded.workflow.is_none());
 /// assert_eq!(loaded.diagnostics[0].label.as_deref(), Some("did you mean `run`?"));
 /// ```

@@ -289,7 +289,7 @@ impl Expression {
     /// Parses an expression (the text inside `${{ }}`).
     ///
     /// ```
-    /// use wayline_spec::expr::{Expression, Root};
+    /// use wayline_lang::expr::{Expression, Root};
     /// let e = Expression::parse("steps.test.outputs.coverage >= 80 && inputs.strict").unwrap();
     /// let roots: Vec<_> = e.references().iter().map(|r| (r.root, r.path.join("."))).collect();
     /// assert_eq!(roots, [(Root::Steps, "test.outputs.coverage".into()), (Root::Inputs, "strict".into())]);
@@ -848,7 +848,7 @@ impl Template {
     /// does not close it.
     ///
     /// ```
-    /// use wayline_spec::expr::Template;
+    /// use wayline_lang::expr::Template;
     /// let t = Template::parse("deploy ${{ inputs.version }} now").unwrap();
     /// assert_eq!(t.expressions().count(), 1);
     /// assert!(Template::parse("plain").unwrap().as_literal().is_some());
@@ -1015,7 +1015,7 @@ pub fn to_text(value: &Value) -> String {
 /// finds them.
 ///
 /// ```
-/// assert_eq!(wayline_spec::expr::expression_ranges("a ${{ x }} b ${{ 'y}}' }}"), [2..10, 13..25]);
+/// assert_eq!(wayline_lang::expr::expression_ranges("a ${{ x }} b ${{ 'y}}' }}"), [2..10, 13..25]);
 /// ```
 pub fn expression_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();

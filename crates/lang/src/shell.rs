@@ -75,9 +75,9 @@ pub struct Element {
 /// included), in order.
 ///
 /// ```
-/// use wayline_spec::shell::{analyse_script, Placement};
+/// use wayline_lang::shell::{analyse_script, Placement};
 /// let text = r#"echo ${{ a }} "x${{ b }}" 'y${{ c }}' # ${{ d }}"#;
-/// let analysis = analyse_script(text, &wayline_spec::expr::expression_ranges(text));
+/// let analysis = analyse_script(text, &wayline_lang::expr::expression_ranges(text));
 /// assert!(analysis.errors.is_empty());
 /// use Placement::*;
 /// assert_eq!(analysis.placements, [Word, Quoted, SingleQuoted, Comment]);
@@ -1640,7 +1640,7 @@ impl Script {
     ///
     /// ```
     /// # use std::borrow::Cow; use serde_json::{json, Value};
-    /// # use wayline_spec::expr::Scope;
+    /// # use wayline_lang::expr::Scope;
     /// # struct S; impl Scope for S {
     /// #   fn inputs(&self) -> Cow<'_, Value> { Cow::Owned(json!({"x": "a'; rm -rf / #"})) }
     /// #   fn step(&self, _: &str) -> Option<Value> { None }
@@ -1648,12 +1648,12 @@ impl Script {
     /// #   fn secret(&self, _: &str) -> Option<String> { None }
     /// #   fn execution(&self) -> Value { json!({}) }
     /// #   fn workflow_name(&self) -> &str { "w" } }
-    /// let loaded = wayline_spec::load(
+    /// let loaded = wayline_lang::load(
     ///     "name: w\ninputs: { x: { type: string } }\nsteps:\n  - id: a\n    run: echo ${{ inputs.x }} \"v=${{ inputs.x }}\"\n",
     /// );
     /// let workflow = loaded.workflow.unwrap();
-    /// let wayline_spec::model::Body::Run(command) = &workflow.steps[0].body else { panic!() };
-    /// let wayline_spec::model::Program::Shell(script) = &command.program else { panic!() };
+    /// let wayline_lang::model::Body::Run(command) = &workflow.steps[0].body else { panic!() };
+    /// let wayline_lang::model::Program::Shell(script) = &command.program else { panic!() };
     /// let rendered = script.render(&S).unwrap();
     /// assert_eq!(rendered.script, r#"echo "${WAYLINE_VALUE_1}" "v=${WAYLINE_VALUE_1}""#);
     /// assert_eq!(rendered.values, [("WAYLINE_VALUE_1".to_owned(), "a'; rm -rf / #".to_owned())]);

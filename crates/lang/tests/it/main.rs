@@ -1,4 +1,4 @@
-//! wayline-spec's integration tests, in one binary so the crate links its tests once: invalid
+//! wayline-lang's integration tests, in one binary so the crate links its tests once: invalid
 //! and warned-about fixtures against snapshots of their diagnostics, every example, property
 //! tests, substituted values against a real shell, and the expression evaluator against the
 //! `cel` crate's interpreter.
@@ -19,5 +19,5 @@ fn crate_path(relative: &str) -> PathBuf {
 
 /// Every diagnostic of `text`, rendered exactly as `wayline validate` prints it.
 fn render(name: &str, text: &str) -> String {
-    wayline_spec::load(text).diagnostics.iter().map(|d| d.render(name, text)).collect()
+    wayline_lang::load(text).diagnostics.iter().map(|d| d.render(name, text)).collect()
 }
