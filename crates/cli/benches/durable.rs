@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wayline_core::EventKind;
 use wayline_core::execution::Secrets;
+use wayline_journal::EventKind;
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission};
 use wayline_store::{MemoryStore, Store};
 use wayline_store_postgres::PostgresStore;

@@ -11,7 +11,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wayline_core::{Event, Time};
+use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request,
     Result, Store, StoredRequest,

@@ -10,14 +10,16 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use wayline_core::cloudevents;
-use wayline_core::event::{Actor, EventKind};
-use wayline_core::execution::{Control, Execution, Status};
+use wayline_core::Input;
+use wayline_core::execution::{Control, Execution};
 use wayline_core::report::Report;
-use wayline_core::{Input, Time};
+use wayline_journal::Decision;
+use wayline_journal::Status;
+use wayline_journal::Time;
+use wayline_journal::cloudevents;
+use wayline_journal::{Actor, EventKind};
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Item, Subscription, inspect, owner};
-use wayline_lang::model::Decision;
 use wayline_store::{Action, Filter, Request, Store};
 
 use crate::backend::{self, AnyStore, Location};
@@ -108,7 +110,7 @@ pub async fn list(location: &Location, args: ListArgs) -> anyhow::Result<Exit> {
 
 /// `7d`, `2h` (that long ago) or an RFC 3339 time.
 fn parse_since(text: &str, now: Time) -> anyhow::Result<Time> {
-    if let Ok(duration) = wayline_lang::duration::parse(text) {
+    if let Ok(duration) = wayline_journal::duration::parse(text) {
         return Ok(Time::from_micros(now.as_micros() - duration.as_micros() as i64));
     }
     Time::parse(text).map_err(|_| {
@@ -122,7 +124,7 @@ fn short(duration: Duration) -> String {
     } else {
         Duration::from_millis(duration.as_millis() as u64 / 100 * 100)
     };
-    wayline_lang::duration::format(rounded)
+    wayline_journal::duration::format(rounded)
 }
 
 // ----- show -----
@@ -418,7 +420,7 @@ pub async fn control(
 
 /// `--until`: an RFC 3339 time, or a duration from now (`30m`).
 fn parse_until(text: &str, now: Time) -> anyhow::Result<Time> {
-    if let Ok(duration) = wayline_lang::duration::parse(text) {
+    if let Ok(duration) = wayline_journal::duration::parse(text) {
         return Ok(now.after(duration));
     }
     Time::parse(text).map_err(|_| {
@@ -442,7 +444,7 @@ fn parse_outputs(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
 // ----- gc -----
 
 pub async fn gc(location: &Location, older_than: &str) -> anyhow::Result<Exit> {
-    let age = wayline_lang::duration::parse(older_than)
+    let age = wayline_journal::duration::parse(older_than)
         .map_err(|error| invalid(format!("--older-than: {error}")))?;
     let store = backend::open(location).await?;
     let before = Time::from_micros(Clock::system().now().as_micros() - age.as_micros() as i64);

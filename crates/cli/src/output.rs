@@ -15,7 +15,7 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use wayline_core::{Event, cloudevents};
+use wayline_journal::{Event, cloudevents};
 
 use crate::cli::{Exit, Failure, invalid};
 

@@ -11,10 +11,11 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use wayline_core::event::EventKind;
-use wayline_core::execution::{Execution, StepState, StepStatus};
-use wayline_core::{Event, Time};
-use wayline_lang::duration;
+use wayline_core::execution::{Execution, StepState};
+use wayline_journal::EventKind;
+use wayline_journal::StepStatus;
+use wayline_journal::duration;
+use wayline_journal::{Event, Time};
 
 use crate::output::escape;
 

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
-use wayline_core::Event;
-use wayline_core::Time;
-use wayline_core::event::EventKind;
 use wayline_core::execution::{Control, Created, Execution, Secrets};
 use wayline_core::report::Report;
+use wayline_journal::Decision;
+use wayline_journal::Event;
+use wayline_journal::EventKind;
+use wayline_journal::Time;
+use wayline_lang::Workflow;
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission, owner};
-use wayline_lang::Workflow;
-use wayline_lang::model::Decision;
 use wayline_store::{NewExecution, Store};
 
 use crate::backend::{self, AnyStore};
@@ -155,7 +155,7 @@ async fn retention<S: Store>(store: &S) {
     if setting == "off" || setting == "0" {
         return;
     }
-    let Ok(age) = wayline_lang::duration::parse(&setting) else {
+    let Ok(age) = wayline_journal::duration::parse(&setting) else {
         say!("wayline: ignoring WAYLINE_RETENTION={setting}: not a duration like 30d");
         return;
     };
@@ -191,7 +191,7 @@ async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
         owner: owner::this_process(),
         ttl: Duration::from_secs(15),
         summary: wayline_store::Summary {
-            status: wayline_core::execution::Status::Pending,
+            status: wayline_journal::Status::Pending,
             started_at: None,
             finished_at: None,
             error: None,

@@ -14,146 +14,52 @@ use serde_json::{Map, Value};
 use wayline_lang::expr::{EvalError, Expression, Scope, StatusView};
 use wayline_lang::model::{Body, Decision, StepIndex, Strategy, Wait, Workflow};
 
-use crate::event::{Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, Process, StopReason};
 use crate::retry;
-use crate::time::Time;
+use wayline_journal::{
+    Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, Process, Status, StepStatus,
+    StopReason,
+};
+use wayline_journal::{Masker, Time};
 
 /// Secret values by name: handed in by the runtime, never stored in the journal.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(BTreeMap<String, String>);
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+    /// Masks every value, the same way the executors do.
+    masker: Masker,
+}
 
 impl Secrets {
     pub fn new(values: BTreeMap<String, String>) -> Secrets {
-        Secrets(values)
+        let masker = Masker::new(values.values().map(String::as_str));
+        Secrets { values, masker }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.values.get(name).map(String::as_str)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        self.values.keys().map(String::as_str)
     }
 
     /// The values, for masking.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.0.values().map(String::as_str).filter(|value| !value.is_empty())
+        self.values.values().map(String::as_str).filter(|value| !value.is_empty())
+    }
+
+    /// The masker of these secrets.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
     }
 
     /// Replaces every secret value in `text` with `***`.
     pub fn mask(&self, text: &str) -> String {
-        let mut values: Vec<&str> = self.values().collect();
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        let mut out = text.to_owned();
-        for value in values {
-            if out.contains(value) {
-                out = out.replace(value, "***");
-            }
-        }
-        out
+        self.masker.mask(text).into_owned()
     }
 
     fn mask_value(&self, value: &mut Value) {
-        match value {
-            Value::String(text) if self.values().any(|secret| text.contains(secret)) => {
-                *text = self.mask(text);
-            }
-            Value::Array(items) => items.iter_mut().for_each(|item| self.mask_value(item)),
-            Value::Object(map) => map.values_mut().for_each(|item| self.mask_value(item)),
-            _ => {}
-        }
-    }
-}
-
-/// Status of a step (DESIGN.md §2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    Pending,
-    Running,
-    Retrying,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
-    Escalated,
-    Compensating,
-    Compensated,
-}
-
-impl StepStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::Retrying => "retrying",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Cancelled => "cancelled",
-            StepStatus::Escalated => "escalated",
-            StepStatus::Compensating => "compensating",
-            StepStatus::Compensated => "compensated",
-        }
-    }
-}
-
-/// Status of an execution (DESIGN.md §2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Running,
-    Paused,
-    Escalated,
-    Succeeded,
-    Failed,
-    Cancelled,
-    RolledBack,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Paused => "paused",
-            Status::Escalated => "escalated",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-            Status::RolledBack => "rolled_back",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        [
-            Status::Pending,
-            Status::Running,
-            Status::Paused,
-            Status::Escalated,
-            Status::Succeeded,
-            Status::Failed,
-            Status::Cancelled,
-            Status::RolledBack,
-        ]
-        .into_iter()
-        .find(|status| status.name() == text)
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled | Status::RolledBack)
-    }
-}
-
-impl From<Outcome> for Status {
-    fn from(outcome: Outcome) -> Status {
-        match outcome {
-            Outcome::Succeeded => Status::Succeeded,
-            Outcome::Failed => Status::Failed,
-            Outcome::Cancelled => Status::Cancelled,
-            Outcome::RolledBack => Status::RolledBack,
-        }
+        self.masker.mask_value(value);
     }
 }
 
@@ -441,6 +347,7 @@ impl Execution {
     /// A new execution and its first event, to be committed before anything else.
     pub fn create(created: Created, secrets: Arc<Secrets>, now: Time) -> (Execution, Event) {
         let event = Event {
+            v: wayline_journal::FORMAT,
             seq: 1,
             time: now,
             kind: EventKind::Created {
@@ -753,7 +660,7 @@ impl Execution {
     }
 
     fn emit(&mut self, out: &mut Step, now: Time, kind: EventKind) {
-        let event = Event { seq: self.seq + 1, time: now, kind };
+        let event = Event { v: wayline_journal::FORMAT, seq: self.seq + 1, time: now, kind };
         // Events made here are valid by construction; a failure would be a bug in the core.
         if let Err(error) = self.apply(&event) {
             debug_assert!(false, "the core emitted an event it cannot apply: {error}");
@@ -1106,8 +1013,11 @@ impl Execution {
                 }
             }
             Timer::Deadline => {
-                let timeout =
-                    self.workflow.timeout.map(wayline_lang::duration::format).unwrap_or_default();
+                let timeout = self
+                    .workflow
+                    .timeout
+                    .map(wayline_journal::duration::format)
+                    .unwrap_or_default();
                 let error = ErrorInfo::new(
                     ErrorClass::Timeout,
                     format!("the execution ran past its timeout of {timeout}"),
@@ -1182,12 +1092,7 @@ impl Execution {
         self.emit(
             out,
             now,
-            EventKind::Decided {
-                step: id.clone(),
-                decision: decision.name().into(),
-                outputs,
-                actor: actor.clone(),
-            },
+            EventKind::Decided { step: id.clone(), decision, outputs, actor: actor.clone() },
         );
         match decision {
             Decision::Fail | Decision::Rollback => {
@@ -1747,6 +1652,14 @@ impl Execution {
 
     /// Applies one journal event to the state. This is the only place state changes.
     pub fn apply(&mut self, event: &Event) -> Result<(), String> {
+        if event.v > wayline_journal::FORMAT {
+            return Err(format!(
+                "event {} is in journal format {}, newer than this wayline reads ({}); upgrade wayline",
+                event.seq,
+                event.v,
+                wayline_journal::FORMAT
+            ));
+        }
         if event.seq != self.seq + 1 {
             return Err(format!("event {} does not follow event {}", event.seq, self.seq));
         }
@@ -1912,8 +1825,7 @@ impl Execution {
             EventKind::Decided { step, decision, outputs, actor } => {
                 let index = self.index(step)?;
                 self.escalated.remove(&index);
-                let decision = Decision::parse(decision)
-                    .ok_or_else(|| format!("unknown decision `{decision}`"))?;
+                let decision = *decision;
                 let run = &mut self.steps[index];
                 run.decision = Some((decision, actor.clone()));
                 match decision {

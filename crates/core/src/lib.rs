@@ -4,15 +4,10 @@
 //! wayline-core knows nothing about tokio, SQL, HTTP or processes; it reads no clock and draws
 //! no random numbers. Everything it decides is a function of its inputs.
 
-pub mod cloudevents;
-pub mod event;
 pub mod execution;
 pub mod plan;
 pub mod render;
 pub mod report;
 pub mod retry;
-pub mod time;
 
-pub use event::{Event, EventKind};
 pub use execution::{Effect, Execution, Input};
-pub use time::Time;

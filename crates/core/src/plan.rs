@@ -3,7 +3,7 @@
 //! timeout, strategy and exact retry schedule.
 
 use serde::Serialize;
-use wayline_lang::duration;
+use wayline_journal::duration;
 use wayline_lang::graph;
 use wayline_lang::model::{Backoff, Body, Workflow};
 

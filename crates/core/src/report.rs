@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::ErrorInfo;
 use crate::execution::{Compensation, Execution};
+use wayline_journal::ErrorInfo;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {

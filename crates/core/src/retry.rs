@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wayline_lang::duration::MAX as MAX_DURATION;
+use wayline_journal::duration::MAX as MAX_DURATION;
 use wayline_lang::model::{Backoff, Jitter, Retry};
 
 /// The pause before retry number `n` (n ≥ 1: the pause before attempt n + 1), given two uniform

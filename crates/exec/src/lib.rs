@@ -33,7 +33,6 @@
 mod command;
 pub mod http;
 mod log;
-mod mask;
 mod outputs;
 mod scratch;
 
@@ -42,7 +41,7 @@ use std::time::Duration;
 pub use command::{Command, Process, Program, run_command, stop_orphan};
 pub use http::{Body, Header, Http, HttpClient, RetryAfter, run_http};
 pub use log::{LogLine, LogSink, Stream};
-pub use mask::Masker;
+pub use wayline_journal::Masker;
 
 /// A step's outputs: the values later steps read as `steps.<id>.outputs.<key>`.
 pub type Outputs = serde_json::Map<String, serde_json::Value>;

@@ -5,7 +5,6 @@
 //! HTTP or processes.
 
 pub mod diagnostic;
-pub mod duration;
 pub mod expr;
 pub mod format;
 pub mod graph;

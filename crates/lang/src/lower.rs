@@ -10,13 +10,14 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Span, did_you_mean};
-use crate::duration;
 use crate::expr::{self, Expression, ExpressionCache, FUNCTIONS, Reference, Root, Template};
 use crate::format::{self, Object};
 use crate::graph::{self, Reachability};
 use crate::model::*;
 use crate::shell::{self, Script};
 use crate::yaml::{self, Key, Node, Value};
+use wayline_journal::Decision;
+use wayline_journal::duration;
 
 /// Largest workflow file accepted.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;

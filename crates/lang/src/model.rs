@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::Span;
 use crate::expr::{Expression, Template};
+pub use wayline_journal::Decision;
 
 /// Index of a step in [`Workflow::steps`].
 pub type StepIndex = usize;
@@ -251,33 +252,6 @@ pub struct Escalation {
     pub notify: Option<Action>,
     pub timeout: Option<Duration>,
     pub then: Decision,
-}
-
-/// What a human (or the escalation timeout) decides about an escalated step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Decision {
-    #[default]
-    Fail,
-    Rollback,
-    Skip,
-    Retry,
-}
-
-impl Decision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Decision::Fail => "fail",
-            Decision::Rollback => "rollback",
-            Decision::Skip => "skip",
-            Decision::Retry => "retry",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Decision> {
-        [Decision::Fail, Decision::Rollback, Decision::Skip, Decision::Retry]
-            .into_iter()
-            .find(|decision| decision.name() == text)
-    }
 }
 
 /// A retry policy (DESIGN.md §2.3).

@@ -188,7 +188,10 @@ fn main() {
             loop {
                 match subscription.next().await.expect("events") {
                     Some(wayline_runtime::Item::Event(event))
-                        if matches!(event.kind, wayline_core::EventKind::AttemptStarted { .. }) =>
+                        if matches!(
+                            event.kind,
+                            wayline_journal::EventKind::AttemptStarted { .. }
+                        ) =>
                     {
                         break;
                     }

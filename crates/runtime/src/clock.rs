@@ -2,7 +2,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wayline_core::Time;
+use wayline_journal::Time;
 
 /// Wall time for journal timestamps, paired with a monotonic clock for sleeping.
 #[derive(Debug, Clone, Copy)]

@@ -14,15 +14,13 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wayline_core::event::{Actor, ErrorClass, ErrorInfo, Process};
 use wayline_core::execution::{
-    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Status, Timer,
+    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
 };
 use wayline_core::report::Report;
-use wayline_core::{Event, Time};
 use wayline_exec as exec;
+use wayline_journal::{Actor, Decision, ErrorClass, ErrorInfo, Event, Process, Status, Time};
 use wayline_lang::Workflow;
-use wayline_lang::model::Decision;
 use wayline_store::{self as store, Action, Commit, Lease, LogLine, NewExecution, Store, Summary};
 
 use crate::clock::Clock;
@@ -171,7 +169,7 @@ impl<S: Store> EngineHandle<S> {
         let mut subscription = self.subscribe(id, 0);
         while let Some(item) = subscription.next().await? {
             if let crate::subscription::Item::Event(Event {
-                kind: wayline_core::EventKind::Finished { .. },
+                kind: wayline_journal::EventKind::Finished { .. },
                 ..
             }) = item
             {

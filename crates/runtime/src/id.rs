@@ -1,7 +1,7 @@
 //! Execution ids: 26 characters, lower-case Crockford base32, sortable by creation time
 //! (48 bits of milliseconds, 80 random bits), like ULIDs. Any unique prefix names one.
 
-use wayline_core::Time;
+use wayline_journal::Time;
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wayline_core::execution::{Execution, Secrets};
 use wayline_core::report::Report;
-use wayline_core::{Event, EventKind};
+use wayline_journal::{Event, EventKind};
 use wayline_lang::Workflow;
 use wayline_store::{self as store, Store};
 

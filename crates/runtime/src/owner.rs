@@ -1,8 +1,8 @@
 //! Who owns an execution: `host:pid:start`, so that on the same host a dead owner can be
 //! recognised at once (DESIGN.md §1.4), even if its pid was reused.
 
-use wayline_core::Time;
-use wayline_core::execution::Status;
+use wayline_journal::Status;
+use wayline_journal::Time;
 use wayline_store::ExecutionRecord;
 
 /// This process's owner id.

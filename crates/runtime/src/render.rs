@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use wayline_core::event::ErrorClass;
 use wayline_core::execution::Execution;
 use wayline_core::render;
 use wayline_exec as exec;
+use wayline_journal::ErrorClass;
 use wayline_lang::expr::{self, EvalError, Expression, Scope, Template};
 use wayline_lang::model::{Action, Body, Command, Http, Program, ValueTemplate, Wait};
 use wayline_lang::url;
@@ -123,7 +123,7 @@ fn request(
     timeout: Option<Duration>,
     limits: &Limits,
 ) -> Result<Request, Error> {
-    let masker = exec::Masker::new(execution.secrets().values());
+    let masker = execution.secrets().masker().clone();
     let exec_limits =
         exec::Limits { log_bytes: limits.log_bytes, output_bytes: limits.output_bytes };
     Ok(match action {

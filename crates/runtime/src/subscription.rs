@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use wayline_core::{Event, EventKind};
+use wayline_journal::{Event, EventKind};
 use wayline_store::{Changes, LogLine, Store};
 
 use crate::engine::{Error, Result};

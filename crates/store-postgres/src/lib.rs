@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
-use wayline_core::{Event, Time};
+use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
     Store, StoredRequest,

@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
-use wayline_core::execution::Status;
-use wayline_core::{Event, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
     StoredRequest, Summary, check_sequence, stale_lease,

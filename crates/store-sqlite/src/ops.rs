@@ -11,8 +11,8 @@ use std::collections::hash_map::Entry;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
-use wayline_core::execution::Status;
-use wayline_core::{Event, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
     StoredRequest, Summary, check_sequence, stale_lease,

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use wayline_core::execution::Status;
-use wayline_core::{Event, EventKind, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, EventKind, Time};
 
 use crate::{Commit, Lease, NewExecution, Store, Summary};
 
@@ -103,6 +103,7 @@ pub fn report(workload: &str, backend: &str, measured: Figures, baseline: Figure
 
 async fn create<S: Store>(store: &S, id: &str) -> Lease {
     let created = Event {
+        v: wayline_journal::FORMAT,
         seq: 1,
         time: Time::from_micros(0),
         kind: EventKind::Created {
@@ -119,7 +120,7 @@ async fn create<S: Store>(store: &S, id: &str) -> Lease {
         owner: "bench".into(),
         ttl: Duration::from_secs(3600),
         summary: crate::Summary {
-            status: wayline_core::execution::Status::Pending,
+            status: wayline_journal::Status::Pending,
             started_at: None,
             finished_at: None,
             error: None,
@@ -138,6 +139,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
     outputs.insert("artifact".into(), Value::from(format!("build/{name}.tar.gz")));
     let events = vec![
         Event {
+            v: wayline_journal::FORMAT,
             seq,
             time,
             kind: EventKind::AttemptStarted {
@@ -148,6 +150,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
             },
         },
         Event {
+            v: wayline_journal::FORMAT,
             seq: seq + 1,
             time,
             kind: EventKind::AttemptSucceeded {
@@ -158,6 +161,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
             },
         },
         Event {
+            v: wayline_journal::FORMAT,
             seq: seq + 2,
             time,
             kind: EventKind::AttemptStarted {

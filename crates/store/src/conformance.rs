@@ -28,9 +28,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use wayline_core::event::{Actor, ErrorClass, ErrorInfo, Outcome, StopReason};
-use wayline_core::execution::Status;
-use wayline_core::{Event, EventKind, Time};
+use wayline_journal::Status;
+use wayline_journal::{Actor, ErrorClass, ErrorInfo, Outcome, StopReason};
+use wayline_journal::{Event, EventKind, Time};
 
 use crate::{
     Action, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Store,
@@ -866,7 +866,7 @@ fn new_execution(id: &str, workflow: &str, created_at: Time) -> NewExecution {
 }
 
 fn event(seq: u64, kind: EventKind) -> Event {
-    Event { seq, time: Time::from_micros(at(0).as_micros() + seq as i64), kind }
+    Event::new(seq, Time::from_micros(at(0).as_micros() + seq as i64), kind)
 }
 
 fn created(seq: u64, workflow: &str) -> Event {

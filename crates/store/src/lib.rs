@@ -2,13 +2,15 @@
 //!
 //! The [`Store`] trait is all the runtime knows about storage; it never names a backend. Every
 //! backend (in-memory here, SQLite and PostgreSQL in their own crates) passes the same
-//! [`conformance`] suite.
+//! conformance suite (`conformance`, behind the `testing` feature).
 //!
 //! Appends are fenced: each execution has one lease at a time, identified by a token that
 //! grows with every takeover, and an append must present the current token and continue the
 //! journal exactly where it ends. A late write from an owner that lost its lease is rejected.
 
+#[cfg(feature = "testing")]
 pub mod bench;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod memory;
 mod record;
@@ -16,7 +18,7 @@ mod record;
 use std::future::Future;
 use std::time::Duration;
 
-use wayline_core::{Event, Time};
+use wayline_journal::{Event, Time};
 
 pub use memory::MemoryStore;
 pub use record::*;
@@ -70,7 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// expired still commits until someone else acquires it.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Creates an execution with its first events (seq 1, 2, …; may be empty) and takes its
-    /// lease, atomically. The record starts as [`wayline_core::execution::Status::Pending`].
+    /// lease, atomically. The record starts as [`wayline_journal::Status::Pending`].
     fn create(
         &self,
         execution: NewExecution,

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use wayline_core::execution::Status;
-use wayline_core::{Event, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, Time};
 
 /// A new execution, for [`crate::Store::create`].
 #[derive(Debug, Clone)]

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use wayline_core::event::{Actor, ErrorClass, ErrorInfo, EventKind};
 use wayline_core::execution::{
     AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
 };
-use wayline_core::{Event, Time};
-use wayline_lang::model::Decision;
+use wayline_journal::Decision;
+use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind};
+use wayline_journal::{Event, Time};
 
 pub struct Harness {
     pub execution: Execution,

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use wayline_core::event::ErrorClass;
 use wayline_core::execution::{Compensation, Control};
-use wayline_lang::model::Decision;
+use wayline_journal::Decision;
+use wayline_journal::ErrorClass;
 
 use crate::harness::{Harness, actor};
 

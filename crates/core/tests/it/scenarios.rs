@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use expect_test::{Expect, expect};
 use serde_json::json;
-use wayline_core::Time;
-use wayline_core::event::ErrorClass;
 use wayline_core::execution::Control;
-use wayline_lang::model::Decision;
+use wayline_journal::Decision;
+use wayline_journal::ErrorClass;
+use wayline_journal::Time;
 
 use crate::harness::{Harness, actor, outputs};
 
@@ -201,7 +201,7 @@ steps:
         h.journal
             .iter()
             .filter_map(|e| match &e.kind {
-                wayline_core::EventKind::RetryScheduled { delay_ms, .. } => Some(*delay_ms),
+                wayline_journal::EventKind::RetryScheduled { delay_ms, .. } => Some(*delay_ms),
                 _ => None,
             })
             .collect::<Vec<u64>>()
@@ -856,11 +856,11 @@ fn recovery_marks_in_flight_attempts_lost_and_retries_them() {
         .collect();
     assert_eq!(kinds, ["recovered", "attempt_failed", "retry_scheduled"]);
     assert!(
-        matches!(&step.events[1].kind, wayline_core::EventKind::AttemptFailed { error, .. } if error.class == ErrorClass::Lost)
+        matches!(&step.events[1].kind, wayline_journal::EventKind::AttemptFailed { error, .. } if error.class == ErrorClass::Lost)
     );
     // The wait was not lost: its timer is armed again at its original end.
     let wait_end = h.journal.iter().find_map(|e| match &e.kind {
-        wayline_core::EventKind::AttemptStarted { until: Some(until), .. } => Some(*until),
+        wayline_journal::EventKind::AttemptStarted { until: Some(until), .. } => Some(*until),
         _ => None,
     });
     assert!(step.effects.iter().any(|e| matches!(e, wayline_core::Effect::Timer { at, timer: wayline_core::execution::Timer::Wait { .. } } if Some(*at) == wait_end)));
@@ -877,4 +877,20 @@ fn expression_errors_fail_without_retry() {
     assert_eq!(error.class, ErrorClass::Expression);
     h.assert_replay_matches();
     let _ = Time::default();
+}
+
+#[test]
+fn a_journal_from_a_newer_wayline_is_refused_not_misread() {
+    let mut h = Harness::new("name: v\nsteps:\n  - id: a\n    run: echo a\n");
+    h.succeed("a");
+    let mut journal = h.journal.clone();
+    journal.last_mut().expect("events").v = wayline_journal::FORMAT + 1;
+    let error = wayline_core::Execution::replay(
+        "ex1".into(),
+        std::sync::Arc::clone(h.execution.workflow()),
+        std::sync::Arc::default(),
+        &journal,
+    )
+    .expect_err("a newer format is refused");
+    assert!(error.contains("newer than this wayline reads"), "{error}");
 }

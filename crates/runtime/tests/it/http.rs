@@ -13,10 +13,10 @@ use expect_test::expect;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wayline_core::Time;
-use wayline_core::event::ErrorClass;
 use wayline_core::execution::{Created, Execution, Secrets};
 use wayline_exec as exec;
+use wayline_journal::ErrorClass;
+use wayline_journal::Time;
 use wayline_runtime::render::{self, Limits};
 
 /// The execution of `yaml` with `inputs` and the secret `KEY`, before anything ran.

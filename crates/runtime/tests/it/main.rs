@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use wayline_core::execution::Secrets;
-use wayline_core::{Event, EventKind, Time};
+use wayline_journal::{Event, EventKind, Time};
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use wayline_core::execution::Status;
-use wayline_core::{Event, EventKind, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, EventKind, Time};
 use wayline_store::{Commit, Error, Filter, Lease, LogLine, NewExecution, Store, Summary};
 use wayline_store_postgres::{Options, PostgresStore, SCHEMA_VERSION};
 
@@ -450,20 +450,29 @@ async fn create(store: &PostgresStore, id: &str) -> Lease {
         owner: "engine".into(),
         ttl: Duration::from_secs(60),
         summary: wayline_store::Summary {
-            status: wayline_core::execution::Status::Pending,
+            status: wayline_journal::Status::Pending,
             started_at: None,
             finished_at: None,
             error: None,
         },
     };
     store
-        .create(new, vec![Event { seq: 1, time: Time::from_micros(0), kind: EventKind::Started }])
+        .create(
+            new,
+            vec![Event {
+                v: wayline_journal::FORMAT,
+                seq: 1,
+                time: Time::from_micros(0),
+                kind: EventKind::Started,
+            }],
+        )
         .await
         .unwrap()
 }
 
 fn step(lease: &Lease, seq: u64) -> Commit {
     let event = Event {
+        v: wayline_journal::FORMAT,
         seq,
         time: Time::from_micros(seq as i64),
         kind: EventKind::AttemptStarted {

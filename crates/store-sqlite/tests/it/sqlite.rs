@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wayline_core::execution::Status;
-use wayline_core::{Event, EventKind, Time};
+use wayline_journal::Status;
+use wayline_journal::{Event, EventKind, Time};
 use wayline_store::{Action, Commit, Error, Filter, Lease, NewExecution, Request, Store, Summary};
 use wayline_store_sqlite::{Options, SCHEMA_VERSION, SqliteStore, Synchronous};
 
@@ -445,18 +445,20 @@ async fn create(store: &SqliteStore, id: &str, second: i64) -> Lease {
         owner: "engine".into(),
         ttl: Duration::from_secs(60),
         summary: Summary {
-            status: wayline_core::execution::Status::Pending,
+            status: wayline_journal::Status::Pending,
             started_at: None,
             finished_at: None,
             error: None,
         },
     };
-    let created = Event { seq: 1, time: at(second), kind: EventKind::Started };
+    let created =
+        Event { v: wayline_journal::FORMAT, seq: 1, time: at(second), kind: EventKind::Started };
     store.create(new, vec![created]).await.unwrap()
 }
 
 fn step(lease: &Lease, seq: u64) -> Commit {
     let event = Event {
+        v: wayline_journal::FORMAT,
         seq,
         time: at(seq as i64),
         kind: EventKind::AttemptStarted {

@@ -13,7 +13,7 @@ const UNITS: [(&str, u64); 5] =
 ///
 /// ```
 /// use std::time::Duration;
-/// use wayline_lang::duration::parse;
+/// use wayline_journal::duration::parse;
 /// assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
 /// assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
 /// assert!(parse("10").is_err());
@@ -104,7 +104,7 @@ fn spell(mut ms: u64) -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wayline_lang::duration::format;
+/// use wayline_journal::duration::format;
 /// assert_eq!(format(Duration::from_millis(90_000)), "1m30s");
 /// assert_eq!(format(Duration::from_millis(1_500)), "1.5s");
 /// assert_eq!(format(Duration::from_millis(250)), "250ms");

@@ -17,7 +17,7 @@ use serde_json::Value;
 /// Cheap to clone. Its `Debug` output shows how many secrets it holds, never the secrets.
 ///
 /// ```
-/// use wayline_exec::Masker;
+/// use wayline_journal::Masker;
 ///
 /// let masker = Masker::new(["hunter2", "hunter2-admin"]);
 /// assert_eq!(masker.mask("pw=hunter2-admin, pw=hunter2"), "pw=***, pw=***");
@@ -89,7 +89,7 @@ impl Masker {
     }
 
     /// Masks every string in a JSON value, object keys included.
-    pub(crate) fn mask_value(&self, value: &mut Value) {
+    pub fn mask_value(&self, value: &mut Value) {
         if self.is_empty() {
             return;
         }
@@ -106,7 +106,7 @@ impl Masker {
     }
 
     /// Masks every string in a JSON object, keys included.
-    pub(crate) fn mask_map(&self, map: &mut serde_json::Map<String, Value>) {
+    pub fn mask_map(&self, map: &mut serde_json::Map<String, Value>) {
         if self.is_empty() {
             return;
         }
@@ -118,7 +118,7 @@ impl Masker {
 
     /// The length of the longest secret: how far past a cut point a secret that starts before
     /// it can reach.
-    pub(crate) fn longest(&self) -> usize {
+    pub fn longest(&self) -> usize {
         self.secrets.first().map_or(0, |secret| secret.len())
     }
 
@@ -126,7 +126,7 @@ impl Masker {
     /// secret or a UTF-8 character in two, or `bytes.len()`. `bytes` must extend at least
     /// [`Masker::longest`] + 3 bytes past `at_least`, or end where the text ends, for the
     /// answer to be exact.
-    pub(crate) fn safe_cut(&self, bytes: &[u8], at_least: usize) -> usize {
+    pub fn safe_cut(&self, bytes: &[u8], at_least: usize) -> usize {
         let mut position = 0;
         // The same left-to-right scan as `mask`, so the cut falls between the same matches.
         while position < at_least && position < bytes.len() {

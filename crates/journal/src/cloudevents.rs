@@ -70,8 +70,8 @@ pub fn problem(error: &ErrorInfo, instance: &str) -> Value {
 /// The CloudEvents 1.0 JSON form of a journal event of execution `execution`.
 ///
 /// ```
-/// use wayline_core::{Event, EventKind, Time, cloudevents};
-/// let event = Event { seq: 2, time: Time::from_micros(0), kind: EventKind::Started };
+/// use wayline_journal::{Event, EventKind, Time, cloudevents};
+/// let event = Event { v: wayline_journal::FORMAT, seq: 2, time: Time::from_micros(0), kind: EventKind::Started };
 /// let ce = cloudevents::to_json("01abc", &event);
 /// assert_eq!(ce["specversion"], "1.0");
 /// assert_eq!(ce["type"], "io.serverlessworkflow.workflow.started.v1");

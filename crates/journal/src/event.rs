@@ -1,10 +1,17 @@
 //! The journal: every execution is an append-only list of these events, and its state is a
-//! fold of them. Events are stored as JSON; their shape is a compatibility promise.
+//! fold of them. Events are stored as JSON; their shape is a compatibility promise, and each
+//! carries the format version it was written in (`v`), so a reader can tell an event from a
+//! newer wayline instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::status::Decision;
 use crate::time::Time;
+
+/// The format version of the events this wayline writes. Events written before versions
+/// existed read as version 1.
+pub const FORMAT: u16 = 1;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,8 +19,22 @@ pub struct Event {
     /// Position in the execution's journal, from 1, without gaps.
     pub seq: u64,
     pub time: Time,
+    /// The format version it was written in ([`FORMAT`] for new events).
+    #[serde(default = "first_format")]
+    pub v: u16,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl Event {
+    /// A new event in this wayline's format.
+    pub fn new(seq: u64, time: Time, kind: EventKind) -> Event {
+        Event { seq, time, v: FORMAT, kind }
+    }
+}
+
+fn first_format() -> u16 {
+    1
 }
 
 /// Why an attempt failed, and whether trying again can help.
@@ -194,7 +215,7 @@ pub enum EventKind {
     },
     Decided {
         step: String,
-        decision: String,
+        decision: Decision,
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         outputs: Map<String, Value>,
         actor: Actor,
@@ -254,6 +275,7 @@ mod tests {
     #[test]
     fn events_serialise_flat_and_compact() {
         let event = Event {
+            v: FORMAT,
             seq: 3,
             time: Time::from_micros(5),
             kind: EventKind::AttemptStarted {
@@ -266,8 +288,16 @@ mod tests {
         let text = serde_json::to_string(&event).unwrap();
         assert_eq!(
             text,
-            r#"{"seq":3,"time":5,"type":"attempt_started","step":"build","attempt":1}"#
+            r#"{"seq":3,"time":5,"v":1,"type":"attempt_started","step":"build","attempt":1}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
+    }
+
+    #[test]
+    fn events_written_before_versions_read_as_version_1() {
+        let old = r#"{"seq":2,"time":7,"type":"decided","step":"a","decision":"skip","actor":{"by":"ops"}}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(event.v, 1);
+        assert!(matches!(event.kind, EventKind::Decided { decision: Decision::Skip, .. }));
     }
 }
