@@ -232,7 +232,7 @@ pub async fn logs(
                 .await
                 .map_err(|error| backend::store_error(error, location))?;
             for line in &lines {
-                let attempt = if line.compensation {
+                let attempt = if line.kind == wayline_journal::AttemptKind::Compensation {
                     format!("undo#{}", line.attempt)
                 } else {
                     format!("#{}", line.attempt)

@@ -19,7 +19,7 @@ use wayline_journal::{
     Actor, ErrorClass, ErrorInfo, Event, EventKind, Outcome, Process, Status, StepStatus,
     StopReason,
 };
-use wayline_journal::{Masker, Time};
+use wayline_journal::{AttemptKind, Masker, Time};
 
 /// Secret values by name: handed in by the runtime, never stored in the journal.
 #[derive(Debug, Clone, Default)]
@@ -189,14 +189,48 @@ impl StepRun {
     }
 }
 
+/// One attempt of a step, as the state machine names it (the runtime turns it into a durable
+/// [`wayline_journal::AttemptId`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Attempt {
+    pub step: StepIndex,
+    /// The fan-out item it belongs to; `None` for an ordinary step.
+    pub item: Option<u32>,
+    /// From 1, counted per kind.
+    pub number: u32,
+    pub kind: AttemptKind,
+}
+
+impl Attempt {
+    /// Attempt `number` of `step`'s body.
+    pub fn step(step: StepIndex, number: u32) -> Attempt {
+        Attempt { step, item: None, number, kind: AttemptKind::Step }
+    }
+
+    /// Attempt `number` of `step`'s compensation.
+    pub fn compensation(step: StepIndex, number: u32) -> Attempt {
+        Attempt { step, item: None, number, kind: AttemptKind::Compensation }
+    }
+
+    /// Whether this is a compensation (the journal's `compensation` flag).
+    pub fn is_compensation(self) -> bool {
+        self.kind == AttemptKind::Compensation
+    }
+
+    /// The same kind of attempt of the same step, numbered `number`.
+    fn numbered(self, number: u32) -> Attempt {
+        Attempt { number, ..self }
+    }
+}
+
 /// Timers the core asks the runtime to arm. A timer that fires after it stopped mattering is
 /// recognised and ignored, so timers never need cancelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
     /// A step's (or compensation's) next attempt is due.
-    Retry { step: StepIndex, attempt: u32, compensation: bool },
+    Retry(Attempt),
     /// A wait step is over.
-    Wait { step: StepIndex, attempt: u32 },
+    Wait(Attempt),
     /// No decision on an escalated step by the escalation timeout.
     Escalation { step: StepIndex, since: Time },
     /// `pause --until` is reached.
@@ -209,9 +243,9 @@ pub enum Timer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Run an attempt of a step (or of its compensation) on an executor.
-    Start { step: StepIndex, attempt: u32, compensation: bool },
+    Start(Attempt),
     /// Stop an attempt in flight (SIGTERM then SIGKILL, abort the request).
-    Cancel { step: StepIndex, attempt: u32, compensation: bool },
+    Cancel(Attempt),
     /// Deliver `Input::Timer(timer)` at `at`.
     Timer { at: Time, timer: Timer },
     /// A step escalated: call `escalation.notify`.
@@ -231,16 +265,12 @@ pub enum Input {
     },
     /// The process of a command attempt started.
     Running {
-        step: StepIndex,
-        attempt: u32,
-        compensation: bool,
+        attempt: Attempt,
         process: Process,
     },
     /// An executor finished an attempt.
     Finished {
-        step: StepIndex,
-        attempt: u32,
-        compensation: bool,
+        attempt: Attempt,
         result: AttemptResult,
     },
     Timer(Timer),
@@ -253,6 +283,20 @@ pub enum AttemptResult {
     Succeeded { outputs: Map<String, Value> },
     Failed { error: ErrorInfo, outputs: Map<String, Value>, retry_after: Option<Duration> },
     Cancelled,
+}
+
+/// How a failed attempt ended, as the decision about it needs it.
+struct Failure {
+    error: ErrorInfo,
+    outputs: Map<String, Value>,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure with nothing but its error (an expression that could not be evaluated).
+    fn of(error: ErrorInfo) -> Failure {
+        Failure { error, outputs: Map::new(), retry_after: None }
+    }
 }
 
 /// A request from a person (CLI, API) to steer the execution.
@@ -631,27 +675,29 @@ impl Execution {
                 }
             }
             Input::Recover { owner } => self.recover(&mut out, owner, now),
-            Input::Running { step, attempt, compensation, process } => {
-                let current = self.steps.get(step).is_some_and(|run| {
-                    if compensation {
-                        matches!(&run.compensation, Compensation::Running { attempt: a, process: None, .. } if *a == attempt)
-                    } else {
-                        matches!(&run.state, StepState::Running { attempt: a, process: None, .. } if *a == attempt)
+            Input::Running { attempt, process } => {
+                let number = attempt.number;
+                let current = self.steps.get(attempt.step).is_some_and(|run| match attempt.kind {
+                    AttemptKind::Compensation => {
+                        matches!(&run.compensation, Compensation::Running { attempt: a, process: None, .. } if *a == number)
                     }
+                    AttemptKind::Step => {
+                        matches!(&run.state, StepState::Running { attempt: a, process: None, .. } if *a == number)
+                    }
+                    AttemptKind::Notify => false,
                 });
                 if current {
-                    let step = self.workflow.steps[step].id.clone();
+                    let step = self.workflow.steps[attempt.step].id.clone();
+                    let compensation = attempt.is_compensation();
                     self.emit(
                         &mut out,
                         now,
-                        EventKind::AttemptRunning { step, attempt, compensation, process },
+                        EventKind::AttemptRunning { step, attempt: number, compensation, process },
                     );
                 }
                 return Ok(out);
             }
-            Input::Finished { step, attempt, compensation, result } => {
-                self.finished(&mut out, step, attempt, compensation, result, now);
-            }
+            Input::Finished { attempt, result } => self.finished(&mut out, attempt, result, now),
             Input::Timer(timer) => self.timer(&mut out, timer, now),
             Input::Control(control) => self.control(&mut out, control, now)?,
         }
@@ -697,7 +743,7 @@ impl Execution {
                     // Waits are kept by the core: they survive the owner.
                     out.effects.push(Effect::Timer {
                         at: until,
-                        timer: Timer::Wait { step: index, attempt },
+                        timer: Timer::Wait(Attempt::step(index, attempt)),
                     });
                 }
                 StepState::Running { attempt, .. } => {
@@ -705,12 +751,13 @@ impl Execution {
                         ErrorClass::Lost,
                         "the process running this attempt stopped before it finished",
                     );
-                    self.attempt_failed(out, index, attempt, false, error, Map::new(), None, now);
+                    let failure = Failure { error, outputs: Map::new(), retry_after: None };
+                    self.attempt_failed(out, Attempt::step(index, attempt), failure, now);
                 }
                 StepState::Retrying { next, at } => {
                     out.effects.push(Effect::Timer {
                         at,
-                        timer: Timer::Retry { step: index, attempt: next, compensation: false },
+                        timer: Timer::Retry(Attempt::step(index, next)),
                     });
                 }
                 StepState::Escalated => {
@@ -724,13 +771,12 @@ impl Execution {
                         ErrorClass::Lost,
                         "the process running this compensation stopped before it finished",
                     );
-                    self.attempt_failed(out, index, attempt, true, error, Map::new(), None, now);
+                    let failure = Failure { error, outputs: Map::new(), retry_after: None };
+                    self.attempt_failed(out, Attempt::compensation(index, attempt), failure, now);
                 }
                 Compensation::Retrying { next, at } => {
-                    out.effects.push(Effect::Timer {
-                        at,
-                        timer: Timer::Retry { step: index, attempt: next, compensation: true },
-                    });
+                    let timer = Timer::Retry(Attempt::compensation(index, next));
+                    out.effects.push(Effect::Timer { at, timer });
                 }
                 _ => {}
             }
@@ -748,25 +794,24 @@ impl Execution {
         }
     }
 
-    fn finished(
-        &mut self,
-        out: &mut Step,
-        step: StepIndex,
-        attempt: u32,
-        compensation: bool,
-        result: AttemptResult,
-        now: Time,
-    ) {
-        let Some(run) = self.steps.get(step) else { return };
-        let current = if compensation {
-            matches!(run.compensation, Compensation::Running { attempt: a, .. } if a == attempt)
-        } else {
-            matches!(run.state, StepState::Running { attempt: a, .. } if a == attempt)
+    fn finished(&mut self, out: &mut Step, attempt: Attempt, result: AttemptResult, now: Time) {
+        let Some(run) = self.steps.get(attempt.step) else { return };
+        let number = attempt.number;
+        let current = match attempt.kind {
+            AttemptKind::Compensation => {
+                matches!(run.compensation, Compensation::Running { attempt: a, .. } if a == number)
+            }
+            AttemptKind::Step => {
+                matches!(run.state, StepState::Running { attempt: a, .. } if a == number)
+            }
+            // Notifications are not in the journal.
+            AttemptKind::Notify => false,
         };
         if !current {
             return; // a late report about an attempt that is no longer in flight
         }
-        let id = self.workflow.steps[step].id.clone();
+        let id = self.workflow.steps[attempt.step].id.clone();
+        let compensation = attempt.is_compensation();
         match result {
             AttemptResult::Succeeded { mut outputs } => {
                 for value in outputs.values_mut() {
@@ -775,62 +820,47 @@ impl Execution {
                 self.emit(
                     out,
                     now,
-                    EventKind::AttemptSucceeded { step: id, attempt, compensation, outputs },
+                    EventKind::AttemptSucceeded {
+                        step: id,
+                        attempt: number,
+                        compensation,
+                        outputs,
+                    },
                 );
             }
             AttemptResult::Cancelled => {
                 self.emit(
                     out,
                     now,
-                    EventKind::AttemptCancelled { step: id, attempt, compensation },
+                    EventKind::AttemptCancelled { step: id, attempt: number, compensation },
                 );
             }
             AttemptResult::Failed { error, outputs, retry_after } => {
-                self.attempt_failed(
-                    out,
-                    step,
-                    attempt,
-                    compensation,
-                    error,
-                    outputs,
-                    retry_after,
-                    now,
-                );
+                self.attempt_failed(out, attempt, Failure { error, outputs, retry_after }, now);
             }
         }
     }
 
     /// Records a failed attempt and decides what follows: a retry, or a terminal failure and
     /// the strategy it triggers.
-    #[allow(clippy::too_many_arguments)]
-    fn attempt_failed(
-        &mut self,
-        out: &mut Step,
-        step: StepIndex,
-        attempt: u32,
-        compensation: bool,
-        error: ErrorInfo,
-        mut outputs: Map<String, Value>,
-        retry_after: Option<Duration>,
-        now: Time,
-    ) {
+    fn attempt_failed(&mut self, out: &mut Step, attempt: Attempt, failure: Failure, now: Time) {
+        let Failure { error, mut outputs, retry_after } = failure;
         for value in outputs.values_mut() {
             self.secrets.mask_value(value);
         }
+        let step = attempt.step;
+        let compensation = attempt.is_compensation();
         let error = ErrorInfo { message: self.secrets.mask(&error.message), ..error };
         let id = self.workflow.steps[step].id.clone();
         let stopping = self.stop.is_some() && !compensation;
-        let retry = if stopping {
-            None
-        } else {
-            self.retry_delay(step, compensation, error.class, retry_after, now)
-        };
+        let retry =
+            if stopping { None } else { self.retry_delay(attempt, error.class, retry_after, now) };
         self.emit(
             out,
             now,
             EventKind::AttemptFailed {
                 step: id.clone(),
-                attempt,
+                attempt: attempt.number,
                 compensation,
                 error: error.clone(),
                 outputs,
@@ -839,22 +869,19 @@ impl Execution {
         );
         if let Some(delay) = retry {
             let at = now.after(delay);
-            let next = attempt + 1;
+            let next = attempt.numbered(attempt.number + 1);
             self.emit(
                 out,
                 now,
                 EventKind::RetryScheduled {
                     step: id,
-                    attempt: next,
+                    attempt: next.number,
                     compensation,
                     delay_ms: delay.as_millis() as u64,
                     at,
                 },
             );
-            out.effects.push(Effect::Timer {
-                at,
-                timer: Timer::Retry { step, attempt: next, compensation },
-            });
+            out.effects.push(Effect::Timer { at, timer: Timer::Retry(next) });
             return;
         }
         if compensation || stopping {
@@ -880,14 +907,14 @@ impl Execution {
     /// The pause before the next attempt, or `None` when no attempt may follow.
     fn retry_delay(
         &self,
-        step: StepIndex,
-        compensation: bool,
+        attempt: Attempt,
         class: ErrorClass,
         retry_after: Option<Duration>,
         now: Time,
     ) -> Option<Duration> {
-        let definition = &self.workflow.steps[step];
-        let run = &self.steps[step];
+        let compensation = attempt.is_compensation();
+        let definition = &self.workflow.steps[attempt.step];
+        let run = &self.steps[attempt.step];
         let (policy, used, first) = if compensation {
             let comp = definition.compensate.as_ref()?;
             (&comp.retry, run.compensation_attempts, None)
@@ -941,7 +968,7 @@ impl Execution {
                     if let StepState::Running { cancelling, .. } = &mut self.steps[index].state {
                         *cancelling = true; // transient: only avoids sending a second cancel
                     }
-                    out.effects.push(Effect::Cancel { step: index, attempt, compensation: false });
+                    out.effects.push(Effect::Cancel(Attempt::step(index, attempt)));
                 }
                 StepState::Running { attempt, until: Some(_), .. } => {
                     let step = self.workflow.steps[index].id.clone();
@@ -958,19 +985,20 @@ impl Execution {
 
     fn timer(&mut self, out: &mut Step, timer: Timer, now: Time) {
         match timer {
-            Timer::Retry { step, attempt, compensation: false } => {
-                if matches!(self.steps[step].state, StepState::Retrying { next, .. } if next == attempt)
+            Timer::Retry(Attempt { step, number, kind: AttemptKind::Step, .. }) => {
+                if matches!(self.steps[step].state, StepState::Retrying { next, .. } if next == number)
                 {
                     self.due.insert(self.position[step]);
                 }
             }
-            Timer::Retry { step, attempt, compensation: true } => {
-                if matches!(self.steps[step].compensation, Compensation::Retrying { next, .. } if next == attempt)
+            Timer::Retry(Attempt { step, number, kind: AttemptKind::Compensation, .. }) => {
+                if matches!(self.steps[step].compensation, Compensation::Retrying { next, .. } if next == number)
                 {
                     self.compensable.insert(self.position[step]);
                 }
             }
-            Timer::Wait { step, attempt } => {
+            Timer::Retry(Attempt { kind: AttemptKind::Notify, .. }) => {}
+            Timer::Wait(Attempt { step, number: attempt, .. }) => {
                 if matches!(self.steps[step].state, StepState::Running { attempt: a, until: Some(_), .. } if a == attempt)
                 {
                     let id = self.workflow.steps[step].id.clone();
@@ -1339,7 +1367,7 @@ impl Execution {
                 );
                 let error =
                     ErrorInfo::new(ErrorClass::Expression, format!("`if`: {}", error.message));
-                self.attempt_failed(out, step, attempt, false, error, Map::new(), None, now);
+                self.attempt_failed(out, Attempt::step(step, attempt), Failure::of(error), now);
                 true
             }
         }
@@ -1379,7 +1407,7 @@ impl Execution {
                         until: None,
                     },
                 );
-                out.effects.push(Effect::Start { step, attempt, compensation: false });
+                out.effects.push(Effect::Start(Attempt::step(step, attempt)));
             }
             Body::Wait(wait) => {
                 let until = match wait {
@@ -1410,7 +1438,7 @@ impl Execution {
                         );
                         out.effects.push(Effect::Timer {
                             at: until,
-                            timer: Timer::Wait { step, attempt },
+                            timer: Timer::Wait(Attempt::step(step, attempt)),
                         });
                     }
                     Err(message) => {
@@ -1428,12 +1456,8 @@ impl Execution {
                             ErrorInfo::new(ErrorClass::Expression, format!("wait: {message}"));
                         self.attempt_failed(
                             out,
-                            step,
-                            attempt,
-                            false,
-                            error,
-                            Map::new(),
-                            None,
+                            Attempt::step(step, attempt),
+                            Failure::of(error),
                             now,
                         );
                     }
@@ -1473,12 +1497,8 @@ impl Execution {
                         );
                         self.attempt_failed(
                             out,
-                            step,
-                            attempt,
-                            false,
-                            error,
-                            Map::new(),
-                            None,
+                            Attempt::step(step, attempt),
+                            Failure::of(error),
                             now,
                         );
                     }
@@ -1526,9 +1546,12 @@ impl Execution {
                             outputs,
                         },
                     ),
-                    Some(error) => {
-                        self.attempt_failed(out, step, attempt, false, error, Map::new(), None, now)
-                    }
+                    Some(error) => self.attempt_failed(
+                        out,
+                        Attempt::step(step, attempt),
+                        Failure::of(error),
+                        now,
+                    ),
                 }
             }
         }
@@ -1564,7 +1587,7 @@ impl Execution {
                 now,
                 EventKind::AttemptStarted { step: id, attempt, compensation: true, until: None },
             );
-            out.effects.push(Effect::Start { step, attempt, compensation: true });
+            out.effects.push(Effect::Start(Attempt::compensation(step, attempt)));
         }
     }
 

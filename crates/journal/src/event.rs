@@ -78,6 +78,57 @@ impl ErrorInfo {
     }
 }
 
+/// What an attempt does for its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// The step's own body.
+    Step,
+    /// Its `compensate` action, during a rollback.
+    Compensation,
+    /// The `escalation.notify` call made when it escalated.
+    Notify,
+}
+
+impl AttemptKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptKind::Step => "step",
+            AttemptKind::Compensation => "compensation",
+            AttemptKind::Notify => "notify",
+        }
+    }
+}
+
+/// The durable name of one attempt: what an executor, an agent, a log line and the API call
+/// it, the same in every process and across restarts. `item` is the position of a fan-out
+/// item (`deploy[3]`), `None` for an ordinary step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttemptId {
+    pub execution: String,
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    /// From 1; compensations and notifications count on their own.
+    pub number: u32,
+    pub kind: AttemptKind,
+}
+
+impl std::fmt::Display for AttemptId {
+    /// `01h…/deploy#2`, `01h…/deploy[3]#1`, `01h…/deploy#1/compensation`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.execution, self.step)?;
+        if let Some(item) = self.item {
+            write!(f, "[{item}]")?;
+        }
+        write!(f, "#{}", self.number)?;
+        match self.kind {
+            AttemptKind::Step => Ok(()),
+            other => write!(f, "/{}", other.name()),
+        }
+    }
+}
+
 /// The process running a command attempt, as its owner saw it: recorded so that a new owner
 /// on the same host can stop it before the step runs again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

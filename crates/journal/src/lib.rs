@@ -14,7 +14,8 @@ pub mod status;
 pub mod time;
 
 pub use event::{
-    Actor, ErrorClass, ErrorInfo, Event, EventKind, FORMAT, Outcome, Process, StopReason,
+    Actor, AttemptId, AttemptKind, ErrorClass, ErrorInfo, Event, EventKind, FORMAT, Outcome,
+    Process, StopReason,
 };
 pub use mask::Masker;
 pub use status::{Decision, Status, StepStatus};

@@ -15,16 +15,17 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wayline_core::execution::{
-    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
+    Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
 };
 use wayline_core::report::Report;
 use wayline_exec as exec;
-use wayline_journal::{Actor, Decision, ErrorClass, ErrorInfo, Event, Process, Status, Time};
+use wayline_journal::{Actor, AttemptId, AttemptKind, Decision, ErrorInfo, Event, Status, Time};
 use wayline_lang::Workflow;
 use wayline_store::{self as store, Action, Commit, Lease, LogLine, NewExecution, Store, Summary};
 
 use crate::clock::Clock;
-use crate::render::{self, Limits, Request};
+use crate::executor::{self, Addressed, Executor, LocalExecutor, Reporter};
+use crate::render::{self, Limits};
 use crate::subscription::{Published, Subscription};
 use crate::{id, owner};
 
@@ -198,8 +199,8 @@ struct Pending {
 struct Owned {
     execution: Execution,
     lease: Lease,
-    /// Cancellation of attempts in flight: (step, attempt, compensation).
-    attempts: HashMap<(usize, u32, bool), CancellationToken>,
+    /// Attempts in flight on the executor.
+    attempts: HashSet<Attempt>,
 }
 
 /// A submission checked and built, waiting for its creation to be committed.
@@ -236,24 +237,8 @@ struct Reply {
     execution: Arc<str>,
 }
 
-/// What attempt tasks report back.
+/// What the engine's own tasks report back.
 enum Message {
-    /// The process of a command attempt started.
-    Running {
-        execution: Arc<str>,
-        step: usize,
-        attempt: u32,
-        compensation: bool,
-        process: Process,
-    },
-    Finished {
-        execution: Arc<str>,
-        step: usize,
-        attempt: u32,
-        compensation: bool,
-        result: AttemptResult,
-    },
-    Log(LogLine),
     /// The renewal found this lease taken over.
     LeaseLost(Lease),
     /// The renewal met an error that retrying cannot fix.
@@ -269,6 +254,10 @@ pub struct Engine<S> {
     commands: mpsc::Receiver<Command>,
     messages: mpsc::UnboundedReceiver<Message>,
     sender: mpsc::UnboundedSender<Message>,
+    /// Where attempts report (through their [`Reporter`]), in order per attempt.
+    reports: mpsc::UnboundedSender<Addressed>,
+    reports_in: mpsc::UnboundedReceiver<Addressed>,
+    executor: Box<dyn Executor>,
     bus: broadcast::Sender<Arc<Published>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -282,12 +271,9 @@ pub struct Engine<S> {
     lazy: Vec<Pending>,
     /// When the lazy inputs are committed even if nothing else is.
     lazy_until: Option<tokio::time::Instant>,
-    /// This host's name, for process records.
-    host: Arc<str>,
     /// Control requests from other processes already queued.
     queued_requests: HashSet<u64>,
     logs: Vec<LogLine>,
-    http: Option<exec::HttpClient>,
     /// Reports of recently finished executions, for `report` after the end.
     finished: HashMap<String, Report>,
     finished_order: VecDeque<String>,
@@ -317,18 +303,26 @@ impl<S: Store> Engine<S> {
     ) -> (Engine<S>, EngineHandle<S>) {
         let (command_sender, commands) = mpsc::channel(1024);
         let (sender, messages) = mpsc::unbounded_channel();
+        let (reports, reports_in) = mpsc::unbounded_channel();
+        let tracker = TaskTracker::new();
+        let clock = Clock::system();
+        let executor: Box<dyn Executor> =
+            Box::new(Arc::new(LocalExecutor::new(tracker.clone(), shutdown.clone(), clock)));
         let (bus, _) = broadcast::channel(4096);
         let handle =
             EngineHandle { commands: command_sender, bus: bus.clone(), store: store.clone() };
         let engine = Engine {
             store,
             options,
-            clock: Clock::system(),
+            clock,
             commands,
             messages,
             sender,
+            reports,
+            reports_in,
+            executor,
             bus,
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
             executions: HashMap::new(),
             leases: Arc::default(),
@@ -337,10 +331,8 @@ impl<S: Store> Engine<S> {
             inputs: VecDeque::new(),
             lazy: Vec::new(),
             lazy_until: None,
-            host: owner::hostname().into(),
             queued_requests: HashSet::new(),
             logs: Vec::new(),
-            http: None,
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
         };
@@ -372,6 +364,7 @@ impl<S: Store> Engine<S> {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                Some(addressed) = self.reports_in.recv() => self.report(addressed),
                 Some(message) = self.messages.recv() => {
                     if let Err(error) = self.message(message) {
                         outcome = Err(error);
@@ -412,6 +405,9 @@ impl<S: Store> Engine<S> {
                     last_look = tokio::time::Instant::now();
                     self.poll_requests().await;
                 }
+            }
+            while let Ok(addressed) = self.reports_in.try_recv() {
+                self.report(addressed);
             }
             while let Ok(message) = self.messages.try_recv() {
                 if let Err(error) = self.message(message) {
@@ -592,7 +588,7 @@ impl<S: Store> Engine<S> {
         self.publish(&key, prepared.events);
         self.own(
             Arc::clone(&key),
-            Owned { execution: prepared.execution, lease, attempts: HashMap::new() },
+            Owned { execution: prepared.execution, lease, attempts: HashSet::new() },
         );
         for effect in prepared.effects {
             self.act(&key, effect).await;
@@ -640,7 +636,7 @@ impl<S: Store> Engine<S> {
             }
         }
         let key: Arc<str> = id.into();
-        self.own(Arc::clone(&key), Owned { execution, lease, attempts: HashMap::new() });
+        self.own(Arc::clone(&key), Owned { execution, lease, attempts: HashSet::new() });
         let owner = self.options.owner.clone();
         self.inputs.push_back(Pending {
             execution: key,
@@ -656,6 +652,80 @@ impl<S: Store> Engine<S> {
         Ok(Recovered::Resumed)
     }
 
+    /// What an attempt reported. Reports of attempts this engine no longer owns (another
+    /// engine took the execution over), or started under an older lease, are dropped.
+    fn report(&mut self, addressed: Addressed) {
+        let Addressed { id, lease, report } = addressed;
+        let Some((key, _)) = self.executions.get_key_value(id.execution.as_str()) else {
+            return;
+        };
+        let execution = Arc::clone(key);
+        let Some(owned) = self.executions.get_mut(&execution) else { return };
+        if owned.lease.token != lease {
+            return;
+        }
+        let Some(attempt) = core_attempt(&owned.execution, &id) else { return };
+        match report {
+            executor::Report::Running(process) => {
+                // Nothing waits for this record: it rides with the next commit, or goes on
+                // its own after a moment when nothing else is committed.
+                if self.lazy.is_empty() {
+                    self.lazy_until = Some(tokio::time::Instant::now() + LAZY_COMMIT);
+                }
+                self.lazy.push(Pending {
+                    execution,
+                    input: Some(Input::Running { attempt, process }),
+                    reply: None,
+                    request: None,
+                });
+            }
+            executor::Report::Log { stream, text } => self.logs.push(LogLine {
+                execution: execution.to_string(),
+                line: 0,
+                step: id.step,
+                attempt: id.number,
+                kind: id.kind,
+                stream: match stream {
+                    exec::Stream::Stdout => "stdout".into(),
+                    exec::Stream::Stderr => "stderr".into(),
+                },
+                time: self.clock.now(),
+                text,
+            }),
+            executor::Report::Finished(result) => {
+                owned.attempts.remove(&attempt);
+                if attempt.kind == AttemptKind::Notify {
+                    let text = match &result {
+                        AttemptResult::Succeeded { .. } => {
+                            "[wayline] escalation notice sent".into()
+                        }
+                        AttemptResult::Failed { error, .. } => {
+                            format!("[wayline] escalation notice failed: {}", error.message)
+                        }
+                        AttemptResult::Cancelled => "[wayline] escalation notice cancelled".into(),
+                    };
+                    self.logs.push(LogLine {
+                        execution: execution.to_string(),
+                        line: 0,
+                        step: id.step,
+                        attempt: 0,
+                        kind: AttemptKind::Notify,
+                        stream: "stderr".into(),
+                        time: self.clock.now(),
+                        text,
+                    });
+                    return;
+                }
+                self.inputs.push_back(Pending {
+                    execution,
+                    input: Some(Input::Finished { attempt, result }),
+                    reply: None,
+                    request: None,
+                });
+            }
+        }
+    }
+
     fn message(&mut self, message: Message) -> Result<()> {
         match message {
             Message::LeaseLost(lease) => {
@@ -665,31 +735,6 @@ impl<S: Store> Engine<S> {
                 }
             }
             Message::StoreFailed(error) => return Err(error.into()),
-            Message::Finished { execution, step, attempt, compensation, result } => {
-                if let Some(owned) = self.executions.get_mut(&execution) {
-                    owned.attempts.remove(&(step, attempt, compensation));
-                }
-                self.inputs.push_back(Pending {
-                    execution,
-                    input: Some(Input::Finished { step, attempt, compensation, result }),
-                    reply: None,
-                    request: None,
-                });
-            }
-            Message::Log(line) => self.logs.push(line),
-            Message::Running { execution, step, attempt, compensation, process } => {
-                // Nothing waits for this record: it rides with the next commit, or goes on
-                // its own after a moment when nothing else is committed.
-                if self.lazy.is_empty() {
-                    self.lazy_until = Some(tokio::time::Instant::now() + LAZY_COMMIT);
-                }
-                self.lazy.push(Pending {
-                    execution,
-                    input: Some(Input::Running { step, attempt, compensation, process }),
-                    reply: None,
-                    request: None,
-                });
-            }
         }
         Ok(())
     }
@@ -919,36 +964,35 @@ impl<S: Store> Engine<S> {
 
     async fn act(&mut self, id: &Arc<str>, effect: Effect) {
         match effect {
-            Effect::Start { step, attempt, compensation } => {
-                let Some(owned) = self.executions.get(id) else { return };
-                match render::attempt(
-                    &owned.execution,
-                    step,
-                    attempt,
-                    compensation,
-                    &self.options.limits,
-                ) {
-                    Ok(request) => self.spawn_attempt(id, step, attempt, compensation, request),
+            Effect::Start(attempt) => {
+                let Some(owned) = self.executions.get_mut(id) else { return };
+                match render::attempt(&owned.execution, attempt, &self.options.limits) {
+                    Ok(request) => {
+                        owned.attempts.insert(attempt);
+                        let attempt_id = attempt_id(&owned.execution, attempt);
+                        let lease = owned.lease.token;
+                        let reporter =
+                            Reporter::new(attempt_id.clone(), lease, self.reports.clone());
+                        self.executor.start(attempt_id, lease, request, reporter);
+                    }
                     Err(error) => {
                         let error = ErrorInfo::new(error.class, error.message);
                         let result =
                             AttemptResult::Failed { error, outputs: Map::new(), retry_after: None };
                         self.inputs.push_back(Pending {
                             execution: Arc::clone(id),
-                            input: Some(Input::Finished { step, attempt, compensation, result }),
+                            input: Some(Input::Finished { attempt, result }),
                             reply: None,
                             request: None,
                         });
                     }
                 }
             }
-            Effect::Cancel { step, attempt, compensation } => {
-                if let Some(token) = self
-                    .executions
-                    .get(id)
-                    .and_then(|owned| owned.attempts.get(&(step, attempt, compensation)))
+            Effect::Cancel(attempt) => {
+                if let Some(owned) = self.executions.get(id)
+                    && owned.attempts.contains(&attempt)
                 {
-                    token.cancel();
+                    self.executor.cancel(&attempt_id(&owned.execution, attempt));
                 }
             }
             Effect::Timer { at, timer } => {
@@ -963,9 +1007,7 @@ impl<S: Store> Engine<S> {
             Effect::Notify { step } => self.notify(id, step),
             Effect::Finished => {
                 if let Some(owned) = self.disown(id) {
-                    for token in owned.attempts.values() {
-                        token.cancel();
-                    }
+                    self.cancel_all(&owned);
                     self.remember(Report::new(&owned.execution));
                     if let Err(error) = self.store.release(owned.lease).await {
                         eprintln!("wayline: could not release the lease of {id}: {error}");
@@ -997,162 +1039,45 @@ impl<S: Store> Engine<S> {
         self.finished.insert(report.id.clone(), report);
     }
 
-    fn http(&mut self) -> Option<exec::HttpClient> {
-        if self.http.is_none() {
-            match exec::HttpClient::new() {
-                Ok(client) => self.http = Some(client),
-                Err(error) => eprintln!("wayline: cannot build the HTTP client: {error}"),
-            }
-        }
-        self.http.clone()
-    }
-
-    fn spawn_attempt(
-        &mut self,
-        id: &Arc<str>,
-        step: usize,
-        attempt: u32,
-        compensation: bool,
-        request: Request,
-    ) {
-        let token = self.shutdown.child_token();
-        let Some(owned) = self.executions.get_mut(id) else { return };
-        owned.attempts.insert((step, attempt, compensation), token.clone());
-        let step_id = owned.execution.workflow().steps[step].id.clone();
-        let sender = self.sender.clone();
-        let execution = Arc::clone(id);
-        let clock = self.clock;
-        let http = match &request {
-            Request::Http(_) => self.http(),
-            Request::Command(_) => None,
-        };
-        let host = Arc::clone(&self.host);
-        self.tracker.spawn(async move {
-            let outcome = match request {
-                Request::Command(mut command) => {
-                    let (sink, mut lines) = exec::LogSink::channel();
-                    let report = sender.clone();
-                    let of = Arc::clone(&execution);
-                    command.on_start = Some(Arc::new(move |process: exec::Process| {
-                        let process = Process {
-                            host: host.to_string(),
-                            pid: process.pid,
-                            started: process.started,
-                        };
-                        let execution = Arc::clone(&of);
-                        let _ = report.send(Message::Running {
-                            execution,
-                            step,
-                            attempt,
-                            compensation,
-                            process,
-                        });
-                    }));
-                    let run = exec::run_command(command, token, sink);
-                    let forward = async {
-                        while let Some(line) = lines.recv().await {
-                            let _ = sender.send(Message::Log(LogLine {
-                                execution: execution.to_string(),
-                                line: 0,
-                                step: step_id.clone(),
-                                attempt,
-                                compensation,
-                                stream: match line.stream {
-                                    exec::Stream::Stdout => "stdout".into(),
-                                    exec::Stream::Stderr => "stderr".into(),
-                                },
-                                time: clock.now(),
-                                text: line.text,
-                            }));
-                        }
-                    };
-                    tokio::join!(run, forward).0
-                }
-                Request::Http(request) => match http {
-                    Some(client) => exec::run_http(&client, request, token).await,
-                    None => exec::Outcome::Failed(exec::Failure {
-                        class: exec::FailureClass::Fatal,
-                        message: "no HTTP client is available".into(),
-                        outputs: Map::new(),
-                        retry_after: None,
-                    }),
-                },
-            };
-            let result = match outcome {
-                exec::Outcome::Succeeded { outputs } => AttemptResult::Succeeded { outputs },
-                exec::Outcome::Failed(failure) => {
-                    let class = match failure.class {
-                        exec::FailureClass::Failure => ErrorClass::Failure,
-                        exec::FailureClass::Timeout => ErrorClass::Timeout,
-                        exec::FailureClass::Fatal => ErrorClass::Fatal,
-                        exec::FailureClass::Cancelled => {
-                            let _ = sender.send(Message::Finished {
-                                execution,
-                                step,
-                                attempt,
-                                compensation,
-                                result: AttemptResult::Cancelled,
-                            });
-                            return;
-                        }
-                    };
-                    let retry_after =
-                        failure.retry_after.map(|after| after.delay_from(clock.system_time()));
-                    AttemptResult::Failed {
-                        error: ErrorInfo::new(class, failure.message),
-                        outputs: failure.outputs,
-                        retry_after,
-                    }
-                }
-            };
-            let _ =
-                sender.send(Message::Finished { execution, step, attempt, compensation, result });
-        });
-    }
-
-    /// Calls `escalation.notify`; its outcome goes to the step's log.
+    /// Calls `escalation.notify`, as an attempt of its own kind; its outcome goes to the
+    /// step's log.
     fn notify(&mut self, id: &Arc<str>, step: usize) {
-        let Some(owned) = self.executions.get(id) else { return };
-        let step_id = owned.execution.workflow().steps[step].id.clone();
+        let Some(owned) = self.executions.get_mut(id) else { return };
         let Some(request) = render::notify(&owned.execution, step, &self.options.limits) else {
             return;
         };
-        let sender = self.sender.clone();
-        let execution = id.to_string();
-        let clock = self.clock;
-        let token = self.shutdown.child_token();
-        let http = self.http();
-        self.tracker.spawn(async move {
-            let outcome = match request {
-                Err(error) => Err(error.message),
-                Ok(Request::Command(command)) => {
-                    Ok(exec::run_command(command, token, exec::LogSink::discard()).await)
-                }
-                Ok(Request::Http(request)) => match http {
-                    Some(client) => Ok(exec::run_http(&client, request, token).await),
-                    None => Err("no HTTP client".into()),
-                },
-            };
-            let text = match outcome {
-                Ok(exec::Outcome::Succeeded { .. }) => {
-                    "[wayline] escalation notice sent".to_owned()
-                }
-                Ok(exec::Outcome::Failed(failure)) => {
-                    format!("[wayline] escalation notice failed: {}", failure.message)
-                }
-                Err(message) => format!("[wayline] escalation notice failed: {message}"),
-            };
-            let _ = sender.send(Message::Log(LogLine {
-                execution,
+        let attempt = Attempt {
+            step,
+            item: None,
+            number: owned.execution.steps()[step].attempts.max(1),
+            kind: AttemptKind::Notify,
+        };
+        let attempt_id = attempt_id(&owned.execution, attempt);
+        match request {
+            Ok(request) => {
+                owned.attempts.insert(attempt);
+                let lease = owned.lease.token;
+                let reporter = Reporter::new(attempt_id.clone(), lease, self.reports.clone());
+                self.executor.start(attempt_id, lease, request, reporter);
+            }
+            Err(error) => self.logs.push(LogLine {
+                execution: id.to_string(),
                 line: 0,
-                step: step_id,
+                step: attempt_id.step,
                 attempt: 0,
-                compensation: false,
+                kind: AttemptKind::Notify,
                 stream: "stderr".into(),
-                time: clock.now(),
-                text,
-            }));
-        });
+                time: self.clock.now(),
+                text: format!("[wayline] escalation notice failed: {}", error.message),
+            }),
+        }
+    }
+
+    /// Stops every attempt an execution has in flight.
+    fn cancel_all(&self, owned: &Owned) {
+        for attempt in &owned.attempts {
+            self.executor.cancel(&attempt_id(&owned.execution, *attempt));
+        }
     }
 
     async fn flush_logs(&mut self) {
@@ -1184,9 +1109,7 @@ impl<S: Store> Engine<S> {
     fn abandon(&mut self, id: &str, why: &str) {
         if let Some(owned) = self.disown(id) {
             eprintln!("wayline: stopped working on execution {id}: {why}");
-            for token in owned.attempts.values() {
-                token.cancel();
-            }
+            self.cancel_all(&owned);
             let _ = self.bus.send(Arc::new(Published::Lost { execution: id.into() }));
         }
     }
@@ -1198,9 +1121,9 @@ impl<S: Store> Engine<S> {
         // kill grace period and a little more.
         let grace = self.options.limits.kill_grace + Duration::from_secs(2);
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
-        while let Ok(message) = self.messages.try_recv() {
-            if let Message::Log(line) = message {
-                self.logs.push(line);
+        while let Ok(addressed) = self.reports_in.try_recv() {
+            if let executor::Report::Log { .. } = addressed.report {
+                self.report(addressed);
             }
         }
         self.flush_logs().await;
@@ -1209,6 +1132,23 @@ impl<S: Store> Engine<S> {
             let _ = self.store.release(owned.lease).await;
         }
     }
+}
+
+/// The durable name of one of `execution`'s attempts.
+fn attempt_id(execution: &Execution, attempt: Attempt) -> AttemptId {
+    AttemptId {
+        execution: execution.id().to_owned(),
+        step: execution.workflow().steps[attempt.step].id.clone(),
+        item: attempt.item,
+        number: attempt.number,
+        kind: attempt.kind,
+    }
+}
+
+/// The state machine's name for a reported attempt, if the workflow has its step.
+fn core_attempt(execution: &Execution, id: &AttemptId) -> Option<Attempt> {
+    let step = execution.workflow().step(&id.step)?;
+    Some(Attempt { step, item: id.item, number: id.number, kind: id.kind })
 }
 
 fn summary(execution: &Execution) -> Summary {

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod executor;
 pub mod id;
 pub mod inspect;
 pub mod owner;

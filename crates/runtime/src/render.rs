@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use wayline_core::execution::Execution;
+use wayline_core::execution::{Attempt, Execution};
 use wayline_core::render;
 use wayline_exec as exec;
 use wayline_journal::ErrorClass;
@@ -64,15 +64,10 @@ impl From<url::Error> for Error {
 }
 
 /// What one attempt needs, taken from the execution while the engine holds it.
-pub fn attempt(
-    execution: &Execution,
-    step: usize,
-    attempt: u32,
-    compensation: bool,
-    limits: &Limits,
-) -> Result<Request, Error> {
-    let definition = &execution.workflow().steps[step];
-    let scope = execution.scope(Some(attempt));
+pub fn attempt(execution: &Execution, attempt: Attempt, limits: &Limits) -> Result<Request, Error> {
+    let compensation = attempt.is_compensation();
+    let definition = &execution.workflow().steps[attempt.step];
+    let scope = execution.scope(Some(attempt.number));
     let key = if compensation {
         format!("{}:{}:compensate", execution.id(), definition.id)
     } else {
@@ -99,7 +94,7 @@ pub fn attempt(
         };
         (action, definition.timeout)
     };
-    request(execution, &action, &scope, attempt, key, timeout, limits)
+    request(execution, &action, &scope, attempt.number, key, timeout, limits)
 }
 
 /// The escalation notice for an escalated step.

@@ -384,7 +384,7 @@ pub(crate) async fn append_logs(
         numbers.push(*number);
         steps.push(clean(&line.step));
         attempts.push(i32::try_from(line.attempt).unwrap_or(i32::MAX));
-        compensations.push(line.compensation);
+        compensations.push(line.kind == wayline_journal::AttemptKind::Compensation);
         streams.push(clean(&line.stream));
         times.push(line.time.as_micros());
         texts.push(line.text.as_bytes());
@@ -602,12 +602,13 @@ pub(crate) async fn logs(
         let text = String::from_utf8(row.col::<Vec<u8>>(6)?).map_err(|_| {
             Failure::Corrupt(format!("execution {id}: log line {number} is not UTF-8"))
         })?;
+        let attempt = row.col::<i32>(2)?.max(0) as u32;
         lines.push(LogLine {
             execution: id.to_owned(),
             line: number as u64,
             step: row.col(1)?,
-            attempt: row.col::<i32>(2)?.max(0) as u32,
-            compensation: row.col(3)?,
+            attempt,
+            kind: wayline_store::attempt_kind(row.col(3)?, attempt),
             stream: row.col(4)?,
             time: Time::from_micros(row.col(5)?),
             text,

@@ -953,7 +953,11 @@ fn log(execution: &str, step: &str, text: &str, second: i64) -> LogLine {
         line: 0,
         step: step.into(),
         attempt: 2,
-        compensation: step == "test",
+        kind: if step == "test" {
+            wayline_journal::AttemptKind::Compensation
+        } else {
+            wayline_journal::AttemptKind::Step
+        },
         stream: if step == "test" { "stderr".into() } else { "stdout".into() },
         time: at(second),
         text: text.into(),

@@ -232,6 +232,16 @@ pub fn check_sequence(
     Ok(())
 }
 
+/// The kind of attempt a stored log line belongs to, from the stored `compensation` flag and
+/// attempt number (escalation notices are attempt 0). For backends.
+pub fn attempt_kind(compensation: bool, attempt: u32) -> wayline_journal::AttemptKind {
+    match (compensation, attempt) {
+        (true, _) => wayline_journal::AttemptKind::Compensation,
+        (false, 0) => wayline_journal::AttemptKind::Notify,
+        (false, _) => wayline_journal::AttemptKind::Step,
+    }
+}
+
 /// The `Fenced` error for a commit whose lease is not the current one.
 pub fn stale_lease(lease: &Lease, owner: Option<&str>, token: u64) -> Error {
     Error::Fenced {

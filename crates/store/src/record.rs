@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use wayline_journal::Status;
-use wayline_journal::{Event, Time};
+use wayline_journal::{AttemptKind, Event, Time};
 
 /// A new execution, for [`crate::Store::create`].
 #[derive(Debug, Clone)]
@@ -123,7 +123,9 @@ pub struct LogLine {
     pub line: u64,
     pub step: String,
     pub attempt: u32,
-    pub compensation: bool,
+    /// What the attempt did: the step's body, its compensation, or the escalation notice
+    /// (stored as the `compensation` flag, and attempt 0 for notices).
+    pub kind: AttemptKind,
     /// `stdout` or `stderr`.
     pub stream: String,
     pub time: Time,

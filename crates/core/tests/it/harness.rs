@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use wayline_core::execution::{
-    AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
+    Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
 };
 use wayline_journal::Decision;
 use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind};
@@ -98,7 +98,9 @@ impl Harness {
         self.journal.extend(step.events);
         for effect in step.effects {
             match effect {
-                Effect::Start { step, attempt, compensation } => {
+                Effect::Start(attempt) => {
+                    let (compensation, step) = (attempt.is_compensation(), attempt.step);
+                    let attempt = attempt.number;
                     let id = self.execution.workflow().steps[step].id.clone();
                     assert!(
                         !self.running.iter().any(|(s, _, c)| *s == id && *c == compensation),
@@ -107,8 +109,9 @@ impl Harness {
                     self.running.insert((id, attempt, compensation));
                     self.peak = self.peak.max(self.running.len());
                 }
-                Effect::Cancel { step, attempt, .. } => {
-                    self.cancels.push((self.execution.workflow().steps[step].id.clone(), attempt));
+                Effect::Cancel(attempt) => {
+                    let step = self.execution.workflow().steps[attempt.step].id.clone();
+                    self.cancels.push((step, attempt.number));
                 }
                 Effect::Timer { at, timer } => {
                     self.timers.insert((at, timer));
@@ -145,9 +148,7 @@ impl Harness {
         let attempt = self.take(step, false);
         let index = self.index(step);
         self.input(Input::Finished {
-            step: index,
-            attempt,
-            compensation: false,
+            attempt: Attempt::step(index, attempt),
             result: AttemptResult::Succeeded { outputs },
         });
     }
@@ -161,9 +162,7 @@ impl Harness {
         let index = self.index(step);
         let error = ErrorInfo::new(class, format!("{step} broke"));
         self.input(Input::Finished {
-            step: index,
-            attempt,
-            compensation: false,
+            attempt: Attempt::step(index, attempt),
             result: AttemptResult::Failed { error, outputs: Map::new(), retry_after },
         });
     }
@@ -172,9 +171,7 @@ impl Harness {
         let attempt = self.take(step, false);
         let index = self.index(step);
         self.input(Input::Finished {
-            step: index,
-            attempt,
-            compensation: false,
+            attempt: Attempt::step(index, attempt),
             result: AttemptResult::Cancelled,
         });
     }
@@ -191,7 +188,7 @@ impl Harness {
                 retry_after: None,
             }
         };
-        self.input(Input::Finished { step: index, attempt, compensation: true, result });
+        self.input(Input::Finished { attempt: Attempt::compensation(index, attempt), result });
     }
 
     /// Moves the clock forward, firing every timer that falls due, in order.

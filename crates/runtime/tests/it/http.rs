@@ -41,7 +41,12 @@ fn rendered(
     index: usize,
     compensation: bool,
 ) -> Result<render::Request, render::Error> {
-    render::attempt(execution, index, 1, compensation, &Limits::default())
+    let attempt = if compensation {
+        wayline_core::execution::Attempt::compensation(index, 1)
+    } else {
+        wayline_core::execution::Attempt::step(index, 1)
+    };
+    render::attempt(execution, attempt, &Limits::default())
 }
 
 fn http(request: Result<render::Request, render::Error>) -> exec::Http {

@@ -353,7 +353,7 @@ async fn nul_characters_do_not_break_commits() {
             line: 0,
             step: "s\u{0}".into(),
             attempt: 1,
-            compensation: false,
+            kind: wayline_journal::AttemptKind::Step,
             stream: "stdout".into(),
             time: Time::from_micros(1),
             text: "a\u{0}b".into(),
