@@ -2,8 +2,8 @@
 //! happens when a write fails is decided once.
 //!
 //! - Data goes to stdout through [`out!`] and [`outln!`], which return a `Result`: a reader
-//!   that went away (`wayline events ID | head -1`) ends the command quietly with [`Closed`]
-//!   (exit 0); any other error (a full disk) is an infrastructure error that says what could
+//!   that went away (`wayline events ID | head -1`) ends the command quietly
+//!   ([`Error::closed`], exit 0); any other error (a full disk) is an infrastructure error that says what could
 //!   not be written (exit 3).
 //! - Messages for people go to stderr through [`say!`], which never fails: a terminal that hung
 //!   up or a full disk is no reason to stop an execution, or to panic as `eprintln!` does.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use wayline_journal::{Event, cloudevents};
 
-use crate::cli::{Exit, Failure, invalid};
+use crate::error::{Error, Result};
 
 /// Writes data to stdout (see [`data`]).
 macro_rules! out {
@@ -46,39 +46,23 @@ macro_rules! say {
     };
 }
 
-/// Standard output was closed by its reader: the command has nobody left to tell anything, and
-/// ends quietly with exit 0.
-#[derive(Debug)]
-pub struct Closed;
-
-impl fmt::Display for Closed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("standard output was closed")
-    }
-}
-
-impl std::error::Error for Closed {}
-
 /// Writes to stdout and flushes, so that an error surfaces here and not unseen at exit.
-pub fn data(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
+pub fn data(text: fmt::Arguments<'_>) -> Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_fmt(text).and_then(|()| stdout.flush()).map_err(|error| {
         if error.kind() == io::ErrorKind::BrokenPipe {
-            anyhow::Error::new(Closed)
+            Error::closed()
         } else {
-            anyhow::Error::new(Failure {
-                exit: Exit::Infrastructure,
-                message: format!("cannot write to standard output: {}", reason(&error)),
-            })
+            Error::infrastructure(format!("cannot write to standard output: {}", reason(&error)))
         }
     })
 }
 
 /// `Ok` when the error only says that stdout was closed: for a command whose exit code reports
 /// something more important than its output (`run` reports how the execution ended).
-pub fn unless_closed(result: anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn unless_closed(result: Result<()>) -> Result<()> {
     match result {
-        Err(error) if error.is::<Closed>() => Ok(()),
+        Err(error) if error.closed => Ok(()),
         other => other,
     }
 }
@@ -86,6 +70,71 @@ pub fn unless_closed(result: anyhow::Result<()>) -> anyhow::Result<()> {
 /// Writes to stderr, dropping the text when stderr cannot take it.
 pub fn message(text: fmt::Arguments<'_>) {
     let _ = io::stderr().lock().write_fmt(text);
+}
+
+/// Routes what the libraries report (`tracing` events: warnings such as "database unavailable;
+/// retrying") to stderr as `wayline: …` lines. `WAYLINE_LOG=debug` shows more, `error` less;
+/// the default is `info`.
+pub fn install_log() {
+    let level = match std::env::var("WAYLINE_LOG").as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    // Fails only when a subscriber is already installed, and then that one reports.
+    let _ = tracing::subscriber::set_global_default(Log { level });
+}
+
+/// A subscriber that prints each event on one line; spans are not used by wayline.
+struct Log {
+    level: tracing::Level,
+}
+
+impl tracing::Subscriber for Log {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= self.level
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = Line(String::new());
+        event.record(&mut line);
+        message(format_args!("wayline: {}\n", escape(&line.0)));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The text of an event: its message, then any other fields as `name=value`.
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}"));
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
 }
 
 /// The operating system's reason, without the `(os error 28)` that `io::Error` appends.
@@ -135,15 +184,15 @@ pub struct EventsFile {
 }
 
 impl EventsFile {
-    pub fn create(path: &Path) -> anyhow::Result<EventsFile> {
+    pub fn create(path: &Path) -> Result<EventsFile> {
         let file = std::fs::File::create(path).map_err(|error| {
-            invalid(format!("cannot write events to {}: {}", path.display(), reason(&error)))
+            Error::invalid(format!("cannot write events to {}: {}", path.display(), reason(&error)))
         })?;
         Ok(EventsFile { path: path.to_owned(), file: Some(file) })
     }
 
     /// Appends one event; on the first error, returns the message to show.
-    pub fn write(&mut self, id: &str, event: &Event) -> Result<(), String> {
+    pub fn write(&mut self, id: &str, event: &Event) -> std::result::Result<(), String> {
         let Some(file) = &mut self.file else { return Ok(()) };
         // One write per line, so that a reader following the file never sees half an event.
         let mut line = cloudevents::to_json(id, event).to_string();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use wayline_core::execution::Secrets;
 
-use crate::cli::invalid;
+use crate::error::{Error, Result};
 
 const PREFIX: &str = "WAYLINE_SECRET_";
 
@@ -14,7 +14,7 @@ const PREFIX: &str = "WAYLINE_SECRET_";
 ///
 /// The file holds either one JSON object of strings or `NAME=value` lines (`#` comments and
 /// blank lines allowed).
-pub fn load(file: Option<&Path>) -> anyhow::Result<Secrets> {
+pub fn load(file: Option<&Path>) -> Result<Secrets> {
     let mut values = BTreeMap::new();
     for (key, value) in std::env::vars_os() {
         let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else { continue };
@@ -30,17 +30,19 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Secrets> {
     Ok(Secrets::new(values))
 }
 
-fn parse_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let text =
-        crate::definition::read(path).map_err(|error| invalid(format!("secrets file: {error}")))?;
+fn parse_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = crate::definition::read(path)
+        .map_err(|error| Error::invalid(format!("secrets file: {error}")))?;
     if text.trim_start().starts_with('{') {
-        let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|error| invalid(format!("{}: not a JSON object: {error}", path.display())))?;
+        let map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|error| {
+                Error::invalid(format!("{}: not a JSON object: {error}", path.display()))
+            })?;
         return map
             .into_iter()
             .map(|(name, value)| match value {
                 serde_json::Value::String(text) => Ok((name, text)),
-                other => Err(invalid(format!(
+                other => Err(Error::invalid(format!(
                     "{}: secret `{name}` must be a string, not {other}",
                     path.display()
                 ))),
@@ -54,11 +56,15 @@ fn parse_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
             continue;
         }
         let Some((name, value)) = line.split_once('=') else {
-            return Err(invalid(format!("{}:{}: expected NAME=value", path.display(), number + 1)));
+            return Err(Error::invalid(format!(
+                "{}:{}: expected NAME=value",
+                path.display(),
+                number + 1
+            )));
         };
         let name = name.trim();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(format!(
+            return Err(Error::invalid(format!(
                 "{}:{}: `{name}` is not a valid secret name",
                 path.display(),
                 number + 1

@@ -30,6 +30,10 @@
 //! # });
 //! ```
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod command;
 pub mod http;
 mod log;

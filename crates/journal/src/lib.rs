@@ -6,6 +6,10 @@
 //! machine, storage, processes or HTTP. The store, the executors and agents depend on it, so
 //! that none of them needs the language or the engine to read or write a journal.
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cloudevents;
 pub mod duration;
 pub mod event;

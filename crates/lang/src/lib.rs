@@ -4,6 +4,10 @@
 //! This crate is pure and synchronous: it knows nothing about async runtimes, databases,
 //! HTTP or processes.
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod diagnostic;
 pub mod expr;
 pub mod format;

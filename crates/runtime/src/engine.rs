@@ -10,24 +10,24 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wayline_core::execution::{
-    Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
+    Attempt, AttemptResult, Control, Effect, Execution, Input, Secrets, Timer,
 };
 use wayline_core::report::Report;
 use wayline_exec as exec;
-use wayline_journal::{Actor, AttemptId, AttemptKind, Decision, ErrorInfo, Event, Status, Time};
-use wayline_lang::Workflow;
-use wayline_store::{self as store, Action, Commit, Lease, LogLine, NewExecution, Store, Summary};
+use wayline_journal::{AttemptId, AttemptKind, ErrorInfo, Event, Status, Time};
+use wayline_store::{self as store, Commit, Lease, LogLine, NewExecution, Store, Summary};
 
 use crate::clock::Clock;
 use crate::executor::{self, Addressed, Executor, LocalExecutor, Reporter};
+use crate::owner;
 use crate::render::{self, Limits};
+use crate::submit::Submission;
 use crate::subscription::{Published, Subscription};
-use crate::{id, owner};
 
 /// How an engine behaves.
 #[derive(Debug, Clone)]
@@ -48,13 +48,16 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             owner: owner::this_process(),
-            lease_ttl: Duration::from_secs(15),
+            lease_ttl: LEASE_TTL,
             limits: Limits::default(),
             requests: Requests::Wakeups { at_most_every: Duration::from_millis(50) },
             store_patience: Duration::from_secs(30),
         }
     }
 }
+
+/// How long a lease lasts without renewal (an engine renews it every third of that).
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// How an engine learns of control requests written by other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,17 +75,6 @@ pub enum Requests {
 
 /// The longest an engine goes without looking at its inbox, whatever the store says.
 pub const REQUEST_SAFETY_NET: Duration = Duration::from_secs(5);
-
-/// A workflow to run.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    pub workflow: Arc<Workflow>,
-    /// The file's text, stored in the journal so the execution can be rebuilt anywhere.
-    pub source: Arc<str>,
-    pub path: String,
-    pub inputs: Map<String, Value>,
-    pub secrets: Arc<Secrets>,
-}
 
 /// What can go wrong when asking the engine for something.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -549,31 +541,20 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Checks a submission and builds its execution and first event (nothing stored yet).
+    /// Checks a submission and builds its execution and first events (nothing stored yet).
     fn prepare(&self, submission: Submission) -> Result<Prepared> {
-        if let Some(message) = render::missing_secrets(&submission.workflow, &submission.secrets) {
-            return Err(Error::Invalid(message));
-        }
         let now = self.clock.now();
-        let id = id::new(now);
-        let workflow = submission.workflow.name.clone();
-        let created = Created {
-            id: id.clone(),
-            workflow: submission.workflow,
-            source: submission.source,
-            path: submission.path,
-            inputs: submission.inputs,
-        };
-        let (mut execution, first) = Execution::create(created, submission.secrets, now);
+        let (mut execution, first) = submission.create(now)?;
         // The start is decided before anything is stored, so one commit creates the execution
         // and starts its first steps.
-        let start =
-            execution.handle(Input::Start, now).map_err(|rejected| Error::Rejected(rejected.0))?;
+        let start = execution
+            .handle(Input::Start, now)
+            .map_err(|rejected| Error::Rejected(rejected.to_string()))?;
         let mut events = vec![first];
         events.extend(start.events);
         let new = NewExecution {
-            id,
-            workflow,
+            id: execution.id().to_owned(),
+            workflow: execution.workflow().name.clone(),
             created_at: now,
             owner: self.options.owner.clone(),
             ttl: self.options.lease_ttl,
@@ -771,24 +752,15 @@ impl<S: Store> Engine<S> {
                 continue;
             };
             let execution = Arc::clone(key);
-            let actor =
-                Actor { by: stored.request.by.clone(), reason: stored.request.reason.clone() };
-            let control = match stored.request.action {
-                Action::Pause { until } => Control::Pause { actor, until },
-                Action::Resume => Control::Resume { actor },
-                Action::Cancel { rollback } => Control::Cancel { actor, rollback },
-                Action::Decide { step, decision, outputs } => match Decision::parse(&decision) {
-                    Some(decision) => Control::Decide { step, decision, outputs, actor },
-                    None => {
-                        self.inputs.push_back(Pending {
-                            execution,
-                            input: None,
-                            reply: None,
-                            request: Some(stored.id),
-                        });
-                        continue;
-                    }
-                },
+            let Some(control) = crate::control::control(&stored) else {
+                // Not a request any wayline writes: mark it handled and move on.
+                self.inputs.push_back(Pending {
+                    execution,
+                    input: None,
+                    reply: None,
+                    request: Some(stored.id),
+                });
+                continue;
             };
             self.inputs.push_back(Pending {
                 execution,
@@ -950,8 +922,8 @@ impl<S: Store> Engine<S> {
                     if tokio::time::Instant::now() + pause < deadline =>
                 {
                     retried = true;
-                    eprintln!(
-                        "wayline: database unavailable ({reason}); retrying in {}ms",
+                    tracing::warn!(
+                        "database unavailable ({reason}); retrying in {}ms",
                         pause.as_millis()
                     );
                     tokio::time::sleep(pause).await;
@@ -1010,7 +982,7 @@ impl<S: Store> Engine<S> {
                     self.cancel_all(&owned);
                     self.remember(Report::new(&owned.execution));
                     if let Err(error) = self.store.release(owned.lease).await {
-                        eprintln!("wayline: could not release the lease of {id}: {error}");
+                        tracing::warn!("could not release the lease of {id}: {error}");
                     }
                 }
             }
@@ -1090,7 +1062,7 @@ impl<S: Store> Engine<S> {
         let pokes: Vec<LogLine> =
             lines.iter().filter(|line| told.insert(line.execution.clone())).cloned().collect();
         if let Err(error) = self.store.append_logs(lines).await {
-            eprintln!("wayline: could not store log lines: {error}");
+            tracing::warn!("could not store log lines: {error}");
         }
         for line in pokes {
             let _ = self.bus.send(Arc::new(Published::Log(line)));
@@ -1108,7 +1080,7 @@ impl<S: Store> Engine<S> {
     /// its attempts are cancelled and its state dropped; the journal stays the truth.
     fn abandon(&mut self, id: &str, why: &str) {
         if let Some(owned) = self.disown(id) {
-            eprintln!("wayline: stopped working on execution {id}: {why}");
+            tracing::warn!("stopped working on execution {id}: {why}");
             self.cancel_all(&owned);
             let _ = self.bus.send(Arc::new(Published::Lost { execution: id.into() }));
         }
@@ -1151,7 +1123,7 @@ fn core_attempt(execution: &Execution, id: &AttemptId) -> Option<Attempt> {
     Some(Attempt { step, item: id.item, number: id.number, kind: id.kind })
 }
 
-fn summary(execution: &Execution) -> Summary {
+pub(crate) fn summary(execution: &Execution) -> Summary {
     Summary {
         status: execution.status(),
         started_at: execution.started_at(),

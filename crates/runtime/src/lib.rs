@@ -6,16 +6,23 @@
 //! effects carried out. It is the one place that reads wall time ([`clock`]) and the one place
 //! that spawns tasks (through the engine's task tracker).
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod clock;
+pub mod control;
 pub mod engine;
 pub mod executor;
 pub mod id;
 pub mod inspect;
 pub mod owner;
 pub mod render;
+pub mod submit;
 pub mod subscription;
 
 pub use engine::{
-    Engine, EngineHandle, Error, Options, REQUEST_SAFETY_NET, Recovered, Requests, Submission,
+    Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered, Requests,
 };
+pub use submit::Submission;
 pub use subscription::{Item, Subscription};

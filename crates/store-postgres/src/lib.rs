@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod listen;
 mod ops;
 mod pool;

@@ -24,6 +24,10 @@
 //! # });
 //! ```
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod open;
 mod ops;
 mod worker;

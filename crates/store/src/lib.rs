@@ -8,6 +8,10 @@
 //! grows with every takeover, and an append must present the current token and continue the
 //! journal exactly where it ends. A late write from an owner that lost its lease is rejected.
 
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 #[cfg(feature = "testing")]
 pub mod bench;
 #[cfg(feature = "testing")]

@@ -1,11 +1,16 @@
-//! Choosing the store: the one place that names concrete backends. `AnyStore` delegates every
-//! call to the backend picked from `--db` / `WAYLINE_DB` (or in-memory with `--ephemeral`).
+//! Choosing the store: the one place that names concrete backends. The command line and the
+//! server both open their store here; [`AnyStore`] delegates every call to the backend a
+//! [`Location`] names (a database URL, or memory for an ephemeral run).
 //!
 //! Database URLs: `sqlite:///absolute/path.db`, `sqlite://relative/path.db` or a plain file
 //! path; `?synchronous=full` makes every SQLite commit wait for the disk. `postgres://…` (or
 //! `postgresql://…`) selects PostgreSQL; `?schema=NAME` picks wayline's schema (default
 //! `wayline`). The default is `$XDG_DATA_HOME/wayline/wayline.db`
 //! (`~/.local/share/wayline/wayline.db`).
+
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -17,9 +22,31 @@ use wayline_store::{
     Result, Store, StoredRequest,
 };
 use wayline_store_postgres::PostgresStore;
-use wayline_store_sqlite::{SqliteStore, Synchronous};
+use wayline_store_sqlite::SqliteStore;
+pub use wayline_store_sqlite::Synchronous;
 
-use crate::cli::{Exit, Failure, invalid};
+/// Why a store could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The location itself is wrong (an unknown URL, a directory that does not exist): fix the
+    /// URL or the path.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store at a valid location cannot be opened or used.
+    #[error("database {location}: {error}")]
+    Store { location: String, error: wayline_store::Error },
+}
+
+impl Error {
+    /// A store error at `location`, for messages.
+    pub fn at(error: wayline_store::Error, location: &Location) -> Error {
+        Error::Store { location: location.describe(), error }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::Invalid(message.into())
+}
 
 #[derive(Clone)]
 pub enum AnyStore {
@@ -140,7 +167,7 @@ pub enum Location {
 
 impl Location {
     /// The location from `--db`, else `WAYLINE_DB` (clap reads it), else the default file.
-    pub fn parse(db: Option<&str>) -> anyhow::Result<Location> {
+    pub fn parse(db: Option<&str>) -> Result<Location, Error> {
         match db.map(str::trim) {
             // Most likely an unset variable in a script (`--db "$DB"`): refuse rather than
             // quietly use, and fill, the default database.
@@ -156,7 +183,7 @@ impl Location {
         }
     }
 
-    fn from_url(url: &str) -> anyhow::Result<Location> {
+    fn from_url(url: &str) -> Result<Location, Error> {
         let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, query),
             None => (url, ""),
@@ -246,7 +273,7 @@ impl Location {
     }
 }
 
-fn default_path() -> anyhow::Result<PathBuf> {
+fn default_path() -> Result<PathBuf, Error> {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
@@ -262,7 +289,7 @@ fn default_path() -> anyhow::Result<PathBuf> {
 /// Creates the default database's directory, private to its user (0700) like the database in
 /// it; for an explicit path, refuses a directory that does not exist rather than creating it
 /// wherever a typo points (`--db /nope/x.db` would create `/nope`).
-fn prepare_directory(path: &Path, default: bool) -> anyhow::Result<()> {
+fn prepare_directory(path: &Path, default: bool) -> Result<(), Error> {
     let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
         return Ok(()); // the current directory
     };
@@ -277,15 +304,12 @@ fn prepare_directory(path: &Path, default: bool) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
-    let unwritable = |error: std::io::Error| {
-        anyhow::Error::new(Failure {
-            exit: Exit::Infrastructure,
-            message: format!(
-                "cannot create the directory {} for the database: {}; pass --db to use another place",
-                dir.display(),
-                crate::output::reason(&error)
-            ),
-        })
+    let unwritable = |error: std::io::Error| Error::Store {
+        location: path.display().to_string(),
+        error: wayline_store::Error::Unavailable(format!(
+            "cannot create the directory {} for the database: {error}; pass --db to use another place",
+            dir.display()
+        )),
     };
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).map_err(unwritable)?;
@@ -297,7 +321,7 @@ fn prepare_directory(path: &Path, default: bool) -> anyhow::Result<()> {
 }
 
 /// Opens the store; a failure is an infrastructure error (exit 3) with the reason.
-pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
+pub async fn open(location: &Location) -> Result<AnyStore, Error> {
     let store = match location {
         Location::Ephemeral => Ok(AnyStore::Memory(MemoryStore::new())),
         Location::Sqlite { path, synchronous, default } => {
@@ -312,23 +336,7 @@ pub async fn open(location: &Location) -> anyhow::Result<AnyStore> {
             PostgresStore::connect(url, options).await.map(AnyStore::Postgres)
         }
     };
-    store.map_err(|error| store_error(error, location))
-}
-
-/// Maps a store error to a message and exit code.
-pub fn store_error(error: wayline_store::Error, location: &Location) -> anyhow::Error {
-    use wayline_store::Error;
-    let exit = match &error {
-        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } | Error::Config(_) => {
-            Exit::Invalid
-        }
-        _ => Exit::Infrastructure,
-    };
-    let message = match &error {
-        Error::NotFound(_) | Error::Ambiguous { .. } | Error::Held { .. } => error.to_string(),
-        _ => format!("database {}: {error}", location.describe()),
-    };
-    anyhow::Error::new(Failure { exit, message })
+    store.map_err(|error| Error::at(error, location))
 }
 
 #[cfg(test)]

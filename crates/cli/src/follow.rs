@@ -1,59 +1,30 @@
-//! `wayline run`: start an execution in this process, show its progress, and end with its
-//! result (exit 0 when it succeeded, 1 when it ended otherwise).
+//! Running an execution in this process, for `run` and `resume`: the engine and the view a
+//! person (or a script) gets of it side by side — live progress, the escalation prompt, stop
+//! signals — until the execution ends, then the summary or the result object and the exit
+//! code.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
-use wayline_core::execution::{Control, Created, Execution, Secrets};
+use wayline_backend::{AnyStore, Location};
+use wayline_core::execution::{Control, Execution, Secrets};
 use wayline_core::report::Report;
-use wayline_journal::Decision;
-use wayline_journal::Event;
-use wayline_journal::EventKind;
-use wayline_journal::Time;
+use wayline_journal::{Decision, Event, EventKind, Time};
 use wayline_lang::Workflow;
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission, owner};
-use wayline_store::{NewExecution, Store};
+use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission};
+use wayline_store::Store;
 
-use crate::backend::{self, AnyStore};
-use crate::cli::{Exit, invalid};
+use crate::error::{Error, Exit, Result};
 use crate::output::{self, EventsFile, escape};
 use crate::progress::Progress;
-use crate::{control, definition, secrets, signals};
-
-/// Everything `wayline run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunArgs {
-    pub file: PathBuf,
-    pub inputs: Vec<String>,
-    pub input_file: Option<PathBuf>,
-    pub secrets_file: Option<PathBuf>,
-    pub location: backend::Location,
-    pub json: bool,
-    pub events: Option<PathBuf>,
-    pub detach: bool,
-}
-
-/// Everything `wayline resume` was asked to do.
-#[derive(Debug, Clone)]
-pub struct ResumeArgs {
-    pub id: String,
-    pub secrets_file: Option<PathBuf>,
-    pub location: backend::Location,
-    pub json: bool,
-    pub events: Option<PathBuf>,
-    /// No progress output (the detached worker of `run --detach`).
-    pub quiet: bool,
-    /// Take over even from a live owner on this host.
-    pub force: bool,
-}
+use crate::{request, signals};
 
 /// How the watched execution comes to be.
-enum Start {
+pub enum Start {
     Submit(Submission),
     /// Take over an execution whose owner is gone.
     Recover {
@@ -65,92 +36,9 @@ enum Start {
     },
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<Exit> {
-    let (workflow, source) = definition::load(&args.file)?;
-    let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
-    let secrets = secrets::load(args.secrets_file.as_deref())?;
-    if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
-        say!(
-            "wayline: note: `agent.labels` only routes steps in server mode; `wayline run` runs every step here"
-        );
-    }
-    // Checked here too because `--detach` hands the run to another process.
-    if let Some(message) = wayline_runtime::render::missing_secrets(&workflow, &secrets) {
-        return Err(invalid(message));
-    }
-    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
-    let submission = Submission {
-        workflow: Arc::new(workflow),
-        source: source.into(),
-        path: args.file.display().to_string(),
-        inputs,
-        secrets: Arc::new(secrets),
-    };
-    if args.detach {
-        return block_on(detach(submission, args));
-    }
-    let watch = Watch { json: args.json, quiet: false, location: args.location.clone() };
-    block_on(async move {
-        let store = backend::open(&args.location).await?;
-        retention(&store).await;
-        execute(store, Start::Submit(submission), &watch, events).await
-    })
-}
-
-/// `wayline resume ID`: resume a paused execution, or take over one whose owner is gone.
-pub fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
-    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
-    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
-    let watch = Watch { json: args.json, quiet: args.quiet, location: args.location.clone() };
-    block_on(async move {
-        let (store, id) = control::open_execution(&args.location, &args.id).await?;
-        let record =
-            store.get(&id).await.map_err(|error| backend::store_error(error, &args.location))?;
-        if record.status.is_final() {
-            return Err(invalid(format!(
-                "execution {id} already finished ({}); nothing to resume",
-                record.status.name()
-            )));
-        }
-        let now = Clock::system().now();
-        let resume = owner::plan_resume(&record, now, args.force);
-        if let owner::Resume::Refuse(message) = resume {
-            return Err(anyhow::Error::new(crate::cli::Failure { exit: Exit::Invalid, message }));
-        }
-        if resume == owner::Resume::Request {
-            // Paused in a live process: `resume` is the control request.
-            return control::control(
-                &args.location,
-                &id,
-                control::Ask::Resume,
-                None,
-                Duration::from_secs(10),
-            )
-            .await;
-        }
-        let events_so_far = wayline_runtime::inspect::all_events(&store, &id)
-            .await
-            .map_err(|e| control::engine_error(e, &args.location))?;
-        let (workflow, _) = wayline_runtime::inspect::definition(&events_so_far)
-            .map_err(|e| control::engine_error(e, &args.location))?;
-        retention(&store).await;
-        let start = Start::Recover { id, secrets, workflow: Arc::new(workflow), force: args.force };
-        execute(store, start, &watch, events).await
-    })
-}
-
-fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = runtime.block_on(work);
-    // A read of stdin for an escalation prompt may still be blocked; do not wait for it.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    result
-}
-
 /// Applies the automatic retention (`WAYLINE_RETENTION`, default 30d, `off` to keep
 /// everything): finished executions older than that are deleted.
-async fn retention<S: Store>(store: &S) {
+pub async fn retention<S: Store>(store: &S) {
     let setting = std::env::var("WAYLINE_RETENTION").unwrap_or_else(|_| "30d".into());
     if setting == "off" || setting == "0" {
         return;
@@ -165,80 +53,20 @@ async fn retention<S: Store>(store: &S) {
     }
 }
 
-/// `run --detach`: record the execution, hand it to a background `wayline resume`, print its
-/// id.
-async fn detach(submission: Submission, args: RunArgs) -> anyhow::Result<Exit> {
-    if args.location == backend::Location::Ephemeral {
-        return Err(invalid(
-            "--detach needs a database (an ephemeral execution would vanish with this process)",
-        ));
-    }
-    let store = backend::open(&args.location).await?;
-    let now = Clock::system().now();
-    let id = wayline_runtime::id::new(now);
-    let created = Created {
-        id: id.clone(),
-        workflow: Arc::clone(&submission.workflow),
-        source: submission.source,
-        path: submission.path,
-        inputs: submission.inputs,
-    };
-    let (_, first) = Execution::create(created, Arc::new(Secrets::default()), now);
-    let new = NewExecution {
-        id: id.clone(),
-        workflow: submission.workflow.name.clone(),
-        created_at: now,
-        owner: owner::this_process(),
-        ttl: Duration::from_secs(15),
-        summary: wayline_store::Summary {
-            status: wayline_journal::Status::Pending,
-            started_at: None,
-            finished_at: None,
-            error: None,
-        },
-    };
-    let lease = store
-        .create(new, vec![first])
-        .await
-        .map_err(|error| backend::store_error(error, &args.location))?;
-    // Free the lease at once so the worker takes it without waiting for this process to end.
-    store.release(lease).await.map_err(|error| backend::store_error(error, &args.location))?;
-    let exe = std::env::current_exe()?;
-    #[allow(clippy::disallowed_methods)] // `--detach` starts wayline itself as the worker
-    let mut worker = std::process::Command::new(exe);
-    worker.args(["resume", &id, "--quiet", "--db", &args.location.url()]);
-    if let Some(file) = &args.secrets_file {
-        worker.arg("--secrets-file").arg(std::path::absolute(file)?);
-    }
-    use std::os::unix::process::CommandExt as _;
-    worker
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0) // not killed by the terminal's Ctrl-C
-        .spawn()
-        .map_err(|error| anyhow::anyhow!("cannot start the background worker: {error}"))?;
-    outln!("{id}")?;
-    say!(
-        "wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`"
-    );
-    Ok(Exit::Success)
-}
-
 /// How the user-facing loop shows the execution.
-struct Watch {
-    json: bool,
-    quiet: bool,
-    location: backend::Location,
+pub struct Watch {
+    pub json: bool,
+    pub quiet: bool,
+    pub location: Location,
 }
 
 /// Runs the engine and the user-facing loop side by side until the execution ends.
-async fn execute(
+pub async fn execute(
     store: AnyStore,
     start: Start,
     watch: &Watch,
     events: Option<EventsFile>,
-) -> anyhow::Result<Exit> {
+) -> Result<Exit> {
     let shutdown = CancellationToken::new();
     let options = Options {
         requests: if store.is_shared() {
@@ -260,7 +88,7 @@ async fn execute(
     drop(handle);
     let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
     let exit = user_result?;
-    engine_result.map_err(|error| control::engine_error(error, &watch.location))?;
+    engine_result?;
     Ok(exit)
 }
 
@@ -269,7 +97,7 @@ async fn follow_execution(
     start: Start,
     watch: &Watch,
     mut events_file: Option<EventsFile>,
-) -> anyhow::Result<Exit> {
+) -> Result<Exit> {
     // Before anything is started, so that no stop signal finds the default action (the end
     // of this process, leaving the execution `running` and its steps orphaned).
     let mut stop = signals::Stop::listen()?;
@@ -277,10 +105,7 @@ async fn follow_execution(
         Start::Submit(submission) => {
             let workflow = Arc::clone(&submission.workflow);
             let secrets = Arc::clone(&submission.secrets);
-            let id = handle
-                .submit(submission)
-                .await
-                .map_err(|e| control::engine_error(e, &watch.location))?;
+            let id = handle.submit(submission).await?;
             if !watch.quiet {
                 say!(
                     "wayline: execution {id} of {} started ({})",
@@ -296,14 +121,11 @@ async fn follow_execution(
                 Err(wayline_runtime::Error::Store(wayline_store::Error::Held {
                     owner, ..
                 })) => {
-                    return Err(anyhow::Error::new(crate::cli::Failure {
-                        exit: Exit::Invalid,
-                        message: format!(
-                            "execution {id} was just taken over by {owner}; it is running there"
-                        ),
-                    }));
+                    return Err(Error::invalid(format!(
+                        "execution {id} was just taken over by {owner}; it is running there"
+                    )));
                 }
-                Err(error) => return Err(control::engine_error(error, &watch.location)),
+                Err(error) => return Err(error.into()),
             }
             if !watch.quiet {
                 say!("wayline: took over execution {id} of {}", workflow.name);
@@ -311,7 +133,7 @@ async fn follow_execution(
             // A takeover of a paused execution continues it.
             let paused = handle.report(&id).await.is_ok_and(|report| report.status == "paused");
             if paused {
-                let control = Control::Resume { actor: control::actor(None) };
+                let control = Control::Resume { actor: request::actor(None) };
                 if let Err(error) = handle.control(&id, control).await {
                     say!("wayline: {error}");
                 }
@@ -332,7 +154,7 @@ async fn follow_execution(
     loop {
         tokio::select! {
             item = subscription.next() => {
-                let Some(item) = item.map_err(crate::engine_error)? else { break };
+                let Some(item) = item? else { break };
                 match item {
                     Item::Event(event) => {
                         if let Some(file) = &mut events_file
@@ -387,7 +209,7 @@ async fn follow_execution(
                     }
                 };
                 if let Some(decision) = decision {
-                    let control = Control::Decide { step, decision, outputs: Default::default(), actor: control::actor(None) };
+                    let control = Control::Decide { step, decision, outputs: Default::default(), actor: request::actor(None) };
                     if let Err(error) = handle.control(&id, control).await {
                         say!("wayline: {error}");
                     }
@@ -403,7 +225,7 @@ async fn follow_execution(
                 cancelling = true;
                 progress.clear();
                 say!("wayline: {signal}: cancelling execution {id} (a second Ctrl-C or SIGTERM stops at once)");
-                let control = Control::Cancel { actor: control::actor(Some(signal.into())), rollback: false };
+                let control = Control::Cancel { actor: request::actor(Some(signal.into())), rollback: false };
                 if let Err(error) = handle.control(&id, control).await {
                     say!("wayline: {error}");
                 }
@@ -413,9 +235,9 @@ async fn follow_execution(
     if let Some(execution) = &fold {
         progress.draw(execution, clock.now());
     }
-    let report = handle.report(&id).await.map_err(|e| control::engine_error(e, &watch.location))?;
+    let report = handle.report(&id).await?;
     let exit = if watch.quiet {
-        if report.status == "succeeded" { Exit::Success } else { Exit::Ended }
+        exit_of(&report)
     } else {
         finish(handle.store(), &report, watch.json, terminal).await?
     };
@@ -434,12 +256,12 @@ fn follow<'a>(
     workflow: &Arc<Workflow>,
     secrets: &Arc<Secrets>,
     event: &Event,
-) -> anyhow::Result<&'a Execution> {
+) -> Result<&'a Execution> {
     match fold {
         Some(execution) => {
-            execution
-                .apply(event)
-                .map_err(|error| anyhow::anyhow!("the journal of {id} does not fold: {error}"))?;
+            execution.apply(event).map_err(|error| {
+                Error::infrastructure(format!("the journal of {id} does not fold: {error}"))
+            })?;
         }
         None => {
             let execution = Execution::replay(
@@ -448,11 +270,13 @@ fn follow<'a>(
                 Arc::clone(secrets),
                 std::slice::from_ref(event),
             )
-            .map_err(|error| anyhow::anyhow!("the journal of {id} does not start well: {error}"))?;
+            .map_err(|error| {
+                Error::infrastructure(format!("the journal of {id} does not start well: {error}"))
+            })?;
             *fold = Some(execution);
         }
     }
-    fold.as_ref().ok_or_else(|| anyhow::anyhow!("no execution state"))
+    fold.as_ref().ok_or_else(|| Error::infrastructure("no execution state"))
 }
 
 /// Prints the result and picks the exit code.
@@ -461,14 +285,14 @@ pub async fn finish<S: Store>(
     report: &Report,
     json: bool,
     terminal: bool,
-) -> anyhow::Result<Exit> {
+) -> Result<Exit> {
     if json {
         // The exit code reports the execution, even to a reader of stdout that left early.
         output::unless_closed(outln!("{}", serde_json::to_string_pretty(report)?))?;
     } else {
         print_summary(store, report, terminal).await;
     }
-    Ok(if report.status == "succeeded" { Exit::Success } else { Exit::Ended })
+    Ok(exit_of(report))
 }
 
 async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
@@ -527,4 +351,9 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
     let error =
         report.error.as_ref().map(|e| format!(": {}", escape(&e.message))).unwrap_or_default();
     say!("\n{} {} {}{error}", report.workflow, report.id, report.status);
+}
+
+/// The exit code of an execution that ended with `report`: 0 when it succeeded, 1 otherwise.
+pub fn exit_of(report: &Report) -> Exit {
+    if report.status == "succeeded" { Exit::Success } else { Exit::Ended }
 }

@@ -1,0 +1,151 @@
+//! The command line: one module per command, each with its arguments (`Args`) and what it
+//! does (`exec`). This module ties them into one `wayline` command and runs the one async
+//! runtime the commands that need one share.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use wayline_backend::Location;
+
+use crate::error::{Exit, Result};
+
+pub mod cancel;
+pub mod decide;
+pub mod events;
+pub mod gc;
+pub mod graph;
+pub mod list;
+pub mod logs;
+pub mod pause;
+pub mod plan;
+pub mod resume;
+pub mod run;
+pub mod schema;
+pub mod show;
+pub mod validate;
+
+const ABOUT: &str = "wayline: a durable workflow engine in one binary.\n\n\
+Validate, plan and run multi-step workflows (commands, HTTP calls, waits, conditions, computed \
+values) as a DAG with parallelism, retries, error strategies and durable state.";
+
+const AFTER_HELP: &str = "Exit codes: 0 success, 1 the execution ended otherwise (failed, \
+cancelled, rolled back), 2 invalid definition, input or usage, 3 infrastructure error.";
+
+#[derive(Debug, Parser)]
+#[command(name = "wayline", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check workflow files and report every problem with its file:line:column.
+    ///
+    /// Exit code 0 when every file is valid (warnings allowed), 2 otherwise.
+    Validate(validate::Args),
+    /// Show what a workflow would do: the levels of steps that may run in parallel, groups
+    /// and their caps, and per step its needs, branches, timeout, strategy and retry schedule.
+    Plan(plan::Args),
+    /// Draw the dependency graph (Graphviz dot or Mermaid).
+    Graph(graph::Args),
+    /// Print the JSON Schema of the workflow format (for editors: validation and completion).
+    Schema,
+    /// Run a workflow: execute its steps here, show live progress, end with the result.
+    ///
+    /// The execution is recorded in the database (SQLite by default), so it survives a crash
+    /// (`wayline resume ID` continues it) and other processes can watch and steer it.
+    /// Exit code 0 when the execution succeeded, 1 when it ended otherwise (failed, cancelled,
+    /// rolled back), 2 for an invalid definition or input, 3 for an infrastructure error.
+    ///
+    /// Ctrl-C, SIGTERM or SIGHUP cancels the execution cleanly: the running steps' process
+    /// groups get SIGTERM, then SIGKILL 5 seconds later if they are still there (a step's
+    /// `timeout` stops it the same way). A second one stops at once, leaving the execution
+    /// resumable.
+    Run(run::Args),
+    /// List executions, newest first.
+    List(list::Args),
+    /// Show an execution: status, steps, attempts, errors, why waiting steps wait.
+    Show(show::Args),
+    /// Print the logs of an execution, or of one of its steps.
+    Logs(logs::Args),
+    /// Print the events of an execution as CloudEvents JSON lines.
+    Events(events::Args),
+    /// Pause an execution: running steps finish, nothing new starts until `resume`.
+    Pause(pause::Args),
+    /// Resume a paused execution, or take over one whose process is gone and continue it here.
+    Resume(resume::Args),
+    /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
+    ///
+    /// The running steps' process groups get SIGTERM, then SIGKILL 5 seconds later if they are
+    /// still there; steps that never started are cancelled.
+    Cancel(cancel::Args),
+    /// Decide what happens to an escalated step: retry, skip, rollback or fail.
+    Decide(decide::Args),
+    /// Delete finished executions older than a duration, with their events and logs.
+    Gc(gc::Args),
+}
+
+/// Where executions are stored.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Db {
+    /// Database URL: sqlite:///path/file.db (default: $XDG_DATA_HOME/wayline/wayline.db) or
+    /// postgres://user@host/db.
+    #[arg(long, env = "WAYLINE_DB", value_name = "URL")]
+    db: Option<String>,
+}
+
+impl Db {
+    pub fn location(&self) -> Result<Location> {
+        Ok(Location::parse(self.db.as_deref())?)
+    }
+}
+
+impl Cli {
+    pub fn run(self) -> Result<Exit> {
+        match self.command {
+            Command::Validate(args) => validate::exec(args),
+            Command::Plan(args) => plan::exec(args),
+            Command::Graph(args) => graph::exec(args),
+            Command::Schema => schema::exec(),
+            Command::Run(args) => run::exec(args),
+            Command::Resume(args) => resume::exec(args),
+            Command::List(args) => with_db(&args.db.clone(), |location| list::exec(args, location)),
+            Command::Show(args) => with_db(&args.db.clone(), |location| show::exec(args, location)),
+            Command::Logs(args) => with_db(&args.db.clone(), |location| logs::exec(args, location)),
+            Command::Events(args) => {
+                with_db(&args.db.clone(), |location| events::exec(args, location))
+            }
+            Command::Pause(args) => {
+                with_db(&args.db.clone(), |location| pause::exec(args, location))
+            }
+            Command::Cancel(args) => {
+                with_db(&args.db.clone(), |location| cancel::exec(args, location))
+            }
+            Command::Decide(args) => {
+                with_db(&args.db.clone(), |location| decide::exec(args, location))
+            }
+            Command::Gc(args) => with_db(&args.db.clone(), |location| gc::exec(args, location)),
+        }
+    }
+}
+
+/// Runs a command that works on the database at `db`, naming the database in its errors.
+fn with_db<F>(db: &Db, command: impl FnOnce(Location) -> F) -> Result<Exit>
+where
+    F: std::future::Future<Output = Result<Exit>>,
+{
+    let location = db.location()?;
+    block_on(command(location.clone())).map_err(|error| error.located(&location))
+}
+
+/// The one async runtime of a command. One thread: the engine, its attempts and the user's
+/// view share it, which keeps hand-offs between threads off the path of every step (the
+/// stores run their own threads; blocking reads of stdin go to tokio's blocking pool).
+pub fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(work);
+    // A read of stdin for an escalation prompt may still be blocked; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}

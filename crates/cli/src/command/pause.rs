@@ -1,0 +1,31 @@
+//! `wayline pause`: running steps finish, nothing new starts until `resume` (or `--until`).
+
+use wayline_backend::Location;
+use wayline_core::execution::Control;
+use wayline_runtime::clock::Clock;
+
+use super::Db;
+use crate::error::{Exit, Result};
+use crate::request;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Execution id (any unique prefix).
+    id: String,
+    /// Resume by itself at this time (RFC 3339) or after this long (`30m`).
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    pub db: Db,
+}
+
+pub async fn exec(args: Args, location: Location) -> Result<Exit> {
+    let until = match &args.until {
+        Some(text) => Some(request::parse_until(text, Clock::system().now())?),
+        None => None,
+    };
+    let control = Control::Pause { actor: request::actor(args.reason), until };
+    request::send(&location, &args.id, control).await
+}

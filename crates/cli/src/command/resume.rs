@@ -1,0 +1,73 @@
+//! `wayline resume`: resume a paused execution (a request to its live owner), or take over one
+//! whose owner is gone and continue it in this process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wayline_core::execution::Control;
+use wayline_runtime::clock::Clock;
+use wayline_runtime::{inspect, owner};
+use wayline_store::Store;
+
+use super::{Db, block_on};
+use crate::error::{Error, Exit, Result};
+use crate::follow::{self, Start, Watch};
+use crate::output::EventsFile;
+use crate::{request, secrets};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Execution id (any unique prefix).
+    id: String,
+    /// Secrets for the steps still to run (as for `run`).
+    #[arg(long, value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write every event (from now on) as CloudEvents JSON lines.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Take the execution over even when its owner is a live process on this host whose
+    /// lease lapsed (stuck or stopped). Its running steps are stopped first.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    db: Db,
+}
+
+pub fn exec(args: Args) -> Result<Exit> {
+    let location = args.db.location()?;
+    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
+    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
+    let watch = Watch { json: args.json, quiet: args.quiet, location: location.clone() };
+    let named = location.clone();
+    block_on(async move {
+        let (store, id) = request::open_execution(&location, &args.id).await?;
+        let record = store.get(&id).await?;
+        if record.status.is_final() {
+            return Err(Error::invalid(format!(
+                "execution {id} already finished ({}); nothing to resume",
+                record.status.name()
+            )));
+        }
+        match owner::plan_resume(&record, Clock::system().now(), args.force) {
+            owner::Resume::Refuse(message) => return Err(Error::invalid(message)),
+            // Paused in a live process: `resume` is the control request.
+            owner::Resume::Request => {
+                let control = Control::Resume { actor: request::actor(None) };
+                return request::send(&location, &id, control).await;
+            }
+            owner::Resume::TakeOver => {}
+        }
+        let journal = inspect::all_events(&store, &id).await?;
+        let (workflow, _) = inspect::definition(&journal)?;
+        follow::retention(&store).await;
+        let start = Start::Recover { id, secrets, workflow: Arc::new(workflow), force: args.force };
+        follow::execute(store, start, &watch, events).await
+    })
+    .map_err(|error| error.located(&named))
+}

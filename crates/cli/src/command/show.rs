@@ -1,0 +1,98 @@
+//! `wayline show`: an execution's status, steps, attempts, errors, decisions, and why waiting
+//! steps wait.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use wayline_backend::Location;
+use wayline_core::execution::Execution;
+use wayline_core::report::Report;
+use wayline_runtime::{inspect, owner};
+use wayline_store::Store;
+
+use super::Db;
+use crate::error::{Exit, Result};
+use crate::request;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Execution id (any unique prefix).
+    id: String,
+    /// Print the result object as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub db: Db,
+}
+
+pub async fn exec(args: Args, location: Location) -> Result<Exit> {
+    let (store, id) = request::open_execution(&location, &args.id).await?;
+    let json = args.json;
+    let record = store.get(&id).await?;
+    let execution = inspect::replay(&store, &id).await?;
+    let report = Report::new(&execution);
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(Exit::Success);
+    }
+    out!("{}", render_report(&report, &execution, record.owner.as_deref()))?;
+    Ok(Exit::Success)
+}
+
+fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {}  {}", report.workflow, report.id, report.status);
+    let _ = writeln!(out, "  file       {}", execution.path());
+    if let Some(started) = &report.started_at {
+        let _ = writeln!(out, "  started    {started}");
+    }
+    if let Some(finished) = &report.finished_at {
+        let _ = writeln!(out, "  finished   {finished}");
+    }
+    if let (None, Some(owner)) = (&report.finished_at, owner) {
+        let state = if owner::is_dead(owner) { " (gone: `wayline resume` takes over)" } else { "" };
+        let _ = writeln!(out, "  owner      {owner}{state}");
+    }
+    if let Some(Value::Object(inputs)) = Some(&report.inputs) {
+        for (name, value) in inputs {
+            let _ = writeln!(out, "  input      {name} = {value}");
+        }
+    }
+    if let Some(error) = &report.error {
+        let _ = writeln!(out, "  error      {} ({})", error.message, error.class);
+    }
+    let width = report.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
+    out.push('\n');
+    for step in &report.steps {
+        let attempts =
+            if step.attempts > 1 { format!("  {} attempts", step.attempts) } else { String::new() };
+        let _ = write!(out, "  {:<width$}  {:<12}{attempts}", step.id, step.status);
+        if let Some(waiting) = &step.waiting {
+            let _ = write!(out, "  ({waiting})");
+        }
+        if let Some(reason) = &step.reason {
+            let _ = write!(out, "  ({reason})");
+        }
+        out.push('\n');
+        if let Some(error) = &step.error {
+            let _ = writeln!(out, "  {:<width$}    error: {} ({})", "", error.message, error.class);
+        }
+        if let Some(decision) = &step.decision {
+            let why = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<width$}    decision: {} by {}{why}",
+                "", decision.action, decision.by
+            );
+        }
+        if let Some(compensation) = &step.compensation {
+            let _ = writeln!(out, "  {:<width$}    compensation: {}", "", compensation.status);
+        }
+        if !step.outputs.is_empty() {
+            let text = Value::Object(step.outputs.clone()).to_string();
+            let text: String = text.chars().take(200).collect();
+            let _ = writeln!(out, "  {:<width$}    outputs: {text}", "");
+        }
+    }
+    out
+}

@@ -1,0 +1,67 @@
+//! Making an execution: a submission checked and turned into its first event, either by the
+//! engine that will run it ([`crate::EngineHandle::submit`]) or recorded for another process
+//! to take over and run ([`enqueue`]: `run --detach`, and the server's queue).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use wayline_core::execution::{Created, Execution, Secrets};
+use wayline_journal::{Event, Time};
+use wayline_lang::Workflow;
+use wayline_store::{NewExecution, Store};
+
+use crate::engine::{Error, LEASE_TTL, Result, summary};
+use crate::{id, render};
+
+/// A workflow to run.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub workflow: Arc<Workflow>,
+    /// The file's text, stored in the journal so the execution can be rebuilt anywhere.
+    pub source: Arc<str>,
+    pub path: String,
+    pub inputs: Map<String, Value>,
+    pub secrets: Arc<Secrets>,
+}
+
+impl Submission {
+    /// Checks the submission — every secret it reads is there — and makes the execution, with
+    /// a new id, and its first event (nothing is stored).
+    pub fn create(self, now: Time) -> Result<(Execution, Event)> {
+        if let Some(message) = render::missing_secrets(&self.workflow, &self.secrets) {
+            return Err(Error::Invalid(message));
+        }
+        let created = Created {
+            id: id::new(now),
+            workflow: self.workflow,
+            source: self.source,
+            path: self.path,
+            inputs: self.inputs,
+        };
+        Ok(Execution::create(created, self.secrets, now))
+    }
+}
+
+/// Records a new execution without running it, and lets go of it at once, so that another
+/// engine takes it over (`wayline resume`, a server) and runs it; returns its id. Nothing of it
+/// starts here: its first decisions belong to whoever takes it.
+pub async fn enqueue<S: Store>(
+    store: &S,
+    submission: Submission,
+    owner: &str,
+    now: Time,
+) -> Result<String> {
+    let (execution, first) = submission.create(now)?;
+    let id = execution.id().to_owned();
+    let new = NewExecution {
+        id: id.clone(),
+        workflow: execution.workflow().name.clone(),
+        created_at: now,
+        owner: owner.to_owned(),
+        ttl: LEASE_TTL,
+        summary: summary(&execution),
+    };
+    let lease = store.create(new, vec![first]).await?;
+    store.release(lease).await?;
+    Ok(id)
+}
