@@ -36,6 +36,19 @@ pub enum Start {
     },
 }
 
+/// How an engine of this process runs on `store`: it listens for control requests from other
+/// processes when they can reach the store.
+pub fn engine_options(store: &AnyStore) -> Options {
+    Options {
+        requests: if store.is_shared() {
+            Requests::Wakeups { at_most_every: Duration::from_millis(50) }
+        } else {
+            Requests::Off
+        },
+        ..Options::default()
+    }
+}
+
 /// Applies the automatic retention (`WAYLINE_RETENTION`, default 30d, `off` to keep
 /// everything): finished executions older than that are deleted.
 pub async fn retention<S: Store>(store: &S) {
@@ -68,14 +81,7 @@ pub async fn execute(
     events: Option<EventsFile>,
 ) -> Result<Exit> {
     let shutdown = CancellationToken::new();
-    let options = Options {
-        requests: if store.is_shared() {
-            Requests::Wakeups { at_most_every: Duration::from_millis(50) }
-        } else {
-            Requests::Off
-        },
-        ..Options::default()
-    };
+    let options = engine_options(&store);
     let closed = store.closed();
     let (engine, handle) = Engine::new(store, options, shutdown.clone());
     let user = async {

@@ -9,6 +9,7 @@ use wayline_backend::Location;
 
 use crate::error::{Exit, Result};
 
+pub mod bench;
 pub mod cancel;
 pub mod decide;
 pub mod events;
@@ -84,6 +85,9 @@ enum Command {
     Decide(decide::Args),
     /// Delete finished executions older than a duration, with their events and logs.
     Gc(gc::Args),
+    /// Measure wayline's own cost: command steps against a shell loop of bare spawns, `set`
+    /// steps, and a waiting execution, on memory, SQLite and (with --postgres) PostgreSQL.
+    Bench(bench::Args),
 }
 
 /// Where executions are stored.
@@ -126,6 +130,7 @@ impl Cli {
                 with_db(&args.db.clone(), |location| decide::exec(args, location))
             }
             Command::Gc(args) => with_db(&args.db.clone(), |location| gc::exec(args, location)),
+            Command::Bench(args) => bench::exec(args),
         }
     }
 }

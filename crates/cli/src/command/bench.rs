@@ -1,0 +1,355 @@
+//! `wayline bench`: what wayline itself costs, measured the way `wayline run` runs, as ratios
+//! to baselines taken in the same run (the machine may be shared and noisy; single timings mean
+//! little).
+//!
+//! - **chain**: N chained `run: "true"` steps, against a shell loop of N spawns of the same
+//!   `/bin/sh -c true` (the baseline), on memory, SQLite and, with `--postgres`, PostgreSQL;
+//! - **parallel**: N independent `run: "true"` steps with `max_parallel`, in steps per second;
+//! - **set**: N chained `set` steps (the engine and the store without processes);
+//! - **waiting**: the CPU an execution parked on a `wait` costs while nothing happens.
+//!
+//! Rounds alternate the baseline and wayline's runs, and medians are reported.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use wayline_backend::Location;
+use wayline_store::Store;
+use wayline_core::execution::Secrets;
+use wayline_runtime::{Engine, Submission};
+
+use super::block_on;
+use crate::error::{Error, Exit, Result};
+use crate::follow;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Steps in the chains.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Steps of the parallel run.
+    #[arg(long, default_value_t = 1000)]
+    parallel: usize,
+    /// `max_parallel` of the parallel run.
+    #[arg(long, default_value_t = 16)]
+    max_parallel: u32,
+    /// Rounds of each measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// How long to watch a waiting execution, in seconds (0 to skip).
+    #[arg(long, default_value_t = 10)]
+    waiting: u64,
+    /// Also measure on this PostgreSQL database (a schema of its own is used and dropped).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn exec(args: Args) -> Result<Exit> {
+    if args.steps == 0 || args.parallel == 0 || args.rounds == 0 {
+        return Err(Error::invalid("--steps, --parallel and --rounds must be at least 1"));
+    }
+    let scratch = tempfile::tempdir()?;
+    let mut stores: Vec<(&str, Place)> = vec![("memory", Place::Memory), ("sqlite", Place::Sqlite)];
+    if let Some(url) = &args.postgres {
+        stores.push(("postgres", Place::Postgres(url.clone())));
+    }
+    let commands = workflow(&chain(args.steps, "run: \"true\""))?;
+    let sets = workflow(&chain(args.steps, "set: { x: 1 }"))?;
+    let spread = workflow(&parallel(args.parallel, args.max_parallel))?;
+
+    let mut baseline = Vec::new();
+    let mut chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    let mut set_chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    let mut parallels: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    for round in 0..args.rounds {
+        baseline.push(shell_loop(args.steps)?);
+        for (index, (_, place)) in stores.iter().enumerate() {
+            let location = place.location(scratch.path(), &format!("chain-{round}"));
+            chains[index].push(run_once(&location, &commands)?);
+            let location = place.location(scratch.path(), &format!("set-{round}"));
+            set_chains[index].push(run_once(&location, &sets)?);
+            let location = place.location(scratch.path(), &format!("parallel-{round}"));
+            parallels[index].push(run_once(&location, &spread)?);
+        }
+    }
+    let waiting = if args.waiting > 0 {
+        let location = Place::Sqlite.location(scratch.path(), "waiting");
+        Some(waiting_cost(&location, Duration::from_secs(args.waiting))?)
+    } else {
+        None
+    };
+    for (_, place) in &stores {
+        place.clean_up(scratch.path())?;
+    }
+
+    let base = median(&baseline);
+    let per_step = |d: Duration| d.as_secs_f64() * 1e6 / args.steps as f64;
+    let mut figures = serde_json::Map::new();
+    figures.insert("load_average".into(), json!(load_average()));
+    figures.insert("steps".into(), json!(args.steps));
+    figures.insert("rounds".into(), json!(args.rounds));
+    figures.insert("shell_loop_ms".into(), json!(millis(base)));
+    let memory_chain = median(&chains[0]);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "wayline bench: {} steps, {} rounds, load average {}",
+        args.steps,
+        args.rounds,
+        load_average()
+    );
+    let _ = writeln!(
+        text,
+        "  shell loop of {} spawns             {:>9.1} ms  ({:.0} µs per spawn)",
+        args.steps,
+        millis(base),
+        per_step(base)
+    );
+    for (index, (name, _)) in stores.iter().enumerate() {
+        let chain = median(&chains[index]);
+        let set = median(&set_chains[index]);
+        let parallel = median(&parallels[index]);
+        let rate = args.parallel as f64 / parallel.as_secs_f64();
+        let _ = writeln!(
+            text,
+            "  {name:<8} chain of run: true            {:>9.1} ms  {:.2}x the shell loop{}",
+            millis(chain),
+            ratio(chain, base),
+            if index > 0 {
+                format!(", {:.2}x memory", ratio(chain, memory_chain))
+            } else {
+                String::new()
+            },
+        );
+        let _ = writeln!(
+            text,
+            "  {name:<8} {} parallel run: true (max {})  {:>7.0} steps/s",
+            args.parallel, args.max_parallel, rate
+        );
+        let _ = writeln!(
+            text,
+            "  {name:<8} chain of set                  {:>9.1} ms  ({:.0} µs per step)",
+            millis(set),
+            per_step(set)
+        );
+        figures.insert(
+            (*name).into(),
+            json!({
+                "chain_ms": millis(chain),
+                "chain_vs_shell_loop": ratio(chain, base),
+                "chain_vs_memory": ratio(chain, memory_chain),
+                "parallel_steps_per_second": rate,
+                "set_chain_ms": millis(set),
+            }),
+        );
+    }
+    if let Some(share) = waiting {
+        let _ = writeln!(
+            text,
+            "  sqlite   waiting on a `wait` step          {:>7.3} % of a core",
+            share * 100.0
+        );
+        figures.insert("waiting_core_percent".into(), json!(share * 100.0));
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&figures)?)?;
+    } else {
+        out!("{text}")?;
+    }
+    Ok(Exit::Success)
+}
+
+/// Where a measurement runs.
+enum Place {
+    Memory,
+    Sqlite,
+    Postgres(String),
+}
+
+/// The schema the PostgreSQL measurements use, dropped afterwards.
+const BENCH_SCHEMA: &str = "wayline_bench";
+
+impl Place {
+    fn location(&self, scratch: &std::path::Path, name: &str) -> Location {
+        match self {
+            Place::Memory => Location::Ephemeral,
+            Place::Sqlite => Location::parse(Some(
+                &scratch.join(format!("{name}.db")).display().to_string(),
+            ))
+            .unwrap_or(Location::Ephemeral),
+            Place::Postgres(url) => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                Location::parse(Some(&format!("{url}{separator}schema={BENCH_SCHEMA}")))
+                    .unwrap_or(Location::Ephemeral)
+            }
+        }
+    }
+
+    /// Deletes what the measurements left in a database that outlives them.
+    fn clean_up(&self, scratch: &std::path::Path) -> Result<()> {
+        let Place::Postgres(_) = self else { return Ok(()) };
+        let location = self.location(scratch, "");
+        block_on(async {
+            let store = wayline_backend::open(&location).await?;
+            let now = wayline_runtime::clock::Clock::system().now();
+            store.gc(now.after(Duration::from_secs(1))).await?;
+            Ok(())
+        })
+    }
+}
+
+type Definition = (Arc<wayline_lang::Workflow>, Arc<str>);
+
+fn workflow(yaml: &str) -> Result<Definition> {
+    let loaded = wayline_lang::load(yaml);
+    match loaded.workflow {
+        Some(workflow) => Ok((Arc::new(workflow), yaml.into())),
+        None => Err(Error::infrastructure(format!(
+            "a benchmark workflow does not validate: {:?}",
+            loaded.diagnostics
+        ))),
+    }
+}
+
+fn chain(count: usize, body: &str) -> String {
+    let mut yaml = String::from("name: bench-chain\nsteps:\n");
+    for i in 0..count {
+        let _ = write!(yaml, "  - id: s{i}\n    {body}\n");
+        if i > 0 {
+            let _ = writeln!(yaml, "    needs: [s{}]", i - 1);
+        }
+    }
+    yaml
+}
+
+fn parallel(count: usize, max_parallel: u32) -> String {
+    let mut yaml = format!("name: bench-parallel\nmax_parallel: {max_parallel}\nsteps:\n");
+    for i in 0..count {
+        let _ = writeln!(yaml, "  - id: s{i}\n    run: \"true\"");
+    }
+    yaml
+}
+
+/// The baseline: a shell spawning `sh -c true` `count` times in a row, as many processes as a
+/// chain of `run: "true"` steps starts.
+fn shell_loop(count: usize) -> Result<Duration> {
+    let script = format!("i=0; while [ $i -lt {count} ]; do /bin/sh -c true; i=$((i+1)); done");
+    let start = Instant::now();
+    // The baseline starts the same processes a run would; it is not a step.
+    #[allow(clippy::disallowed_methods)]
+    let status = std::process::Command::new("/bin/sh").arg("-c").arg(script).status()?;
+    if !status.success() {
+        return Err(Error::infrastructure("the baseline shell loop failed"));
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs one execution of `definition` at `location` the way `wayline run` does and returns
+/// the time from submission to its end.
+fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
+    block_on(async {
+        let store = wayline_backend::open(location).await?;
+        let options = follow::engine_options(&store);
+        let closed = store.closed();
+        let shutdown = CancellationToken::new();
+        let (engine, handle) = Engine::new(store, options, shutdown.clone());
+        let run = async {
+            let start = Instant::now();
+            let outcome = async {
+                let id = handle.submit(submission(definition)).await?;
+                let report = handle.wait(&id).await?;
+                if report.status != "succeeded" {
+                    return Err(Error::infrastructure(format!(
+                        "a benchmark execution ended {}",
+                        report.status
+                    )));
+                }
+                Ok(start.elapsed())
+            }
+            .await;
+            shutdown.cancel();
+            outcome
+        };
+        let (engine, elapsed) = tokio::join!(engine.run(), run);
+        engine?;
+        drop(handle);
+        let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+        elapsed
+    })
+}
+
+/// The share of a core this process uses while one execution waits on a long `wait`.
+fn waiting_cost(location: &Location, watch: Duration) -> Result<f64> {
+    let definition = workflow("name: bench-waiting\nsteps:\n  - id: w\n    wait: 1h\n")?;
+    block_on(async {
+        let store = wayline_backend::open(location).await?;
+        let options = follow::engine_options(&store);
+        let shutdown = CancellationToken::new();
+        let (engine, handle) = Engine::new(store, options, shutdown.clone());
+        let measure = async {
+            let outcome = async {
+                handle.submit(submission(&definition)).await?;
+                // Let the start settle before watching.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (cpu, wall) = (cpu_time()?, Instant::now());
+                tokio::time::sleep(watch).await;
+                Ok((cpu_time()? - cpu) / wall.elapsed().as_secs_f64())
+            }
+            .await;
+            shutdown.cancel();
+            outcome
+        };
+        let (engine, share) = tokio::join!(engine.run(), measure);
+        engine?;
+        share
+    })
+}
+
+fn submission(definition: &Definition) -> Submission {
+    Submission {
+        workflow: Arc::clone(&definition.0),
+        source: Arc::clone(&definition.1),
+        path: "bench.yaml".into(),
+        inputs: Default::default(),
+        secrets: Arc::new(Secrets::default()),
+    }
+}
+
+/// CPU seconds this process used so far, user and system, all threads.
+fn cpu_time() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let ticks = |index: usize| fields.get(index).and_then(|t| t.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) / 100.0),
+        _ => Err(Error::infrastructure("cannot read this process's CPU time")),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn ratio(value: Duration, base: Duration) -> f64 {
+    value.as_secs_f64() / base.as_secs_f64().max(f64::MIN_POSITIVE)
+}
