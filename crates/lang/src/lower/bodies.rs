@@ -9,7 +9,7 @@ use crate::model::*;
 use crate::shell::{self, Script};
 use crate::yaml::{Node, Value};
 
-use super::readers::{Obj, is_identifier};
+use super::readers::{Obj, is_identifier, scalar_text};
 use super::{Ctx, Lower};
 
 impl Lower {
@@ -50,11 +50,7 @@ impl Lower {
                 Some(Body::Condition(Condition { expression: expression?, then, otherwise }))
             }
             "set" => {
-                let Value::Map(entries) = &node.value else {
-                    self.wrong_type(node, "`set`", "a mapping of output names to values");
-                    return None;
-                };
-                self.unique_keys(entries);
+                let entries = self.mapping(node, "`set`", "a mapping of output names to values")?;
                 let mut out = Vec::new();
                 let mut valid = true;
                 for (key, value) in entries {
@@ -186,13 +182,8 @@ impl Lower {
         let mut elements = Vec::new();
         let mut spans = Vec::new();
         for item in items {
-            let text = match &item.value {
-                Value::Str(text) => text.clone(),
-                Value::Int(value) => value.to_string(),
-                Value::Float(value) => value.to_string(),
-                Value::Bool(value) => value.to_string(),
-                _ => String::new(),
-            };
+            // The same text `template()` parsed, so offsets point into what was written.
+            let text = scalar_text(&item.value).unwrap_or_default();
             let mut element = shell::Element::default();
             let mut last = 0;
             for range in expr::expression_ranges(&text) {
@@ -409,11 +400,7 @@ impl Lower {
     }
 
     fn string_map(&mut self, node: &Node, ctx: Ctx, what: &str) -> Vec<(String, Template)> {
-        let Value::Map(entries) = &node.value else {
-            self.wrong_type(node, what, "a mapping");
-            return Vec::new();
-        };
-        self.unique_keys(entries);
+        let entries = self.mapping(node, what, "a mapping").unwrap_or_default();
         let mut out = Vec::new();
         for (key, value) in entries {
             if key.name.is_empty()

@@ -8,7 +8,7 @@ use crate::expr::{Expression, FUNCTIONS, Reference, Root, Template};
 use crate::model::*;
 use crate::yaml::{Node, Value};
 
-use super::readers::is_identifier;
+use super::readers::{is_identifier, scalar_text};
 use super::{Lower, StepRef};
 
 /// Where an expression is evaluated, which decides what it may read.
@@ -127,15 +127,9 @@ impl Lower {
 
     /// A string that may hold `${{ }}`. Numbers and booleans are accepted as their text.
     pub(super) fn template(&mut self, node: &Node, ctx: Ctx) -> Option<Template> {
-        let text = match &node.value {
-            Value::Str(text) => text.clone(),
-            Value::Int(value) => value.to_string(),
-            Value::Float(value) => value.to_string(),
-            Value::Bool(value) => value.to_string(),
-            _ => {
-                self.wrong_type(node, "this value", "a string");
-                return None;
-            }
+        let Some(text) = scalar_text(&node.value) else {
+            self.wrong_type(node, "this value", "a string");
+            return None;
         };
         match Template::parse_cached(&text, &mut self.expressions) {
             Ok(template) => {

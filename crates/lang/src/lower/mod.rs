@@ -27,6 +27,7 @@ use crate::model::*;
 use crate::yaml::{self, Node, Value};
 
 use expressions::Ctx;
+use readers::id_text;
 use retry::RetrySpans;
 
 /// Largest workflow file accepted.
@@ -89,8 +90,6 @@ struct StepRef {
 struct Outline {
     id: String,
     span: Span,
-    body: Option<&'static str>,
-    set_keys: Vec<String>,
 }
 
 /// The state of one lowering: the diagnostics so far, and what later checks need to know of
@@ -227,37 +226,19 @@ impl Lower {
         )
     }
 
-    /// First pass over the steps: ids (duplicates, pattern) and body kinds, so that every
-    /// later check can resolve names regardless of the order steps are written in.
+    /// First pass over the steps: their ids (and ids used twice), so that every later check can
+    /// resolve names regardless of the order steps are written in.
     fn outline(&mut self, items: &[Node]) {
         for (index, item) in items.iter().enumerate() {
-            let mut outline =
-                Outline { id: String::new(), span: item.span, body: None, set_keys: Vec::new() };
+            let mut outline = Outline { id: String::new(), span: item.span };
             if let Value::Map(entries) = &item.value {
                 for (key, node) in entries {
-                    match key.name.as_str() {
-                        // The same spellings `id()` accepts: `id: 1` is the step "1".
-                        "id" => {
-                            let id = match &node.value {
-                                Value::Str(id) => id.clone(),
-                                Value::Int(id) => id.to_string(),
-                                _ => continue,
-                            };
-                            outline.id = id;
-                            outline.span = node.span;
-                        }
-                        "set" => {
-                            outline.body.get_or_insert("set");
-                            if let Value::Map(keys) = &node.value {
-                                outline.set_keys =
-                                    keys.iter().map(|(k, _)| k.name.clone()).collect();
-                            }
-                        }
-                        name => {
-                            if let Some(body) = format::BODIES.iter().find(|body| **body == name) {
-                                outline.body.get_or_insert(body);
-                            }
-                        }
+                    // The spellings `id()` accepts, so a step is known by the id it will have.
+                    if key.name == "id"
+                        && let Some(id) = id_text(&node.value)
+                    {
+                        outline.id = id;
+                        outline.span = node.span;
                     }
                 }
             }

@@ -51,6 +51,27 @@ pub(super) fn is_identifier(text: &str, dash: bool) -> bool {
         && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || (dash && b == b'-'))
 }
 
+/// A name as written: text, or an integer read as its digits (`id: 1` is the step "1").
+pub(super) fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Str(text) => Some(text.clone()),
+        Value::Int(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// A scalar as text, for places that take text but where `8080` or `true` reads naturally
+/// (an argument, an env value, a header).
+pub(super) fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Str(text) => Some(text.clone()),
+        Value::Int(value) => Some(value.to_string()),
+        Value::Float(value) => Some(value.to_string()),
+        Value::Bool(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
 /// A field's documentation as part of a sentence: `The name.` becomes `the name`.
 fn sentence(doc: &str) -> String {
     let doc = doc.trim_end_matches('.');
@@ -145,6 +166,21 @@ impl Lower {
         }
     }
 
+    /// A mapping whose names the workflow chooses (inputs, env, headers…), each name given once.
+    pub(super) fn mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        expected: &str,
+    ) -> Option<&'n [(Key, Node)]> {
+        let Value::Map(entries) = &node.value else {
+            self.wrong_type(node, what, expected);
+            return None;
+        };
+        self.unique_keys(entries);
+        Some(entries)
+    }
+
     pub(super) fn list<'n>(&mut self, node: &'n Node, what: &str) -> Vec<&'n Node> {
         match &node.value {
             Value::Seq(items) => items.iter().collect(),
@@ -168,13 +204,9 @@ impl Lower {
     }
 
     pub(super) fn id(&mut self, node: &Node, what: &str) -> Option<String> {
-        let text = match &node.value {
-            Value::Str(text) => text.clone(),
-            Value::Int(value) => value.to_string(),
-            _ => {
-                self.wrong_type(node, &format!("a {what}"), "a string");
-                return None;
-            }
+        let Some(text) = id_text(&node.value) else {
+            self.wrong_type(node, &format!("a {what}"), "a string");
+            return None;
         };
         if is_id(&text) {
             Some(text)

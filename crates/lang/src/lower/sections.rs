@@ -16,11 +16,9 @@ use super::{Ctx, Lower};
 
 impl Lower {
     pub(super) fn inputs(&mut self, node: &Node) -> Vec<Input> {
-        let Value::Map(entries) = &node.value else {
-            self.wrong_type(node, "`inputs`", "a mapping of input names to their declarations");
-            return Vec::new();
-        };
-        self.unique_keys(entries);
+        let entries = self
+            .mapping(node, "`inputs`", "a mapping of input names to their declarations")
+            .unwrap_or_default();
         let mut out = Vec::new();
         for (key, spec) in entries {
             if !is_identifier(&key.name, false) || key.name.len() > 63 {
@@ -118,11 +116,9 @@ impl Lower {
     }
 
     pub(super) fn groups(&mut self, node: &Node) -> Vec<Group> {
-        let Value::Map(entries) = &node.value else {
-            self.wrong_type(node, "`groups`", "a mapping of group names to settings");
-            return Vec::new();
-        };
-        self.unique_keys(entries);
+        let entries = self
+            .mapping(node, "`groups`", "a mapping of group names to settings")
+            .unwrap_or_default();
         let mut out = Vec::new();
         for (key, spec) in entries {
             if !is_id(&key.name) {
@@ -178,11 +174,9 @@ impl Lower {
     }
 
     pub(super) fn env(&mut self, node: &Node, ctx: Ctx) -> Vec<(String, Template)> {
-        let Value::Map(entries) = &node.value else {
-            self.wrong_type(node, "`env`", "a mapping of variable names to values");
-            return Vec::new();
-        };
-        self.unique_keys(entries);
+        let entries = self
+            .mapping(node, "`env`", "a mapping of variable names to values")
+            .unwrap_or_default();
         let mut out = Vec::new();
         for (key, value) in entries {
             if !is_identifier(&key.name, false) {
