@@ -16,13 +16,7 @@ impl Lower {
     pub(super) fn body(&mut self, index: StepIndex, kind: &str, obj: &Obj<'_>) -> Option<Body> {
         let node = obj.get(kind)?;
         match kind {
-            "run" => {
-                let program = self.program(node, Ctx::Body(index))?;
-                let cwd = obj.get("cwd").and_then(|node| self.template(node, Ctx::Body(index)));
-                let env =
-                    obj.get("env").map(|node| self.env(node, Ctx::Body(index))).unwrap_or_default();
-                Some(Body::Run(Command { program, cwd, env }))
-            }
+            "run" => self.command(obj, node, Ctx::Body(index)).map(Body::Run),
             "http" => self.http(node, Ctx::Body(index)).map(Body::Http),
             "wait" => self.wait(node, Ctx::Body(index)).map(Body::Wait),
             "condition" => {
@@ -111,6 +105,15 @@ impl Lower {
             }
         }
         out
+    }
+
+    /// A `run` (`node`) with the `cwd` and `env` beside it in `obj`: a step's, a
+    /// compensation's or a notification's.
+    fn command(&mut self, obj: &Obj<'_>, node: &Node, ctx: Ctx) -> Option<Command> {
+        let program = self.program(node, ctx)?;
+        let cwd = obj.get("cwd").and_then(|node| self.template(node, ctx));
+        let env = obj.get("env").map(|node| self.env(node, ctx)).unwrap_or_default();
+        Some(Command { program, cwd, env })
     }
 
     fn program(&mut self, node: &Node, ctx: Ctx) -> Option<Program> {
@@ -223,12 +226,7 @@ impl Lower {
     /// A `run` or `http` with its `env`/`cwd`, for compensations and notifications.
     pub(super) fn action(&mut self, obj: &Obj<'_>, ctx: Ctx, what: &str) -> Option<Action> {
         match (obj.get("run"), obj.get("http")) {
-            (Some(run), None) => {
-                let program = self.program(run, ctx)?;
-                let cwd = obj.get("cwd").and_then(|node| self.template(node, ctx));
-                let env = obj.get("env").map(|node| self.env(node, ctx)).unwrap_or_default();
-                Some(Action::Run(Command { program, cwd, env }))
-            }
+            (Some(run), None) => self.command(obj, run, ctx).map(Action::Run),
             (None, Some(http)) => {
                 for field in ["env", "cwd"] {
                     if let Some(key) = obj.key(field) {

@@ -70,25 +70,17 @@ impl Lower {
             }
         };
         let is = |kind: &str| present.len() == 1 && present[0].name == kind;
-        for field in ["then", "else"] {
+        // Fields that belong to one body only.
+        for (field, kind) in
+            [("then", "condition"), ("else", "condition"), ("env", "run"), ("cwd", "run")]
+        {
             if let Some(key) = obj.key(field)
-                && !is("condition")
+                && !is(kind)
             {
                 self.error(
                     Code::InvalidValue,
                     key.span,
-                    format!("`{field}` only applies to a `condition` step"),
-                );
-            }
-        }
-        for field in ["env", "cwd"] {
-            if let Some(key) = obj.key(field)
-                && !is("run")
-            {
-                self.error(
-                    Code::InvalidValue,
-                    key.span,
-                    format!("`{field}` only applies to a `run` step"),
+                    format!("`{field}` only applies to a `{kind}` step"),
                 );
             }
         }
@@ -119,11 +111,11 @@ impl Lower {
                 }
             }
         });
-        let (retry, retry_spans) = match obj.get("retry") {
-            Some(node) => self.retry(node, &default_retry.0, &default_retry.1),
-            None => default_retry.clone(),
+        // Where the step's own fields were written matters only inside `retry()`.
+        let retry = match obj.get("retry") {
+            Some(node) => self.retry(node, &default_retry.0, &default_retry.1).0,
+            None => default_retry.0.clone(),
         };
-        let _ = retry_spans;
         if let Some(key) = obj.key("retry")
             && let [body] = present.as_slice()
             && matches!(body.name.as_str(), "set" | "condition" | "wait")
