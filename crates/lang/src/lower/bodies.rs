@@ -10,7 +10,7 @@ use crate::shell::{self, Script};
 use crate::yaml::{Node, Value};
 
 use super::readers::{Obj, is_identifier, scalar_text};
-use super::{Ctx, Lower};
+use super::{Ctx, Lower, suggest};
 
 impl Lower {
     pub(super) fn body(&mut self, index: StepIndex, kind: &str, obj: &Obj<'_>) -> Option<Body> {
@@ -90,16 +90,13 @@ impl Lower {
                     }
                 }
                 None => {
-                    let suggestion =
-                        did_you_mean(&name, self.ids.keys().map(String::as_str)).map(str::to_owned);
-                    let mut diagnostic = Diagnostic::error(
+                    let diagnostic = Diagnostic::error(
                         Code::UnknownStep,
                         item.span,
                         format!("unknown step `{name}` in a branch"),
                     );
-                    if let Some(similar) = suggestion {
-                        diagnostic = diagnostic.with_label(format!("did you mean `{similar}`?"));
-                    }
+                    let diagnostic =
+                        suggest(diagnostic, &name, self.ids.keys().map(String::as_str));
                     self.push(diagnostic);
                 }
             }

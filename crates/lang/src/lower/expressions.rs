@@ -9,7 +9,7 @@ use crate::model::*;
 use crate::yaml::{Node, Value};
 
 use super::readers::{is_identifier, scalar_text};
-use super::{Lower, StepRef};
+use super::{Lower, StepRef, suggest};
 
 /// Where an expression is evaluated, which decides what it may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,16 +273,12 @@ impl Lower {
                 if let Some(name) = first
                     && !self.env_keys.contains(name)
                 {
-                    let mut d = Diagnostic::error(
+                    let d = Diagnostic::error(
                         Code::UnknownReference,
                         span,
                         format!("`env.{name}` is not declared in the workflow's `env`"),
                     );
-                    if let Some(similar) =
-                        did_you_mean(name, self.env_keys.iter().map(String::as_str))
-                    {
-                        d = d.with_label(format!("did you mean `{similar}`?"));
-                    }
+                    let d = suggest(d, name, self.env_keys.iter().map(String::as_str));
                     self.push(d);
                 }
             }
@@ -317,11 +313,9 @@ impl Lower {
                     return;
                 };
                 if !self.ids.contains_key(id) {
-                    let mut d =
+                    let d =
                         Diagnostic::error(Code::UnknownStep, span, format!("unknown step `{id}`"));
-                    if let Some(similar) = did_you_mean(id, self.ids.keys().map(String::as_str)) {
-                        d = d.with_label(format!("did you mean `{similar}`?"));
-                    }
+                    let d = suggest(d, id, self.ids.keys().map(String::as_str));
                     self.push(d);
                     return;
                 }
@@ -329,15 +323,12 @@ impl Lower {
                     && field != "outputs"
                     && field != "status"
                 {
-                    let mut d = Diagnostic::error(
+                    let d = Diagnostic::error(
                         Code::UnknownReference,
                         span,
                         format!("a step has `outputs` and `status`, not `{field}`"),
                     );
-                    if let Some(similar) = did_you_mean(field, ["outputs", "status"]) {
-                        d = d.with_label(format!("did you mean `{similar}`?"));
-                    }
-                    self.push(d);
+                    self.push(suggest(d, field, ["outputs", "status"]));
                     return;
                 }
                 self.step_refs.push(StepRef { ctx, path: reference.path.clone(), span });

@@ -20,7 +20,7 @@ mod steps;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::diagnostic::{Code, Diagnostic, Diagnostics, Span};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Span, did_you_mean};
 use crate::expr::ExpressionCache;
 use crate::format;
 use crate::model::*;
@@ -106,6 +106,19 @@ struct Lower {
     /// (step, need) -> where the dependency was written, for cycle messages.
     need_spans: HashMap<(StepIndex, StepIndex), Span>,
     expressions: ExpressionCache,
+}
+
+/// `diagnostic`, labelled "did you mean `…`?" when `name` looks like a typo of one of
+/// `candidates`: the fix, under the caret.
+fn suggest<'a>(
+    diagnostic: Diagnostic,
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Diagnostic {
+    match did_you_mean(name, candidates) {
+        Some(similar) => diagnostic.with_label(format!("did you mean `{similar}`?")),
+        None => diagnostic,
+    }
 }
 
 impl Lower {

@@ -12,7 +12,7 @@ use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 use wayline_journal::duration;
 
-use super::Lower;
+use super::{Lower, suggest};
 
 /// The fields of a mapping, checked against a table of the format.
 pub(super) struct Obj<'n> {
@@ -341,15 +341,12 @@ impl Lower {
         if let Some(word) = words.iter().find(|word| *word == text) {
             return Some(word);
         }
-        let mut d = Diagnostic::error(
+        let diagnostic = Diagnostic::error(
             Code::InvalidValue,
             node.span,
             format!("{what} must be one of {}, not `{text}`", words.join(", ")),
         );
-        if let Some(similar) = did_you_mean(text, words.iter().copied()) {
-            d = d.with_label(format!("did you mean `{similar}`?"));
-        }
-        self.push(d);
+        self.push(suggest(diagnostic, text, words.iter().copied()));
         None
     }
 

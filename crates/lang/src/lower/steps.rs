@@ -6,7 +6,7 @@ use crate::format;
 use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
-use super::{Ctx, Lower, RetrySpans};
+use super::{Ctx, Lower, RetrySpans, suggest};
 
 impl Lower {
     pub(super) fn step(
@@ -200,17 +200,13 @@ impl Lower {
                 out.push(usize::MAX - group);
                 self.need_spans.entry((index, usize::MAX - group)).or_insert(item.span);
             } else {
-                let candidates: Vec<&str> =
-                    self.ids.keys().chain(self.groups.keys()).map(String::as_str).collect();
-                let suggestion = did_you_mean(&name, candidates.iter().copied()).map(str::to_owned);
-                let mut diagnostic = Diagnostic::error(
+                let diagnostic = Diagnostic::error(
                     Code::UnknownStep,
                     item.span,
                     format!("`needs` names `{name}`, which is neither a step nor a group"),
                 );
-                if let Some(similar) = suggestion {
-                    diagnostic = diagnostic.with_label(format!("did you mean `{similar}`?"));
-                }
+                let candidates = self.ids.keys().chain(self.groups.keys()).map(String::as_str);
+                let diagnostic = suggest(diagnostic, &name, candidates);
                 self.push(diagnostic);
             }
         }
