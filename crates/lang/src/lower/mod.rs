@@ -27,7 +27,7 @@ use crate::model::*;
 use crate::yaml::{self, Node, Value};
 
 use expressions::Ctx;
-use readers::id_text;
+use readers::{Obj, id_text};
 use retry::RetrySpans;
 
 /// Largest workflow file accepted.
@@ -136,6 +136,13 @@ impl Lower {
             node.span,
             format!("{what} must be {expected}, found {}", node.value.kind()),
         );
+    }
+
+    /// Warns that `field`, where `obj` has it, does nothing because of the fields around it.
+    fn no_effect(&mut self, obj: &Obj<'_>, field: &str, message: &str) {
+        if let Some(key) = obj.key(field) {
+            self.push(Diagnostic::warning(Code::NoEffect, key.span, message));
+        }
     }
 
     fn workflow(&mut self, root: &Node) -> Option<Workflow> {

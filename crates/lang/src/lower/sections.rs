@@ -68,15 +68,8 @@ impl Lower {
                 }
                 Some(value)
             });
-            if required
-                && default.is_some()
-                && let Some(key) = obj.key("default")
-            {
-                self.push(Diagnostic::warning(
-                    Code::NoEffect,
-                    key.span,
-                    "a required input never uses its default",
-                ));
+            if required && default.is_some() {
+                self.no_effect(&obj, "default", "a required input never uses its default");
             }
             out.push(Input { name: key.name.clone(), ty, required, default, description, allowed });
         }
@@ -160,15 +153,8 @@ impl Lower {
             .and_then(|node| self.word(node, "`then`", format::ESCALATION_THEN))
             .and_then(Decision::parse)
             .unwrap_or_default();
-        if obj.get("then").is_some()
-            && timeout.is_none()
-            && let Some(key) = obj.key("then")
-        {
-            self.push(Diagnostic::warning(
-                Code::NoEffect,
-                key.span,
-                "`then` only applies when `timeout` is set",
-            ));
+        if timeout.is_none() {
+            self.no_effect(&obj, "then", "`then` only applies when `timeout` is set");
         }
         Escalation { notify, timeout, then }
     }

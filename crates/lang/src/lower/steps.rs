@@ -140,15 +140,12 @@ impl Lower {
             .get("allow_failure")
             .and_then(|node| self.boolean(node, "`allow_failure`"))
             .unwrap_or(false);
-        if allow_failure
-            && on_failure != Strategy::Continue
-            && let Some(key) = obj.key("allow_failure")
-        {
-            self.push(Diagnostic::warning(
-                Code::NoEffect,
-                key.span,
+        if allow_failure && on_failure != Strategy::Continue {
+            self.no_effect(
+                &obj,
+                "allow_failure",
                 "`allow_failure` has no effect unless the step's `on_failure` is `continue`",
-            ));
+            );
         }
         let compensate =
             obj.get("compensate").and_then(|node| self.compensate(index, node, &default_retry.0));
