@@ -4,7 +4,7 @@
 use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Span, did_you_mean};
-use crate::expr::{Expression, FUNCTIONS, Reference, Root, Template};
+use crate::expr::{Expression, FUNCTIONS, Reference, Root, StatusFn, Template};
 use crate::model::*;
 use crate::yaml::{Node, Value};
 
@@ -181,8 +181,7 @@ impl Lower {
         for unknown in expression.unknown_names() {
             let span = node.offset_span(offset + unknown.offset, unknown.len);
             let diagnostic = if unknown.function {
-                let names =
-                    FUNCTIONS.iter().copied().chain(["success", "failure", "always", "cancelled"]);
+                let names = FUNCTIONS.iter().copied().chain(StatusFn::ALL.map(StatusFn::name));
                 let mut d = Diagnostic::error(
                     Code::UnknownReference,
                     span,
