@@ -8,25 +8,26 @@ use crate::diagnostic::{Code, Diagnostic, did_you_mean};
 use crate::graph::{self, Reachability};
 use crate::model::*;
 
-use super::{Ctx, Lower};
+use super::{Ctx, Lower, Need};
 
 impl Lower {
     pub(super) fn finish(
         &mut self,
         mut workflow: Workflow,
-        declared: Vec<Vec<StepIndex>>,
+        declared: Vec<Vec<Need>>,
     ) -> Option<Workflow> {
         let count = workflow.steps.len();
         // Effective needs: declared steps, group members, and the condition of every branch.
         let mut needs: Vec<BTreeSet<StepIndex>> = vec![BTreeSet::new(); count];
         for (index, list) in declared.into_iter().enumerate() {
             for need in list {
-                if need < count {
-                    needs[index].insert(need);
-                    continue;
-                }
-                let group = usize::MAX - need;
-                let span = self.need_spans.get(&(index, need)).copied().unwrap_or_default();
+                let (group, span) = match need {
+                    Need::Step(need) => {
+                        needs[index].insert(need);
+                        continue;
+                    }
+                    Need::Group { group, span } => (group, span),
+                };
                 let members = workflow.groups[group].steps.clone();
                 if members.is_empty() {
                     self.push(Diagnostic::warning(

@@ -86,6 +86,18 @@ struct StepRef {
     span: Span,
 }
 
+/// A dependency as written. A group's steps are known only once every step has been read, so
+/// `checks` expands a group need into them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Step(StepIndex),
+    /// Every step of the group; `span` is where it was named, for messages about it.
+    Group {
+        group: usize,
+        span: Span,
+    },
+}
+
 /// What the first pass learns about each step.
 struct Outline {
     id: String,
@@ -212,7 +224,7 @@ impl Lower {
         }
         self.outline(items);
         let mut steps = Vec::with_capacity(items.len());
-        let mut declared_needs: Vec<Vec<StepIndex>> = Vec::with_capacity(items.len());
+        let mut declared_needs: Vec<Vec<Need>> = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let (step, needs) = self.step(index, item, &retry, on_failure, &groups);
             steps.push(step);

@@ -6,7 +6,7 @@ use crate::format;
 use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
-use super::{Ctx, Lower, RetrySpans, suggest};
+use super::{Ctx, Lower, Need, RetrySpans, suggest};
 
 impl Lower {
     pub(super) fn step(
@@ -16,7 +16,7 @@ impl Lower {
         default_retry: &(Retry, RetrySpans),
         default_strategy: Strategy,
         groups: &[Group],
-    ) -> (Option<Step>, Vec<StepIndex>) {
+    ) -> (Option<Step>, Vec<Need>) {
         let Some(obj) = self.object(node, &format::STEP) else { return (None, Vec::new()) };
         let id = obj.get("id").and_then(|node| self.id(node, "step id"));
         let name = obj.get("name").and_then(|node| self.text(node, "`name`"));
@@ -174,7 +174,7 @@ impl Lower {
         (step, needs)
     }
 
-    fn needs(&mut self, index: StepIndex, node: &Node) -> Vec<StepIndex> {
+    fn needs(&mut self, index: StepIndex, node: &Node) -> Vec<Need> {
         let mut out = Vec::new();
         for item in self.list(node, "`needs`") {
             let Some(name) = self.id(item, "step or group name") else { continue };
@@ -191,11 +191,15 @@ impl Lower {
                     continue;
                 }
                 self.need_spans.entry((index, need)).or_insert(item.span);
-                out.push(need);
+                out.push(Need::Step(need));
             } else if let Some(&group) = self.groups.get(&name) {
-                // Group members are resolved once every step's group is known.
-                out.push(usize::MAX - group);
-                self.need_spans.entry((index, usize::MAX - group)).or_insert(item.span);
+                // Named twice, a group counts once, and is reported where it was named first.
+                let named = out
+                    .iter()
+                    .any(|need| matches!(need, Need::Group { group: g, .. } if *g == group));
+                if !named {
+                    out.push(Need::Group { group, span: item.span });
+                }
             } else {
                 let diagnostic = Diagnostic::error(
                     Code::UnknownStep,
