@@ -104,7 +104,7 @@ pub enum StatusFn {
 }
 
 impl StatusFn {
-    const ALL: [StatusFn; 4] =
+    pub(crate) const ALL: [StatusFn; 4] =
         [StatusFn::Success, StatusFn::Failure, StatusFn::Always, StatusFn::Cancelled];
 
     pub fn name(self) -> &'static str {
