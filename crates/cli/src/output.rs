@@ -49,7 +49,8 @@ macro_rules! say {
 /// Writes to stdout and flushes, so that an error surfaces here and not unseen at exit.
 pub fn data(text: fmt::Arguments<'_>) -> Result<()> {
     let mut stdout = io::stdout().lock();
-    stdout.write_fmt(text).and_then(|()| stdout.flush()).map_err(|error| {
+    let text = text.to_string();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|error| {
         if error.kind() == io::ErrorKind::BrokenPipe {
             Error::closed()
         } else {
@@ -67,9 +68,15 @@ pub fn unless_closed(result: Result<()>) -> Result<()> {
     }
 }
 
-/// Writes to stderr, dropping the text when stderr cannot take it.
+/// Writes to stderr, dropping the text when stderr cannot take it. The text is formatted
+/// first and written at once: stderr is unbuffered, and `write_fmt` would make a system call
+/// for every piece of the format (a padded column is one write per space).
 pub fn message(text: fmt::Arguments<'_>) {
-    let _ = io::stderr().lock().write_fmt(text);
+    let text = match text.as_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(text.to_string()),
+    };
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Routes what the libraries report (`tracing` events: warnings such as "database unavailable;

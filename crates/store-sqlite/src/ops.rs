@@ -86,10 +86,23 @@ pub(crate) fn commit(conn: &Connection, commits: &[Encoded]) -> rusqlite::Result
 
 fn commit_one(conn: &Connection, commit: &Encoded) -> rusqlite::Result<Result<()>> {
     let id = &commit.lease.execution;
-    let Some((owner, token, last_seq)) = conn
-        .prepare_cached("SELECT owner, token, last_seq FROM executions WHERE id = ?1")?
-        .query_row([id], |row| {
-            Ok((row.get::<_, Option<String>>(0)?, row.get::<_, u64>(1)?, row.get::<_, u64>(2)?))
+    let summary = &commit.summary;
+    let status = summary.status.name();
+    let started_at = summary.started_at.map(Time::as_micros);
+    let finished_at = summary.finished_at.map(Time::as_micros);
+    let Some((owner, token, last_seq, same_summary)) = conn
+        .prepare_cached(
+            "SELECT owner, token, last_seq,
+                    status = ?2 AND started_at IS ?3 AND finished_at IS ?4 AND error IS ?5
+             FROM executions WHERE id = ?1",
+        )?
+        .query_row(params![id, status, started_at, finished_at, summary.error], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, u64>(1)?,
+                row.get::<_, u64>(2)?,
+                row.get::<_, bool>(3)?,
+            ))
         })
         .optional()?
     else {
@@ -102,18 +115,18 @@ fn commit_one(conn: &Connection, commit: &Encoded) -> rusqlite::Result<Result<()
         return Ok(Err(error));
     }
     insert_events(conn, id, &commit.events)?;
-    let summary = &commit.summary;
-    conn.prepare_cached(
-        "UPDATE executions SET status = ?2, started_at = ?3, finished_at = ?4, error = ?5, last_seq = ?6 WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        summary.status.name(),
-        summary.started_at.map(Time::as_micros),
-        summary.finished_at.map(Time::as_micros),
-        summary.error,
-        to_i64(last_seq + commit.events.len() as u64),
-    ])?;
+    let new_last = to_i64(last_seq + commit.events.len() as u64);
+    // Most commits leave the summary as it was (a step finished, the next one started):
+    // then only `last_seq` changes, and no index of the summary's columns is rewritten.
+    if same_summary {
+        conn.prepare_cached("UPDATE executions SET last_seq = ?2 WHERE id = ?1")?
+            .execute(params![id, new_last])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE executions SET status = ?2, started_at = ?3, finished_at = ?4, error = ?5, last_seq = ?6 WHERE id = ?1",
+        )?
+        .execute(params![id, status, started_at, finished_at, summary.error, new_last])?;
+    }
     if !commit.handled.is_empty() {
         let mut handled = conn
             .prepare_cached("UPDATE requests SET handled = 1 WHERE id = ?1 AND execution = ?2")?;

@@ -390,11 +390,20 @@ fn read_loop(conn: &Connection, reads: &Mutex<Receiver<Read>>) {
     }
 }
 
-/// The files other processes write when they commit: the database and its write-ahead log,
-/// watched through their directory (the log comes and goes).
+/// The files other processes write when they commit: the database and its write-ahead log.
+/// Each is watched for writes; the directory only for files appearing in it (the log comes
+/// and goes), so that writes to unrelated files beside the database (a busy `/tmp`, a log
+/// file) never wake the watcher.
 struct Files {
     directory: PathBuf,
+    /// The database's file name, then its log's.
     names: [OsString; 2],
+}
+
+/// The inotify instance and its watches.
+struct Watches {
+    fd: OwnedFd,
+    directory: i32,
 }
 
 impl Files {
@@ -409,32 +418,57 @@ impl Files {
         Files { directory, names: [name, wal] }
     }
 
-    /// An inotify instance reporting writes in the directory; `None` where inotify fails (then
-    /// the watcher polls).
-    fn watch(&self) -> Option<OwnedFd> {
+    /// Watches for writes to the database's files; `None` where inotify fails (then the
+    /// watcher polls).
+    fn watch(&self) -> Option<Watches> {
         let fd =
             inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
-        let flags = inotify::WatchFlags::MODIFY
-            | inotify::WatchFlags::CREATE
-            | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::CLOSE_WRITE;
-        inotify::add_watch(&fd, &self.directory, flags).ok()?;
-        Some(fd)
+        let appearing = inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+        let directory = inotify::add_watch(&fd, &self.directory, appearing).ok()?;
+        let watches = Watches { fd, directory };
+        for name in &self.names {
+            // A log that does not exist yet is watched once it appears.
+            self.watch_file(&watches, name);
+        }
+        Some(watches)
     }
 
-    /// Reads the pending events; whether one was about the database's files.
-    fn drain(&self, fd: &OwnedFd) -> bool {
+    fn watch_file(&self, watches: &Watches, name: &OsString) {
+        let _ = inotify::add_watch(
+            &watches.fd,
+            self.directory.join(name),
+            inotify::WatchFlags::MODIFY | inotify::WatchFlags::CLOSE_WRITE,
+        );
+    }
+
+    /// Reads the pending events; whether one says the database may have changed.
+    fn drain(&self, watches: &Watches) -> bool {
         let mut buffer = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(fd, &mut buffer);
-        let mut ours = false;
+        let mut reader = inotify::Reader::new(&watches.fd, &mut buffer);
+        let mut changed = false;
+        let mut appeared = Vec::new();
         while let Ok(event) = reader.next() {
+            if event.wd() != watches.directory {
+                // A write to the database or its log, or an overflowed queue.
+                changed = true;
+                continue;
+            }
             let name = event.file_name().map(|name| std::ffi::OsStr::from_bytes(name.to_bytes()));
-            // An overflowed queue names no file: assume the worst.
-            ours |= name.is_none_or(|name| self.names.iter().any(|known| known == name));
+            if let Some(known) = self.names.iter().find(|known| name.is_some_and(|n| n == *known)) {
+                appeared.push(known.clone());
+                changed = true;
+            }
         }
-        ours
+        for name in &appeared {
+            self.watch_file(watches, name);
+        }
+        changed
     }
 }
+
+/// How long the watcher lets writes gather before it looks: other processes' writes are
+/// noticed this much later, and a busy database wakes it at most this often.
+const DEBOUNCE: Duration = Duration::from_millis(5);
 
 /// How long the watcher trusts inotify before asking the database anyway.
 const SAFETY_NET: Duration = Duration::from_secs(2);
@@ -464,15 +498,20 @@ fn watch_loop(
                 sleep(watch, None, None);
             }
             watch.idle.store(false, Ordering::SeqCst);
-            if let Some(fd) = &inotify {
-                files.drain(fd);
+            if let Some(watches) = &inotify {
+                files.drain(watches);
             }
             last = version();
             continue;
         }
         let look = match &inotify {
-            Some(fd) => match sleep(watch, Some(fd), Some(SAFETY_NET)) {
-                Woken::Files => files.drain(fd),
+            Some(watches) => match sleep(watch, Some(&watches.fd), Some(SAFETY_NET)) {
+                Woken::Files => {
+                    // A commit is several writes, and a busy writer (this process's own)
+                    // commits again within a millisecond: gather them into one look.
+                    std::thread::sleep(DEBOUNCE);
+                    files.drain(watches)
+                }
                 Woken::Timeout => true,
                 Woken::Doorbell => false,
             },

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wayline_backend::Location;
-use wayline_store::Store;
 use wayline_core::execution::Secrets;
 use wayline_runtime::{Engine, Submission};
+use wayline_store::Store;
 
 use super::block_on;
 use crate::error::{Error, Exit, Result};
@@ -179,10 +179,10 @@ impl Place {
     fn location(&self, scratch: &std::path::Path, name: &str) -> Location {
         match self {
             Place::Memory => Location::Ephemeral,
-            Place::Sqlite => Location::parse(Some(
-                &scratch.join(format!("{name}.db")).display().to_string(),
-            ))
-            .unwrap_or(Location::Ephemeral),
+            Place::Sqlite => {
+                Location::parse(Some(&scratch.join(format!("{name}.db")).display().to_string()))
+                    .unwrap_or(Location::Ephemeral)
+            }
             Place::Postgres(url) => {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 Location::parse(Some(&format!("{url}{separator}schema={BENCH_SCHEMA}")))
@@ -324,8 +324,10 @@ fn submission(definition: &Definition) -> Submission {
 /// CPU seconds this process used so far, user and system, all threads.
 fn cpu_time() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
     // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
     let ticks = |index: usize| fields.get(index).and_then(|t| t.parse::<f64>().ok());
     match (ticks(11), ticks(12)) {
