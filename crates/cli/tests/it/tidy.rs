@@ -38,10 +38,114 @@ fn visit(dir: &Path, f: &mut dyn FnMut(&Path)) {
     }
 }
 
-/// The pure crates stay pure: no async runtime, database, HTTP or process crate anywhere in
-/// their (normal) dependency tree.
-#[test]
-fn dependency_boundaries() {
+/// What each crate may depend on (normal dependencies, transitively): the layering of
+/// ARCHITECTURE.md. A wayline crate not listed in a rule's `wayline` may not be reached at all;
+/// `forbidden` lists outside crates a rule's crate must not reach either.
+struct Rule {
+    krate: &'static str,
+    wayline: &'static [&'static str],
+    forbidden: &'static [&'static str],
+}
+
+/// Crates that make a crate impure: an async runtime, a database, HTTP, processes.
+const IMPURE: &[&str] = &[
+    "tokio",
+    "async-std",
+    "mio",
+    "rusqlite",
+    "tokio-postgres",
+    "postgres",
+    "sqlx",
+    "reqwest",
+    "hyper",
+    "axum",
+    "rustix",
+];
+
+const RULES: &[Rule] = &[
+    // The journal is the bottom layer: shared words, no behaviour.
+    Rule { krate: "wayline-journal", wayline: &[], forbidden: IMPURE },
+    Rule { krate: "wayline-lang", wayline: &["wayline-journal"], forbidden: IMPURE },
+    Rule {
+        krate: "wayline-core",
+        wayline: &["wayline-journal", "wayline-lang"],
+        forbidden: IMPURE,
+    },
+    // Executors know nothing of workflows, journals' meaning or storage (the masker is the
+    // journal's, so that what is masked is decided once).
+    Rule {
+        krate: "wayline-exec",
+        wayline: &["wayline-journal"],
+        forbidden: &["rusqlite", "tokio-postgres"],
+    },
+    // The store keeps journals without understanding them: no language, no state machine.
+    Rule {
+        krate: "wayline-store",
+        wayline: &["wayline-journal"],
+        forbidden: &["rusqlite", "tokio-postgres", "reqwest"],
+    },
+    Rule {
+        krate: "wayline-store-sqlite",
+        wayline: &["wayline-journal", "wayline-store"],
+        forbidden: &["tokio-postgres", "reqwest"],
+    },
+    Rule {
+        krate: "wayline-store-postgres",
+        wayline: &["wayline-journal", "wayline-store"],
+        forbidden: &["rusqlite", "reqwest"],
+    },
+    // The runtime is generic over the store: it never names a backend.
+    Rule {
+        krate: "wayline-runtime",
+        wayline: &[
+            "wayline-journal",
+            "wayline-lang",
+            "wayline-core",
+            "wayline-exec",
+            "wayline-store",
+        ],
+        forbidden: &["rusqlite", "tokio-postgres"],
+    },
+    // Choosing a backend is all the backend crate does.
+    Rule {
+        krate: "wayline-backend",
+        wayline: &[
+            "wayline-journal",
+            "wayline-store",
+            "wayline-store-sqlite",
+            "wayline-store-postgres",
+        ],
+        forbidden: &["reqwest"],
+    },
+];
+
+/// Every way a crate breaks its rule, in a dependency graph (crate name → direct dependencies).
+fn violations(graph: &HashMap<&str, Vec<&str>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in RULES {
+        let Some(direct) = graph.get(rule.krate) else {
+            out.push(format!("{} is not in the workspace", rule.krate));
+            continue;
+        };
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<&str> = direct.clone();
+        while let Some(name) = stack.pop() {
+            if seen.insert(name) {
+                stack.extend(graph.get(name).into_iter().flatten());
+            }
+        }
+        for name in seen {
+            let wayline = name.starts_with("wayline");
+            if (wayline && !rule.wayline.contains(&name)) || rule.forbidden.contains(&name) {
+                out.push(format!("{} depends on {name}", rule.krate));
+            }
+        }
+    }
+    out
+}
+
+/// The workspace's normal dependency graph for this platform, from `cargo metadata`.
+fn workspace_graph() -> HashMap<String, Vec<String>> {
     // Only this platform's dependencies: others are never downloaded by a build.
     #[allow(clippy::disallowed_methods)] // asks rustc and cargo about the build
     let rustc = std::process::Command::new("rustc").arg("-vV").output().expect("rustc runs");
@@ -63,7 +167,7 @@ fn dependency_boundaries() {
         .iter()
         .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
         .collect();
-    let nodes: HashMap<&str, Vec<&str>> = metadata["resolve"]["nodes"]
+    metadata["resolve"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -75,40 +179,49 @@ fn dependency_boundaries() {
                 .filter(|dep| {
                     dep["dep_kinds"].as_array().unwrap().iter().any(|kind| kind["kind"].is_null())
                 })
-                .map(|dep| dep["pkg"].as_str().unwrap())
+                .map(|dep| names[dep["pkg"].as_str().unwrap()].to_owned())
                 .collect();
-            (node["id"].as_str().unwrap(), deps)
+            (names[node["id"].as_str().unwrap()].to_owned(), deps)
         })
+        .collect()
+}
+
+/// The layering holds: every crate depends only on what its rule allows.
+#[test]
+fn dependency_boundaries() {
+    let graph = workspace_graph();
+    let graph: HashMap<&str, Vec<&str>> = graph
+        .iter()
+        .map(|(name, deps)| (name.as_str(), deps.iter().map(String::as_str).collect()))
         .collect();
-    let forbidden = [
-        "tokio",
-        "async-std",
-        "rusqlite",
-        "tokio-postgres",
-        "postgres",
-        "sqlx",
-        "reqwest",
-        "hyper",
-        "axum",
-        "wayline-exec",
-        "wayline-runtime",
-        "wayline-store",
-    ];
-    for pure in ["wayline-lang", "wayline-core"] {
-        let start = names
-            .iter()
-            .find(|(_, name)| **name == pure)
-            .map(|(id, _)| *id)
-            .expect("the crate exists");
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![start];
-        while let Some(id) = stack.pop() {
-            if seen.insert(id) {
-                stack.extend(nodes.get(id).into_iter().flatten());
-            }
-        }
-        let bad: Vec<&str> =
-            seen.iter().map(|id| names[id]).filter(|name| forbidden.contains(name)).collect();
-        assert!(bad.is_empty(), "{pure} depends on {bad:?}");
+    let found = violations(&graph);
+    assert!(found.is_empty(), "the layering is broken:\n{}", found.join("\n"));
+}
+
+/// The check fails when a forbidden dependency is added: the real graph with one edge more for
+/// each rule — a backend under the runtime, the state machine under the store, tokio under the
+/// language, the language under the executors.
+#[test]
+fn dependency_boundaries_catch_a_forbidden_edge() {
+    let graph = workspace_graph();
+    let base: HashMap<&str, Vec<&str>> = graph
+        .iter()
+        .map(|(name, deps)| (name.as_str(), deps.iter().map(String::as_str).collect()))
+        .collect();
+    for (from, to) in [
+        ("wayline-runtime", "wayline-store-sqlite"),
+        ("wayline-store", "wayline-core"),
+        ("wayline-lang", "tokio"),
+        ("wayline-exec", "wayline-lang"),
+        ("wayline-journal", "wayline-lang"),
+        ("wayline-core", "reqwest"),
+    ] {
+        let mut broken = base.clone();
+        broken.get_mut(from).expect("the crate exists").push(to);
+        let found = violations(&broken);
+        assert!(
+            found.iter().any(|line| line.starts_with(from)),
+            "adding {from} -> {to} went unnoticed: {found:?}"
+        );
     }
 }
