@@ -1,4 +1,4 @@
-//! The engine on durable stores (DESIGN.md §4), each figure next to the in-memory store
+//! The engine on durable stores (docs/design.md §4), each figure next to the in-memory store
 //! measured in the same run. Run with `cargo bench -p wayline --bench durable`
 //! (PostgreSQL figures when `WAYLINE_TEST_POSTGRES_URL` is set).
 //!

@@ -1,4 +1,4 @@
-//! How a command ends: the exit code contract (DESIGN.md §3) and the one error type every
+//! How a command ends: the exit code contract (docs/design.md §3) and the one error type every
 //! command returns, with conversions from the libraries' errors.
 
 use std::fmt;

@@ -548,7 +548,7 @@ impl Execution {
         }
     }
 
-    /// Why a step that is not running is not running (DESIGN.md §2.5), for people.
+    /// Why a step that is not running is not running (docs/design.md §2.5), for people.
     pub fn waiting(&self, step: StepIndex) -> Option<String> {
         let run = &self.steps[step];
         let definition = &self.workflow.steps[step];

@@ -1,4 +1,4 @@
-//! The result object of an execution (DESIGN.md §3): what `run --json` and `show --json`
+//! The result object of an execution (docs/design.md §3): what `run --json` and `show --json`
 //! print, built from the folded state.
 
 use serde::Serialize;

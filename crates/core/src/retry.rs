@@ -1,4 +1,4 @@
-//! Retry math (DESIGN.md §2.3): the exact pause before each retry, with seeded randomness so a
+//! Retry math (docs/design.md §2.3): the exact pause before each retry, with seeded randomness so a
 //! replay computes the same delays.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! What the command executor costs beyond starting a process (DESIGN.md §4: "command steps:
+//! What the command executor costs beyond starting a process (docs/design.md §4: "command steps:
 //! wayline's own overhead beyond spawning the process ≤ 200 µs"). Run with
 //! `cargo bench -p wayline-exec --bench spawn [-- [ROUNDS [SPAWNS]] [VARIANT...]]`; naming
 //! variants runs only those (handy under strace or callgrind).

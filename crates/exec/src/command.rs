@@ -48,7 +48,7 @@ pub struct Command {
     /// Exported as `WAYLINE_ATTEMPT`; the first attempt is 1.
     pub attempt: u32,
     /// Exported as `WAYLINE_IDEMPOTENCY_KEY`: the same for every attempt of a step in one
-    /// execution, so the command can recognise a repeat of work it already did (DESIGN §5).
+    /// execution, so the command can recognise a repeat of work it already did (docs/design.md §5).
     pub idempotency_key: String,
     /// Per-attempt time limit; past it the process group is stopped and the attempt fails
     /// with [`FailureClass::Timeout`].

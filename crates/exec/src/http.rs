@@ -1,5 +1,5 @@
 //! HTTP steps: send one request per attempt, read a bounded response, and turn the status into
-//! an outcome the retry policy understands (DESIGN §2.2, §2.3).
+//! an outcome the retry policy understands (docs/design.md §2.2, §2.3).
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub struct Http {
     /// body to its last byte.
     pub timeout: Duration,
     /// Sent as `Idempotency-Key` unless the request sets that header itself; the same for
-    /// every attempt of a step in one execution, so the receiver can drop repeats (DESIGN §5).
+    /// every attempt of a step in one execution, so the receiver can drop repeats (docs/design.md §5).
     pub idempotency_key: String,
     /// [`Limits::output_bytes`] bounds the response body; `log_bytes` is unused.
     pub limits: Limits,

@@ -74,11 +74,11 @@ pub struct Failure {
     /// `status`, `headers` and `body`); empty when the attempt was stopped. Already masked.
     pub outputs: Outputs,
     /// A server's request to wait before the next attempt (`Retry-After` on 429 and 503).
-    /// DESIGN §2.3: the retry delay becomes `max(delay, retry_after)`.
+    /// docs/design.md §2.3: the retry delay becomes `max(delay, retry_after)`.
     pub retry_after: Option<RetryAfter>,
 }
 
-/// The error classes of DESIGN §2.3 that an executor can produce (`lost` is decided by the
+/// The error classes of docs/design.md §2.3 that an executor can produce (`lost` is decided by the
 /// runtime, which notices a dead owner; executors never see it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureClass {
@@ -114,7 +114,7 @@ impl FailureClass {
     }
 }
 
-/// Size limits that keep one attempt from exhausting memory or storage (DESIGN §5).
+/// Size limits that keep one attempt from exhausting memory or storage (docs/design.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Log bytes read from a process's stdout and stderr together (line terminators included)

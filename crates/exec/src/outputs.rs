@@ -1,4 +1,4 @@
-//! The `$WAYLINE_OUTPUT` file contract (DESIGN §2.2): how a command hands values to later steps.
+//! The `$WAYLINE_OUTPUT` file contract (docs/design.md §2.2): how a command hands values to later steps.
 //!
 //! Two forms are accepted. When the trimmed content starts with `{`, it is one JSON object and
 //! its values keep their types. Otherwise it is `key=value` lines: blank lines are ignored, the

@@ -3,7 +3,7 @@
 //!
 //! A directory per attempt would be simpler, but creating and removing it are two journaled
 //! metadata updates (about 80 µs on the development machine's ext4), as much as everything
-//! else the executor does for a short step (DESIGN §4). What it guaranteed still holds:
+//! else the executor does for a short step (docs/design.md §4). What it guaranteed still holds:
 //! - the directory is created fresh with a random name and mode 0700, so no other user can
 //!   read, plant or replace an output file;
 //! - each attempt gets a name never handed out before in this process, so neither a leftover

@@ -1,4 +1,4 @@
-//! Journal events as CloudEvents 1.0 JSON objects (DESIGN.md §2.6), with the Serverless
+//! Journal events as CloudEvents 1.0 JSON objects (docs/design.md §2.6), with the Serverless
 //! Workflow lifecycle type names where one exists and `dev.wayline.*` for the rest.
 
 use serde_json::{Value, json};

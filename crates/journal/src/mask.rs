@@ -1,5 +1,5 @@
 //! Secret masking: the one place that decides what a secret looks like in text, so logs,
-//! outputs and messages are masked the same way (DESIGN §2.1, §5).
+//! outputs and messages are masked the same way (docs/design.md §2.1, §5).
 
 use std::borrow::Cow;
 use std::fmt;

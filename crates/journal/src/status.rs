@@ -1,11 +1,11 @@
-//! Statuses of executions and steps (DESIGN.md §2.5), and the decisions a person can take on
+//! Statuses of executions and steps (docs/design.md §2.5), and the decisions a person can take on
 //! an escalated step: the words every part of wayline (API, CLI, UI, store) shares.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::Outcome;
 
-/// Status of a step (DESIGN.md §2.5).
+/// Status of a step (docs/design.md §2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -38,7 +38,7 @@ impl StepStatus {
     }
 }
 
-/// Status of an execution (DESIGN.md §2.5).
+/// Status of an execution (docs/design.md §2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

@@ -1,5 +1,5 @@
 //! Benchmark (not a timed test): a generated 10,000-step DAG workflow — the step limit — is
-//! parsed, validated and planned; the figures are medians of several runs. Target (DESIGN.md
+//! parsed, validated and planned; the figures are medians of several runs. Target (docs/design.md
 //! §4, issue 2): validate + plan under 200 ms on the 2-core development machine.
 //!
 //! Run with `cargo bench -p wayline-lang --bench load`.

@@ -254,7 +254,7 @@ pub struct Escalation {
     pub then: Decision,
 }
 
-/// A retry policy (DESIGN.md §2.3).
+/// A retry policy (docs/design.md §2.3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
     pub max_attempts: u32,

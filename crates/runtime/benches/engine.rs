@@ -1,4 +1,4 @@
-//! Engine benchmarks with the in-memory store (DESIGN.md §4), printed as figures and as
+//! Engine benchmarks with the in-memory store (docs/design.md §4), printed as figures and as
 //! ratios to their targets. Run with `cargo bench -p wayline-runtime --bench engine`.
 //!
 //! - a 1000-step chain of `set` steps (target ≤ 10 ms)

@@ -1,5 +1,5 @@
 //! Who owns an execution: `host:pid:start`, so that on the same host a dead owner can be
-//! recognised at once (DESIGN.md §1.4), even if its pid was reused.
+//! recognised at once (docs/design.md §1.4), even if its pid was reused.
 
 use wayline_journal::Status;
 use wayline_journal::Time;

@@ -1,5 +1,5 @@
 //! Commit throughput of the PostgreSQL store, with the in-memory store measured in the same
-//! run as the baseline (DESIGN.md §4: ≥ 5,000 steps/s with several engines on loopback).
+//! run as the baseline (docs/design.md §4: ≥ 5,000 steps/s with several engines on loopback).
 //!
 //! `WAYLINE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p
 //! wayline-store-postgres`. Without the variable it says so and measures nothing. Each run

@@ -1,5 +1,5 @@
 //! Commit throughput of the SQLite store, with the in-memory store measured in the same run
-//! as the baseline (DESIGN.md §4: the 1000-step chain ≤ 250 ms; ≥ 20,000 steps/s over 100
+//! as the baseline (docs/design.md §4: the 1000-step chain ≤ 250 ms; ≥ 20,000 steps/s over 100
 //! concurrent executions, WAL with synchronous=NORMAL).
 //!
 //! `cargo bench -p wayline-store-sqlite`. Each figure is the median of a few runs, each on a

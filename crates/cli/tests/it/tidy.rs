@@ -23,6 +23,39 @@ fn every_source_file_starts_with_a_doc_line() {
     assert!(missing.is_empty(), "files without a leading `//!` line:\n{}", missing.join("\n"));
 }
 
+/// Every `docs/design.md §N.M` the code cites names a section that exists.
+#[test]
+fn every_design_reference_resolves() {
+    let design = std::fs::read_to_string(root().join("docs/design.md")).expect("docs/design.md");
+    let sections: BTreeSet<String> = design
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .filter_map(|line| line.trim_start_matches('#').split_whitespace().next())
+        .map(|number| number.trim_end_matches('.').to_owned())
+        .collect();
+    let mut broken = Vec::new();
+    visit(&root().join("crates"), &mut |path| {
+        if path.extension().is_none_or(|ext| ext != "rs") {
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for (at, _) in text.match_indices("docs/design.md §") {
+            let rest = &text[at + "docs/design.md §".len()..];
+            let number: String =
+                rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+            let number = number.trim_end_matches('.');
+            // Not a reference (this test's own text).
+            if number.is_empty() {
+                continue;
+            }
+            if !sections.contains(number) {
+                broken.push(format!("{}: §{number}", path.display()));
+            }
+        }
+    });
+    assert!(broken.is_empty(), "references to missing sections:\n{}", broken.join("\n"));
+}
+
 fn visit(dir: &Path, f: &mut dyn FnMut(&Path)) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
