@@ -213,3 +213,44 @@ async fn a_subscription_resumes_from_a_sequence_number() {
         "it ends with the last event"
     );
 }
+
+/// Through the executor boundary, a step's log reaches a subscriber while the step runs, in
+/// order and complete — the first line before the step is told to go on, then every one of
+/// thousands of lines written fast.
+#[tokio::test]
+async fn log_lines_arrive_live_complete_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let yaml = format!(
+        "name: logs\nsteps:\n  - id: talk\n    run: |\n      echo first\n      while [ ! -e {} ]; do sleep 0.01; done\n      i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done\n",
+        go.display()
+    );
+    let (lines, ended) = with_engine(Watched::default(), quiet(), async |handle| {
+        let id = handle.submit(submission(&yaml)).await.expect("created");
+        let mut subscription = handle.subscribe(&id, 0).with_logs(0);
+        let mut lines = Vec::new();
+        let mut told = false;
+        while let Some(item) = subscription.next().await.expect("items") {
+            match item {
+                Item::Log(line) => {
+                    if line.text == "first" {
+                        // The step is still waiting for `go`: this line came live.
+                        assert!(!go.exists(), "the first line came only after the step went on");
+                        std::fs::write(&go, "").unwrap();
+                        told = true;
+                    }
+                    lines.push(line.text);
+                }
+                Item::Event(_) => {}
+            }
+        }
+        assert!(told, "the first line never came");
+        lines
+    })
+    .await;
+    ended.expect("the engine ends cleanly");
+    let expected: Vec<String> =
+        std::iter::once("first".to_owned()).chain((0..3000).map(|i| format!("line {i}"))).collect();
+    assert_eq!(lines.len(), expected.len(), "lines were lost or doubled");
+    assert_eq!(lines, expected);
+}
