@@ -359,7 +359,7 @@ pub async fn control(
         inspect::replay(&store, &id).await.map_err(|error| engine_error(error, location))?;
     let seq = execution.seq();
     execution.handle(Input::Control(control), now).map_err(|rejected| {
-        anyhow::Error::new(Failure { exit: Exit::Invalid, message: rejected.0 })
+        anyhow::Error::new(Failure { exit: Exit::Invalid, message: rejected.to_string() })
     })?;
     let record = store.get(&id).await.map_err(|error| backend::store_error(error, location))?;
     let request = Request { action, by: actor.by.clone(), reason };

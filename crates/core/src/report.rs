@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::execution::{Compensation, Execution};
+use crate::execution::{AttemptState, Compensation, Execution};
 use wayline_journal::ErrorInfo;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -80,8 +80,8 @@ impl Report {
                     other => Some(CompensationReport {
                         status: match other {
                             Compensation::Waiting | Compensation::Ready => "pending",
-                            Compensation::Running { .. } => "running",
-                            Compensation::Retrying { .. } => "retrying",
+                            Compensation::Active(AttemptState::Running { .. }) => "running",
+                            Compensation::Active(AttemptState::Retrying { .. }) => "retrying",
                             Compensation::Succeeded => "succeeded",
                             _ => "failed",
                         },

@@ -567,8 +567,9 @@ impl<S: Store> Engine<S> {
         let (mut execution, first) = Execution::create(created, submission.secrets, now);
         // The start is decided before anything is stored, so one commit creates the execution
         // and starts its first steps.
-        let start =
-            execution.handle(Input::Start, now).map_err(|rejected| Error::Rejected(rejected.0))?;
+        let start = execution
+            .handle(Input::Start, now)
+            .map_err(|rejected| Error::Rejected(rejected.to_string()))?;
         let mut events = vec![first];
         events.extend(start.events);
         let new = NewExecution {
@@ -845,7 +846,7 @@ impl<S: Store> Engine<S> {
                     Some(input) => owned
                         .execution
                         .handle(input, now)
-                        .map_err(|rejected| Error::Rejected(rejected.0)),
+                        .map_err(|rejected| Error::Rejected(rejected.to_string())),
                     None => Err(Error::Rejected("not a valid request".into())),
                 };
                 let result = result.map(|step| {

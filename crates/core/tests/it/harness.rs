@@ -82,12 +82,13 @@ impl Harness {
     }
 
     pub fn control(&mut self, control: Control) -> Result<(), String> {
-        let step = self.execution.handle(Input::Control(control), self.now).map_err(|e| e.0)?;
+        let step =
+            self.execution.handle(Input::Control(control), self.now).map_err(|e| e.to_string())?;
         self.absorb(step);
         Ok(())
     }
 
-    fn absorb(&mut self, step: wayline_core::execution::Step) {
+    fn absorb(&mut self, step: wayline_core::execution::Transition) {
         for (offset, event) in step.events.iter().enumerate() {
             assert_eq!(
                 event.seq,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use wayline_core::execution::{Compensation, Control};
+use wayline_core::execution::{AttemptState, Compensation, Control};
 use wayline_journal::Decision;
 use wayline_journal::ErrorClass;
 
@@ -149,7 +149,7 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
     }
     // Compensation order: a step's compensation runs only after those of its dependents.
     for (index, run) in h.execution.steps().iter().enumerate() {
-        if matches!(run.compensation, Compensation::Running { .. }) {
+        if matches!(run.compensation, Compensation::Active(AttemptState::Running { .. })) {
             for &dependent in &workflow.dependents[index] {
                 let theirs = &h.execution.steps()[dependent].compensation;
                 prop_assert!(
