@@ -170,7 +170,7 @@ fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) ->
     for step in &report.steps {
         let attempts =
             if step.attempts > 1 { format!("  {} attempts", step.attempts) } else { String::new() };
-        let _ = write!(out, "  {:<width$}  {:<12}{attempts}", step.id, step.status);
+        let _ = write!(out, "  {:<width$}  {:<12}{attempts}", step.id, step.status.name());
         if let Some(waiting) = &step.waiting {
             let _ = write!(out, "  ({waiting})");
         }

@@ -13,6 +13,8 @@ use wayline_core::report::Report;
 use wayline_journal::Decision;
 use wayline_journal::Event;
 use wayline_journal::EventKind;
+use wayline_journal::Status;
+use wayline_journal::StepStatus;
 use wayline_journal::Time;
 use wayline_lang::Workflow;
 use wayline_runtime::clock::Clock;
@@ -309,7 +311,8 @@ async fn follow_execution(
                 say!("wayline: took over execution {id} of {}", workflow.name);
             }
             // A takeover of a paused execution continues it.
-            let paused = handle.report(&id).await.is_ok_and(|report| report.status == "paused");
+            let paused =
+                handle.report(&id).await.is_ok_and(|report| report.status == Status::Paused);
             if paused {
                 let control = Control::Resume { actor: control::actor(None) };
                 if let Err(error) = handle.control(&id, control).await {
@@ -415,7 +418,7 @@ async fn follow_execution(
     }
     let report = handle.report(&id).await.map_err(|e| control::engine_error(e, &watch.location))?;
     let exit = if watch.quiet {
-        if report.status == "succeeded" { Exit::Success } else { Exit::Ended }
+        if report.status == Status::Succeeded { Exit::Success } else { Exit::Ended }
     } else {
         finish(handle.store(), &report, watch.json, terminal).await?
     };
@@ -468,7 +471,7 @@ pub async fn finish<S: Store>(
     } else {
         print_summary(store, report, terminal).await;
     }
-    Ok(if report.status == "succeeded" { Exit::Success } else { Exit::Ended })
+    Ok(if report.status == Status::Succeeded { Exit::Success } else { Exit::Ended })
 }
 
 async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
@@ -481,7 +484,9 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             String::new()
         };
         let mut detail = match (&step.error, &step.reason) {
-            (Some(error), _) if step.status == "failed" => format!(": {}", escape(&error.message)),
+            (Some(error), _) if step.status == StepStatus::Failed => {
+                format!(": {}", escape(&error.message))
+            }
             (_, Some(reason)) => format!(" ({})", escape(reason)),
             _ => String::new(),
         };
@@ -494,7 +499,7 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
                 escape(&decision.by)
             ));
             match &step.error {
-                Some(error) if step.status != "failed" => {
+                Some(error) if step.status != StepStatus::Failed => {
                     detail.push_str(&format!("; it had failed: {})", escape(&error.message)))
                 }
                 _ => detail.push(')'),
@@ -506,7 +511,7 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             .map(|c| format!(", compensation {}", c.status))
             .unwrap_or_default();
         say!("  {:<24} {}{attempts}{compensation}{detail}", step.id, step.status);
-        if step.status == "failed" {
+        if step.status == StepStatus::Failed {
             failed.push(step.id.clone());
         }
     }
