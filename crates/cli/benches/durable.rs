@@ -89,7 +89,7 @@ async fn measure<S: Store>(store: S) -> Figures {
             let started = Instant::now();
             let id = handle.submit(submission(&set_chain)).await.expect("submitted");
             let report = handle.wait(&id).await.expect("finished");
-            assert_eq!(report.status, "succeeded");
+            assert_eq!(report.status, wayline_journal::Status::Succeeded);
             times.push(started.elapsed());
         }
         let chain_time = median(times);
@@ -98,7 +98,10 @@ async fn measure<S: Store>(store: S) -> Figures {
         let wait_chain = flow(&chain(1000, "wait: 0s"));
         let started = Instant::now();
         let id = handle.submit(submission(&wait_chain)).await.expect("submitted");
-        assert_eq!(handle.wait(&id).await.expect("finished").status, "succeeded");
+        assert_eq!(
+            handle.wait(&id).await.expect("finished").status,
+            wayline_journal::Status::Succeeded
+        );
         let wait_chain_time = started.elapsed();
 
         // 100 concurrent executions × 10 steps through the timer/commit path.
@@ -113,7 +116,7 @@ async fn measure<S: Store>(store: S) -> Figures {
         let ids = submits.join_all().await;
         for id in &ids {
             let report = handle.wait(id).await.expect("finished");
-            assert_eq!(report.status, "succeeded");
+            assert_eq!(report.status, wayline_journal::Status::Succeeded);
         }
         let steps_per_second = 1000.0 / started.elapsed().as_secs_f64();
 

@@ -98,7 +98,8 @@ impl From<wayline_runtime::Error> for Error {
         use wayline_runtime::Error as E;
         match error {
             E::Store(error) => Error::from(error),
-            E::Invalid(message) | E::Rejected(message) => Error::invalid(message),
+            E::Rejected(rejected) => Error::invalid(rejected.to_string()),
+            E::Invalid(message) | E::Conflict(message) => Error::invalid(message),
             E::Stopped => Error::infrastructure("the engine has stopped"),
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wayline_backend::{AnyStore, Location};
 use wayline_core::execution::{Control, Execution, Secrets};
 use wayline_core::report::Report;
-use wayline_journal::{Decision, Event, EventKind, Time};
+use wayline_journal::{Decision, Event, EventKind, Status, StepStatus, Time};
 use wayline_lang::Workflow;
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission};
@@ -137,7 +137,8 @@ async fn follow_execution(
                 say!("wayline: took over execution {id} of {}", workflow.name);
             }
             // A takeover of a paused execution continues it.
-            let paused = handle.report(&id).await.is_ok_and(|report| report.status == "paused");
+            let paused =
+                handle.report(&id).await.is_ok_and(|report| report.status == Status::Paused);
             if paused {
                 let control = Control::Resume { actor: request::actor(None) };
                 if let Err(error) = handle.control(&id, control).await {
@@ -311,7 +312,9 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             String::new()
         };
         let mut detail = match (&step.error, &step.reason) {
-            (Some(error), _) if step.status == "failed" => format!(": {}", escape(&error.message)),
+            (Some(error), _) if step.status == StepStatus::Failed => {
+                format!(": {}", escape(&error.message))
+            }
             (_, Some(reason)) => format!(" ({})", escape(reason)),
             _ => String::new(),
         };
@@ -324,7 +327,7 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
                 escape(&decision.by)
             ));
             match &step.error {
-                Some(error) if step.status != "failed" => {
+                Some(error) if step.status != StepStatus::Failed => {
                     detail.push_str(&format!("; it had failed: {})", escape(&error.message)))
                 }
                 _ => detail.push(')'),
@@ -336,7 +339,7 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
             .map(|c| format!(", compensation {}", c.status))
             .unwrap_or_default();
         say!("  {:<24} {}{attempts}{compensation}{detail}", step.id, step.status);
-        if step.status == "failed" {
+        if step.status == StepStatus::Failed {
             failed.push(step.id.clone());
         }
     }
@@ -361,5 +364,5 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
 
 /// The exit code of an execution that ended with `report`: 0 when it succeeded, 1 otherwise.
 pub fn exit_of(report: &Report) -> Exit {
-    if report.status == "succeeded" { Exit::Success } else { Exit::Ended }
+    if report.status == Status::Succeeded { Exit::Success } else { Exit::Ended }
 }

@@ -11,7 +11,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use wayline_core::execution::{Execution, StepState};
+use wayline_core::execution::{AttemptState, Execution, StepState};
 use wayline_journal::EventKind;
 use wayline_journal::StepStatus;
 use wayline_journal::duration;
@@ -228,7 +228,7 @@ fn table(execution: &Execution, now: Time, size: Size) -> Vec<String> {
         let run = &steps[index];
         let (mark, detail) = match &run.state {
             StepState::Pending => ("·", execution.waiting(index).unwrap_or_default()),
-            StepState::Running { attempt, since, until, .. } => match until {
+            StepState::Active(AttemptState::Running { attempt, since, until, .. }) => match until {
                 Some(until) => {
                     ("◷", format!("attempt {attempt}, waiting until {}", until.rfc3339()))
                 }
@@ -237,7 +237,7 @@ fn table(execution: &Execution, now: Time, size: Size) -> Vec<String> {
                     format!("attempt {attempt}, {}", duration::format(round(now.since(*since)))),
                 ),
             },
-            StepState::Retrying { next, at } => {
+            StepState::Active(AttemptState::Retrying { next, at }) => {
                 ("↻", format!("attempt {next} in {}", duration::format(round(at.since(now)))))
             }
             StepState::Succeeded => (

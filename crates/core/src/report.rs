@@ -4,14 +4,14 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::execution::{Compensation, Execution};
-use wayline_journal::ErrorInfo;
+use crate::execution::{AttemptState, Compensation, Execution, StepState};
+use wayline_journal::{Decision, ErrorInfo, Status, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub id: String,
     pub workflow: String,
-    pub status: &'static str,
+    pub status: Status,
     pub inputs: Value,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -22,7 +22,7 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepReport {
     pub id: String,
-    pub status: &'static str,
+    pub status: StepStatus,
     pub attempts: u32,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -43,7 +43,7 @@ pub struct StepReport {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionReport {
-    pub action: &'static str,
+    pub action: Decision,
     pub by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -57,7 +57,7 @@ pub struct ReportError {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompensationReport {
-    pub status: &'static str,
+    pub status: StepStatus,
     pub attempts: u32,
     pub error: Option<ReportError>,
 }
@@ -74,27 +74,18 @@ impl Report {
             .iter()
             .enumerate()
             .map(|(index, run)| {
-                let compensation = match &run.compensation {
-                    Compensation::None => None,
-                    Compensation::Nothing => None,
-                    other => Some(CompensationReport {
-                        status: match other {
-                            Compensation::Waiting | Compensation::Ready => "pending",
-                            Compensation::Running { .. } => "running",
-                            Compensation::Retrying { .. } => "retrying",
-                            Compensation::Succeeded => "succeeded",
-                            _ => "failed",
-                        },
+                let compensation =
+                    compensation_status(&run.compensation).map(|status| CompensationReport {
+                        status,
                         attempts: run.compensation_attempts,
-                        error: match other {
+                        error: match &run.compensation {
                             Compensation::Failed(info) => Some(error(info)),
                             _ => None,
                         },
-                    }),
-                };
+                    });
                 StepReport {
                     id: workflow.steps[index].id.clone(),
-                    status: run.status().name(),
+                    status: run.status(),
                     attempts: run.attempts,
                     started_at: run.started_at.map(|t| t.rfc3339()),
                     finished_at: run.finished_at.map(|t| t.rfc3339()),
@@ -103,11 +94,11 @@ impl Report {
                     compensation,
                     waiting: execution.waiting(index),
                     reason: match &run.state {
-                        crate::execution::StepState::Skipped { reason } => Some(reason.clone()),
+                        StepState::Skipped { reason } => Some(reason.clone()),
                         _ => None,
                     },
                     decision: run.decision.as_ref().map(|(decision, actor)| DecisionReport {
-                        action: decision.name(),
+                        action: *decision,
                         by: actor.by.clone(),
                         reason: actor.reason.clone(),
                     }),
@@ -117,7 +108,7 @@ impl Report {
         Report {
             id: execution.id().to_owned(),
             workflow: workflow.name.clone(),
-            status: execution.status().name(),
+            status: execution.status(),
             inputs: execution.inputs().clone(),
             started_at: execution.started_at().map(|t| t.rfc3339()),
             finished_at: execution.finished_at().map(|t| t.rfc3339()),
@@ -125,4 +116,17 @@ impl Report {
             steps,
         }
     }
+}
+
+/// The status a report gives a compensation, in the words of step statuses; `None` when there
+/// is none to report (not part of a rollback, or nothing to compensate).
+fn compensation_status(compensation: &Compensation) -> Option<StepStatus> {
+    Some(match compensation {
+        Compensation::None | Compensation::Nothing => return None,
+        Compensation::Waiting | Compensation::Ready => StepStatus::Pending,
+        Compensation::Active(AttemptState::Running { .. }) => StepStatus::Running,
+        Compensation::Active(AttemptState::Retrying { .. }) => StepStatus::Retrying,
+        Compensation::Succeeded => StepStatus::Succeeded,
+        Compensation::Failed(_) => StepStatus::Failed,
+    })
 }

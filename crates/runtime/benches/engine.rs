@@ -87,7 +87,7 @@ fn time_executions(workflow: &(Arc<wayline_lang::Workflow>, Arc<str>), rounds: u
             let id = handle.submit(submission(workflow)).await.expect("submitted");
             let report = handle.wait(&id).await.expect("finished");
             times.push(started.elapsed());
-            assert_eq!(report.status, "succeeded");
+            assert_eq!(report.status, wayline_journal::Status::Succeeded);
         }
         times.sort();
         times[times.len() / 2]
@@ -200,7 +200,7 @@ fn main() {
                 }
             }
             let report = handle.report(&last).await.expect("a report");
-            assert_eq!(report.status, "running");
+            assert_eq!(report.status, wayline_journal::Status::Running);
             (started.elapsed(), rss_bytes())
         });
         let grown = after.saturating_sub(before);

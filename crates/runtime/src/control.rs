@@ -38,9 +38,7 @@ pub enum Settled {
 pub async fn send<S: Store>(store: &S, id: &str, control: Control, now: Time) -> Result<Sent> {
     let mut execution = inspect::replay(store, id).await?;
     let after = execution.seq();
-    execution
-        .handle(Input::Control(control.clone()), now)
-        .map_err(|rejected| Error::Rejected(rejected.to_string()))?;
+    execution.handle(Input::Control(control.clone()), now).map_err(Error::Rejected)?;
     let record = store.get(id).await?;
     store.request(id, request(&control), now).await?;
     let orphaned = match &record.owner {

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wayline_core::execution::{
-    Attempt, AttemptResult, Control, Effect, Execution, Input, Secrets, Timer,
+    Attempt, AttemptResult, Control, Effect, Execution, Input, Rejected, Secrets, Timer,
 };
 use wayline_core::report::Report;
 use wayline_exec as exec;
@@ -81,9 +81,14 @@ pub const REQUEST_SAFETY_NET: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// The request does not apply (already finished, not escalated, …).
+    /// The control request does not apply to the execution as it is (already finished, not
+    /// escalated, …): the state machine's own reason.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// This engine cannot do it: the execution is not (or already) running here, or its owner
+    /// is alive elsewhere.
     #[error("{0}")]
-    Rejected(String),
+    Conflict(String),
     /// The request itself is wrong (a secret is missing, the stored definition is invalid).
     #[error("{0}")]
     Invalid(String),
@@ -521,7 +526,7 @@ impl<S: Store> Engine<S> {
                         });
                     }
                     None => {
-                        let _ = reply.send(Err(Error::Rejected(format!(
+                        let _ = reply.send(Err(Error::Conflict(format!(
                             "execution {id} is not running in this process"
                         ))));
                     }
@@ -547,9 +552,7 @@ impl<S: Store> Engine<S> {
         let (mut execution, first) = submission.create(now)?;
         // The start is decided before anything is stored, so one commit creates the execution
         // and starts its first steps.
-        let start = execution
-            .handle(Input::Start, now)
-            .map_err(|rejected| Error::Rejected(rejected.to_string()))?;
+        let start = execution.handle(Input::Start, now).map_err(Error::Rejected)?;
         let mut events = vec![first];
         events.extend(start.events);
         let new = NewExecution {
@@ -578,7 +581,7 @@ impl<S: Store> Engine<S> {
 
     async fn recover(&mut self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {
         if self.executions.contains_key(id) {
-            return Err(Error::Rejected(format!(
+            return Err(Error::Conflict(format!(
                 "execution {id} is already running in this process"
             )));
         }
@@ -591,7 +594,7 @@ impl<S: Store> Engine<S> {
             Some((owner, owner::Liveness::Dead)) => Some(owner),
             Some((owner, owner::Liveness::Alive { .. })) if force => Some(owner),
             Some((owner, owner::Liveness::Alive { pid })) => {
-                return Err(Error::Rejected(owner::alive_owner(id, owner, pid)));
+                return Err(Error::Conflict(owner::alive_owner(id, owner, pid)));
             }
             _ => None,
         };
@@ -802,7 +805,7 @@ impl<S: Store> Engine<S> {
             while let Some(pending) = self.inputs.pop_front() {
                 let Some(owned) = self.executions.get_mut(&pending.execution) else {
                     if let Some(reply) = pending.reply {
-                        let _ = reply.send(Err(Error::Rejected(format!(
+                        let _ = reply.send(Err(Error::Conflict(format!(
                             "execution {} is not running in this process",
                             pending.execution
                         ))));
@@ -814,11 +817,8 @@ impl<S: Store> Engine<S> {
                     Default::default()
                 });
                 let result = match pending.input {
-                    Some(input) => owned
-                        .execution
-                        .handle(input, now)
-                        .map_err(|rejected| Error::Rejected(rejected.0)),
-                    None => Err(Error::Rejected("not a valid request".into())),
+                    Some(input) => owned.execution.handle(input, now).map_err(Error::Rejected),
+                    None => Err(Error::Conflict("not a valid request".into())),
                 };
                 let result = result.map(|step| {
                     entry.events.extend(step.events);
@@ -878,7 +878,7 @@ impl<S: Store> Engine<S> {
             for Reply { sender, result, execution } in replies {
                 if let Some(sender) = sender {
                     let result = if failed.contains(&execution) {
-                        Err(Error::Rejected(format!(
+                        Err(Error::Conflict(format!(
                             "execution {execution} is no longer owned by this process"
                         )))
                     } else {

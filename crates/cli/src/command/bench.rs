@@ -264,7 +264,7 @@ fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
             let outcome = async {
                 let id = handle.submit(submission(definition)).await?;
                 let report = handle.wait(&id).await?;
-                if report.status != "succeeded" {
+                if report.status != wayline_journal::Status::Succeeded {
                     return Err(Error::infrastructure(format!(
                         "a benchmark execution ended {}",
                         report.status

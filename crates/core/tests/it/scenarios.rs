@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use expect_test::{Expect, expect};
-use serde_json::json;
-use wayline_core::execution::Control;
+use serde_json::{Map, json};
+use wayline_core::execution::{Control, Input};
 use wayline_journal::Decision;
 use wayline_journal::ErrorClass;
 use wayline_journal::Time;
@@ -893,4 +893,50 @@ fn a_journal_from_a_newer_wayline_is_refused_not_misread() {
     )
     .expect_err("a newer format is refused");
     assert!(error.contains("newer than this wayline reads"), "{error}");
+}
+
+#[test]
+fn a_rejected_request_names_its_reason() {
+    let mut h = Harness::new(
+        "name: r\non_failure: escalate\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: y\n  - id: c\n    needs: [b]\n    run: z\n",
+    );
+    let mut seen = String::new();
+    let mut reject = |h: &Harness, control: Control| {
+        // On a copy: a rejected request must change nothing anyway.
+        let error = h.execution.clone().handle(Input::Control(control), h.now).unwrap_err();
+        seen.push_str(&format!("{error:?}\n  {error}\n"));
+    };
+    let decide = |step: &str, decision, outputs| Control::Decide {
+        step: step.into(),
+        decision,
+        outputs,
+        actor: actor("ops"),
+    };
+    h.fail("a", ErrorClass::Fatal);
+    reject(&h, decide("nope", Decision::Skip, Map::new()));
+    reject(&h, decide("c", Decision::Skip, Map::new()));
+    reject(&h, decide("a", Decision::Retry, outputs(json!({ "x": 1 }))));
+    reject(&h, Control::Resume { actor: actor("ops") });
+    h.control(Control::Cancel { actor: actor("ops"), rollback: false }).unwrap();
+    reject(&h, Control::Pause { actor: actor("ops"), until: None });
+    reject(&h, Control::Cancel { actor: actor("ops"), rollback: false });
+    h.cancelled("b");
+    reject(&h, Control::Resume { actor: actor("ops") });
+    expect![[r#"
+        UnknownStep { workflow: "r", step: "nope" }
+          workflow `r` has no step `nope`
+        NotEscalated { step: "c", status: Pending }
+          step `c` is not escalated (it is pending); only escalated steps take a decision
+        OutputsWithoutSkip
+          outputs can only be given with `skip`
+        NotPaused { id: "ex1", status: Escalated }
+          execution ex1 is not paused (escalated)
+        Stopping
+          the execution is stopping; it cannot be paused
+        AlreadyStopping
+          the execution is already stopping
+        Finished { id: "ex1", status: Cancelled }
+          execution ex1 already finished (cancelled)
+    "#]]
+    .assert_eq(&seen);
 }

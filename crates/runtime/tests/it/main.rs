@@ -176,7 +176,7 @@ async fn concurrent_executions_share_commits() {
     })
     .await;
     ended.expect("the engine ends cleanly");
-    assert!(statuses.iter().all(|status| *status == "succeeded"));
+    assert!(statuses.iter().all(|status| *status == wayline_journal::Status::Succeeded));
     let batches = store.batches.lock().unwrap().clone();
     let commits: usize = batches.iter().sum();
     // Every execution needs 3 commits after its creation (each wait ends and the next

@@ -1,0 +1,327 @@
+//! Attempts: starting one (instant steps complete on the spot), the process an executor
+//! reports, and what follows an attempt's end: success, a retry, or a terminal failure and
+//! the strategy it triggers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use wayline_journal::{ErrorClass, ErrorInfo, EventKind, Process, StopReason, Time};
+use wayline_lang::model::{Body, StepIndex, Strategy, ValueTemplate, Wait};
+
+use super::scope::evaluate_bool;
+use super::{Attempt, AttemptResult, AttemptState, Effect, Execution, Timer, Transition};
+use crate::retry;
+
+/// How a failed attempt ended, as the decision about it needs it.
+pub(super) struct Failure {
+    error: ErrorInfo,
+    outputs: Map<String, Value>,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure with nothing but its error (a lost attempt, an expression that could not be
+    /// evaluated).
+    pub(super) fn of(error: ErrorInfo) -> Failure {
+        Failure { error, outputs: Map::new(), retry_after: None }
+    }
+}
+
+impl Execution {
+    /// `Input::Running`: the process of a command attempt started. Recorded once, and only
+    /// for the attempt in flight.
+    pub(super) fn process_started(
+        &mut self,
+        out: &mut Transition,
+        attempt: Attempt,
+        process: Process,
+        now: Time,
+    ) {
+        let number = attempt.number;
+        let current = self
+            .in_flight(attempt)
+            .is_some_and(|active| matches!(active, AttemptState::Running { process: None, .. }));
+        if current {
+            let step = self.workflow.steps[attempt.step].id.clone();
+            let compensation = attempt.is_compensation();
+            self.emit(
+                out,
+                now,
+                EventKind::AttemptRunning { step, attempt: number, compensation, process },
+            );
+        }
+    }
+
+    /// `Input::Finished`: an executor finished an attempt.
+    pub(super) fn attempt_finished(
+        &mut self,
+        out: &mut Transition,
+        attempt: Attempt,
+        result: AttemptResult,
+        now: Time,
+    ) {
+        if self.in_flight(attempt).is_none() {
+            return; // a late report about an attempt that is no longer in flight
+        }
+        let step = self.workflow.steps[attempt.step].id.clone();
+        let (number, compensation) = (attempt.number, attempt.is_compensation());
+        match result {
+            AttemptResult::Succeeded { mut outputs } => {
+                for value in outputs.values_mut() {
+                    self.secrets.mask_value(value);
+                }
+                let kind =
+                    EventKind::AttemptSucceeded { step, attempt: number, compensation, outputs };
+                self.emit(out, now, kind);
+            }
+            AttemptResult::Cancelled => {
+                let kind = EventKind::AttemptCancelled { step, attempt: number, compensation };
+                self.emit(out, now, kind);
+            }
+            AttemptResult::Failed { error, outputs, retry_after } => {
+                self.attempt_failed(out, attempt, Failure { error, outputs, retry_after }, now);
+            }
+        }
+    }
+
+    /// Records a failed attempt and decides what follows: a retry, or a terminal failure and
+    /// the strategy it triggers.
+    pub(super) fn attempt_failed(
+        &mut self,
+        out: &mut Transition,
+        attempt: Attempt,
+        failure: Failure,
+        now: Time,
+    ) {
+        let Failure { error, mut outputs, retry_after } = failure;
+        for value in outputs.values_mut() {
+            self.secrets.mask_value(value);
+        }
+        let step = attempt.step;
+        let compensation = attempt.is_compensation();
+        let error = ErrorInfo { message: self.secrets.mask(&error.message), ..error };
+        let id = self.workflow.steps[step].id.clone();
+        let stopping = self.state.stop().is_some() && !compensation;
+        let retry =
+            if stopping { None } else { self.retry_delay(attempt, error.class, retry_after, now) };
+        self.emit(
+            out,
+            now,
+            EventKind::AttemptFailed {
+                step: id.clone(),
+                attempt: attempt.number,
+                compensation,
+                error: error.clone(),
+                outputs,
+                terminal: retry.is_none(),
+            },
+        );
+        if let Some(delay) = retry {
+            let at = now.after(delay);
+            let next = attempt.numbered(attempt.number + 1);
+            self.emit(
+                out,
+                now,
+                EventKind::RetryScheduled {
+                    step: id,
+                    attempt: next.number,
+                    compensation,
+                    delay_ms: delay.as_millis() as u64,
+                    at,
+                },
+            );
+            out.effects.push(Effect::Timer { at, timer: Timer::Retry(next) });
+            return;
+        }
+        if compensation || stopping {
+            return;
+        }
+        // A terminal failure: the step's strategy decides.
+        match self.workflow.steps[step].on_failure {
+            Strategy::Continue => {}
+            strategy @ (Strategy::FailFast | Strategy::Rollback) => {
+                let rollback = strategy == Strategy::Rollback;
+                let error =
+                    ErrorInfo::new(error.class, format!("step `{id}` failed: {}", error.message));
+                self.stop(out, now, StopReason::Failed, rollback, None, Some(error));
+            }
+            Strategy::Escalate => {
+                self.emit(out, now, EventKind::StepEscalated { step: id, error });
+                out.effects.push(Effect::Notify { step });
+                self.escalation_timer(out, step);
+            }
+        }
+    }
+
+    /// Starts attempt `attempt` of `step`. Condition and set steps complete on the spot.
+    pub(super) fn start_attempt(
+        &mut self,
+        out: &mut Transition,
+        step: StepIndex,
+        attempt: u32,
+        now: Time,
+    ) {
+        let workflow = Arc::clone(&self.workflow);
+        let this = Attempt::step(step, attempt);
+        match &workflow.steps[step].body {
+            Body::Run(_) | Body::Http(_) => {
+                self.emit_started(out, this, None, now);
+                out.effects.push(Effect::Start(this));
+            }
+            // The end of a wait is part of its start event, so it is evaluated first.
+            Body::Wait(wait) => match self.wait_end(wait, attempt, now) {
+                Ok(until) => {
+                    self.emit_started(out, this, Some(until), now);
+                    out.effects.push(Effect::Timer { at: until, timer: Timer::Wait(this) });
+                }
+                Err(message) => {
+                    self.emit_started(out, this, None, now);
+                    self.complete(out, this, Err(format!("wait: {message}")), now);
+                }
+            },
+            Body::Condition(condition) => {
+                self.emit_started(out, this, None, now);
+                let result = evaluate_bool(&condition.expression, &self.scope(None))
+                    .map(|result| Map::from_iter([("result".to_owned(), Value::Bool(result))]))
+                    .map_err(|error| format!("condition: {}", error.message));
+                self.complete(out, this, result, now);
+            }
+            Body::Set(entries) => {
+                self.emit_started(out, this, None, now);
+                let result = self.set_outputs(entries, attempt);
+                self.complete(out, this, result, now);
+            }
+        }
+    }
+
+    /// Records the start of `attempt` of a step's body.
+    pub(super) fn emit_started(
+        &mut self,
+        out: &mut Transition,
+        attempt: Attempt,
+        until: Option<Time>,
+        now: Time,
+    ) {
+        let step = self.workflow.steps[attempt.step].id.clone();
+        let kind =
+            EventKind::AttemptStarted { step, attempt: attempt.number, compensation: false, until };
+        self.emit(out, now, kind);
+    }
+
+    /// The state of `attempt` while it is in flight; `None` once it ended (a late report).
+    fn in_flight(&self, attempt: Attempt) -> Option<&AttemptState> {
+        let active = self.steps().get(attempt.step)?.active(attempt.kind)?;
+        match active {
+            AttemptState::Running { attempt: number, .. } if *number == attempt.number => {
+                Some(active)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends an attempt the core carried out itself: with its outputs, or failed by an
+    /// expression that could not be evaluated (never retried).
+    fn complete(
+        &mut self,
+        out: &mut Transition,
+        attempt: Attempt,
+        result: Result<Map<String, Value>, String>,
+        now: Time,
+    ) {
+        match result {
+            Ok(outputs) => {
+                let step = self.workflow.steps[attempt.step].id.clone();
+                let kind = EventKind::AttemptSucceeded {
+                    step,
+                    attempt: attempt.number,
+                    compensation: false,
+                    outputs,
+                };
+                self.emit(out, now, kind);
+            }
+            Err(message) => {
+                let error = ErrorInfo::new(ErrorClass::Expression, message);
+                self.attempt_failed(out, attempt, Failure::of(error), now);
+            }
+        }
+    }
+
+    /// The end of a wait step's attempt.
+    fn wait_end(&self, wait: &Wait, attempt: u32, now: Time) -> Result<Time, String> {
+        match wait {
+            Wait::For(duration) => Ok(now.after(*duration)),
+            Wait::Until(template) => {
+                let value = template.evaluate(&self.scope(Some(attempt))).map_err(|e| e.message)?;
+                match value {
+                    Value::String(text) => Time::parse(&text),
+                    other => Err(format!("`until` must be a timestamp string, got {other}")),
+                }
+            }
+        }
+    }
+
+    /// The outputs of a `set` step, masked.
+    fn set_outputs(
+        &self,
+        entries: &[(String, ValueTemplate)],
+        attempt: u32,
+    ) -> Result<Map<String, Value>, String> {
+        let view = self.scope(Some(attempt));
+        let mut outputs = Map::new();
+        // All values of the step share one evaluation budget.
+        let mut meter = wayline_lang::expr::Meter::default();
+        for (key, template) in entries {
+            let mut value = crate::render::value_with(template, &view, &mut meter)
+                .map_err(|error| format!("set.{key}: {}", error.message))?;
+            self.secrets.mask_value(&mut value);
+            outputs.insert(key.clone(), value);
+        }
+        Ok(outputs)
+    }
+
+    /// The pause before the next attempt, or `None` when no attempt may follow.
+    fn retry_delay(
+        &self,
+        attempt: Attempt,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+        now: Time,
+    ) -> Option<Duration> {
+        let compensation = attempt.is_compensation();
+        let definition = &self.workflow.steps[attempt.step];
+        let run = &self.steps()[attempt.step];
+        let (policy, used, first) = if compensation {
+            let comp = definition.compensate.as_ref()?;
+            (&comp.retry, run.compensation_attempts, None)
+        } else {
+            (&definition.retry, run.attempts - run.budget_base, run.budget_started)
+        };
+        let allowed = match class {
+            ErrorClass::Failure => policy.on.failure,
+            ErrorClass::Timeout => policy.on.timeout,
+            ErrorClass::Lost => policy.on.lost,
+            ErrorClass::Fatal | ErrorClass::Expression => false,
+        };
+        if !allowed || used >= policy.max_attempts {
+            return None;
+        }
+        let attempt = if compensation { run.compensation_attempts + 1 } else { run.attempts + 1 };
+        let salt = if compensation {
+            format!("{}#compensate", definition.id)
+        } else {
+            definition.id.clone()
+        };
+        let (pick, jitter) = retry::samples(self.id(), &salt, attempt);
+        let mut delay = retry::delay(policy, used, pick, jitter);
+        if let Some(retry_after) = retry_after {
+            delay = delay.max(retry_after);
+        }
+        if let (Some(budget), Some(first)) = (policy.budget, first)
+            && now.after(delay) > first.after(budget)
+        {
+            return None;
+        }
+        Some(delay)
+    }
+}

@@ -1,0 +1,90 @@
+//! The end of an execution: stopping (nothing new starts, attempts in flight are cancelled)
+//! and the final outcome with its error, once nothing is left to run or compensate.
+
+use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind, Outcome, StopReason, Time};
+use wayline_lang::model::Strategy;
+
+use super::{Attempt, AttemptState, Compensation, Effect, Execution, StepState, Transition};
+
+impl Execution {
+    /// Stops the execution, once: no new step with the default `if` starts, attempts in
+    /// flight are cancelled, waits end at once.
+    pub(super) fn stop(
+        &mut self,
+        out: &mut Transition,
+        now: Time,
+        reason: StopReason,
+        rollback: bool,
+        actor: Option<Actor>,
+        error: Option<ErrorInfo>,
+    ) {
+        if self.state.stop().is_some() {
+            return;
+        }
+        self.emit(out, now, EventKind::Stopping { reason, rollback, actor, error });
+        // Retries that were due no longer start: the stopping schedule skips their steps.
+        self.transient.due.clear();
+        for index in 0..self.steps().len() {
+            let StepState::Active(AttemptState::Running { attempt, until, .. }) =
+                self.steps()[index].state
+            else {
+                continue;
+            };
+            if until.is_some() {
+                let step = self.workflow.steps[index].id.clone();
+                let kind = EventKind::AttemptCancelled { step, attempt, compensation: false };
+                self.emit(out, now, kind);
+            } else if self.transient.cancels_sent.insert(Attempt::step(index, attempt)) {
+                out.effects.push(Effect::Cancel(Attempt::step(index, attempt)));
+            }
+        }
+    }
+
+    /// Records the final outcome: nothing is left to run or compensate.
+    pub(super) fn finish(&mut self, out: &mut Transition, now: Time) {
+        let (outcome, error) = self.outcome_now();
+        self.emit(out, now, EventKind::Finished { outcome, error });
+        out.effects.push(Effect::Finished);
+    }
+
+    fn outcome_now(&self) -> (Outcome, Option<ErrorInfo>) {
+        let steps = self.steps();
+        let Some(stop) = self.state.stop() else {
+            let failed: Vec<usize> =
+                (0..steps.len()).filter(|&i| steps[i].state == StepState::Failed).collect();
+            let tolerated = failed.iter().all(|&i| {
+                let step = &self.workflow.steps[i];
+                step.on_failure == Strategy::Continue && step.allow_failure
+            });
+            if failed.is_empty() || tolerated {
+                return (Outcome::Succeeded, None);
+            }
+            let names: Vec<&str> =
+                failed.iter().map(|&i| self.workflow.steps[i].id.as_str()).collect();
+            let first =
+                steps[failed[0]].error.as_ref().map(|e| e.class).unwrap_or(ErrorClass::Failure);
+            let plural = if names.len() > 1 { "s" } else { "" };
+            let message = format!("step{plural} failed: {}", names.join(", "));
+            return (Outcome::Failed, Some(ErrorInfo::new(first, message)));
+        };
+        let failed: Vec<&str> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, run)| matches!(run.compensation, Compensation::Failed(_)))
+            .map(|(index, _)| self.workflow.steps[index].id.as_str())
+            .collect();
+        if !failed.is_empty() {
+            let detail =
+                stop.error.as_ref().map(|e| format!("{}; ", e.message)).unwrap_or_default();
+            let message =
+                format!("{detail}rollback_failed: compensation of {} failed", failed.join(", "));
+            return (Outcome::Failed, Some(ErrorInfo::new(ErrorClass::Failure, message)));
+        }
+        let outcome = match stop.reason {
+            StopReason::Cancelled => Outcome::Cancelled,
+            StopReason::Failed if stop.rollback => Outcome::RolledBack,
+            StopReason::Failed | StopReason::Timeout => Outcome::Failed,
+        };
+        (outcome, stop.error.clone())
+    }
+}

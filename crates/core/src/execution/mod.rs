@@ -1,0 +1,620 @@
+//! The execution state machine: state is a fold of journal events; decisions are pure.
+//!
+//! [`Execution::handle`] takes one input (start, an attempt's result, a timer, a control
+//! request) and the current time, and returns the events to commit and the effects to carry
+//! out once they are committed. Journal-derived state changes only in [`Execution::apply`]
+//! (`fold.rs`, whose state no other file can write), the same function that folds a stored
+//! journal, so the state after `handle` is exactly the fold of the journal: replaying a
+//! journal reproduces the execution. What only the live engine knows (cancels sent, timers
+//! that fired, the evaluated workflow `env`) is kept apart in `Transient`, which decisions may
+//! change and `recover` rebuilds after a replay.
+//!
+//! Decisions are split by the input they answer: `recover.rs` (start and takeover),
+//! `attempt.rs` (starting attempts and their results), `timer.rs`, `control.rs`; every input
+//! ends in `schedule.rs`, which hands over to `rollback.rs` and `finish.rs`. `scope.rs` is what
+//! expressions read, `waiting.rs` says why a step is not running.
+
+mod attempt;
+mod control;
+mod finish;
+mod fold;
+mod recover;
+mod rollback;
+mod schedule;
+mod scope;
+mod timer;
+mod waiting;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use wayline_journal::{
+    Actor, AttemptKind, Decision, ErrorInfo, Event, EventKind, Masker, Outcome, Process, Status,
+    StepStatus, Time,
+};
+use wayline_lang::model::{StepIndex, Workflow};
+
+use fold::State;
+pub use scope::View;
+
+/// Secret values by name: handed in by the runtime, never stored in the journal.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+    /// Masks every value, the same way the executors do.
+    masker: Masker,
+}
+
+impl Secrets {
+    pub fn new(values: BTreeMap<String, String>) -> Secrets {
+        let masker = Masker::new(values.values().map(String::as_str));
+        Secrets { values, masker }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
+    /// The values, for masking.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.values().map(String::as_str).filter(|value| !value.is_empty())
+    }
+
+    /// The masker of these secrets.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// Replaces every secret value in `text` with `***`.
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text).into_owned()
+    }
+
+    fn mask_value(&self, value: &mut Value) {
+        self.masker.mask_value(value);
+    }
+}
+
+/// Where a step is in its lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepState {
+    /// Not started: waiting for needs, a slot, or the execution.
+    Pending,
+    /// Between its first attempt and its end: an attempt in flight, or the next one due.
+    Active(AttemptState),
+    Succeeded,
+    Failed,
+    Skipped {
+        reason: String,
+    },
+    Cancelled,
+    /// Failed under `escalate`, waiting for a decision.
+    Escalated,
+}
+
+impl StepState {
+    /// A terminal state: dependents may go ahead.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded
+                | StepState::Failed
+                | StepState::Skipped { .. }
+                | StepState::Cancelled
+        )
+    }
+}
+
+/// The attempts of a step's body or of its compensation, while one is in flight or the next
+/// is due: the same lifecycle for both.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptState {
+    /// An attempt is in flight. `until` is set for a wait step.
+    Running {
+        attempt: u32,
+        since: Time,
+        until: Option<Time>,
+        /// The process running it (command steps), once recorded.
+        process: Option<Process>,
+    },
+    /// Between attempts: attempt `next` may start at `at`.
+    Retrying { next: u32, at: Time },
+}
+
+/// Where a step's compensation is, during a rollback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compensation {
+    /// Not part of a rollback.
+    None,
+    /// Waiting for the compensations of its dependents.
+    Waiting,
+    /// May start.
+    Ready,
+    /// An attempt in flight, or the next one due.
+    Active(AttemptState),
+    Succeeded,
+    Failed(ErrorInfo),
+    /// Nothing to compensate (no `compensate` block): passes straight through.
+    Nothing,
+}
+
+/// Everything the execution knows about one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRun {
+    pub state: StepState,
+    /// Attempts started, over the step's whole life.
+    pub attempts: u32,
+    /// Attempts that belong to earlier budgets (a `retry` decision starts a fresh budget).
+    pub budget_base: u32,
+    /// When the first attempt of the current budget started.
+    pub budget_started: Option<Time>,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub outputs: Map<String, Value>,
+    pub error: Option<ErrorInfo>,
+    pub compensation: Compensation,
+    pub compensation_attempts: u32,
+    /// The last decision a person (or the escalation timeout) made about the step.
+    pub decision: Option<(Decision, Actor)>,
+    /// Compensations of succeeded dependents not yet finished.
+    compensation_missing: u32,
+}
+
+impl StepRun {
+    pub fn status(&self) -> StepStatus {
+        match (&self.state, &self.compensation) {
+            (_, Compensation::Active(_)) => StepStatus::Compensating,
+            (_, Compensation::Succeeded) => StepStatus::Compensated,
+            (StepState::Pending, _) => StepStatus::Pending,
+            (StepState::Active(AttemptState::Running { .. }), _) => StepStatus::Running,
+            (StepState::Active(AttemptState::Retrying { .. }), _) => StepStatus::Retrying,
+            (StepState::Succeeded, _) => StepStatus::Succeeded,
+            (StepState::Failed, _) => StepStatus::Failed,
+            (StepState::Skipped { .. }, _) => StepStatus::Skipped,
+            (StepState::Cancelled, _) => StepStatus::Cancelled,
+            (StepState::Escalated, _) => StepStatus::Escalated,
+        }
+    }
+
+    /// The attempts of the step's body or of its compensation, while one is in flight or the
+    /// next is due. Notifications are not in the journal: never.
+    pub fn active(&self, kind: AttemptKind) -> Option<&AttemptState> {
+        match (kind, &self.state, &self.compensation) {
+            (AttemptKind::Step, StepState::Active(active), _) => Some(active),
+            (AttemptKind::Compensation, _, Compensation::Active(active)) => Some(active),
+            _ => None,
+        }
+    }
+
+    fn new() -> StepRun {
+        StepRun {
+            state: StepState::Pending,
+            attempts: 0,
+            budget_base: 0,
+            budget_started: None,
+            started_at: None,
+            finished_at: None,
+            outputs: Map::new(),
+            error: None,
+            compensation: Compensation::None,
+            compensation_attempts: 0,
+            decision: None,
+            compensation_missing: 0,
+        }
+    }
+}
+
+/// One attempt of a step, as the state machine names it (the runtime turns it into a durable
+/// [`wayline_journal::AttemptId`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Attempt {
+    pub step: StepIndex,
+    /// The fan-out item it belongs to; `None` for an ordinary step.
+    pub item: Option<u32>,
+    /// From 1, counted per kind.
+    pub number: u32,
+    pub kind: AttemptKind,
+}
+
+impl Attempt {
+    /// Attempt `number` of `step`'s body.
+    pub fn step(step: StepIndex, number: u32) -> Attempt {
+        Attempt { step, item: None, number, kind: AttemptKind::Step }
+    }
+
+    /// Attempt `number` of `step`'s compensation.
+    pub fn compensation(step: StepIndex, number: u32) -> Attempt {
+        Attempt { step, item: None, number, kind: AttemptKind::Compensation }
+    }
+
+    /// Whether this is a compensation (the journal's `compensation` flag).
+    pub fn is_compensation(self) -> bool {
+        self.kind == AttemptKind::Compensation
+    }
+
+    /// The same kind of attempt of the same step, numbered `number`.
+    fn numbered(self, number: u32) -> Attempt {
+        Attempt { number, ..self }
+    }
+}
+
+/// Timers the core asks the runtime to arm. A timer that fires after it stopped mattering is
+/// recognised and ignored, so timers never need cancelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// A step's (or compensation's) next attempt is due.
+    Retry(Attempt),
+    /// A wait step is over.
+    Wait(Attempt),
+    /// No decision on an escalated step by the escalation timeout.
+    Escalation { step: StepIndex, since: Time },
+    /// `pause --until` is reached.
+    PauseEnd { until: Time },
+    /// The execution's timeout.
+    Deadline,
+}
+
+/// What the runtime must do once the events of a decision are committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Run an attempt of a step (or of its compensation) on an executor.
+    Start(Attempt),
+    /// Stop an attempt in flight (SIGTERM then SIGKILL, abort the request).
+    Cancel(Attempt),
+    /// Deliver `Input::Timer(timer)` at `at`.
+    Timer { at: Time, timer: Timer },
+    /// A step escalated: call `escalation.notify`.
+    Notify { step: StepIndex },
+    /// The execution reached its final status.
+    Finished,
+}
+
+/// An input to the state machine.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Begin scheduling a new execution.
+    Start,
+    /// A new owner folded the journal: attempts that were in flight are lost.
+    Recover {
+        owner: String,
+    },
+    /// The process of a command attempt started.
+    Running {
+        attempt: Attempt,
+        process: Process,
+    },
+    /// An executor finished an attempt.
+    Finished {
+        attempt: Attempt,
+        result: AttemptResult,
+    },
+    Timer(Timer),
+    Control(Control),
+}
+
+/// How an attempt ended, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    Succeeded { outputs: Map<String, Value> },
+    Failed { error: ErrorInfo, outputs: Map<String, Value>, retry_after: Option<Duration> },
+    Cancelled,
+}
+
+/// A request from a person (CLI, API) to steer the execution.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Pause { actor: Actor, until: Option<Time> },
+    Resume { actor: Actor },
+    Cancel { actor: Actor, rollback: bool },
+    Decide { step: String, decision: Decision, outputs: Map<String, Value>, actor: Actor },
+}
+
+/// Why a control request does not apply to the execution as it is. One variant per reason, so
+/// that a caller can tell "no such step" from "not now".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// The execution already reached its final status.
+    Finished { id: String, status: Status },
+    /// A pause while the execution is stopping.
+    Stopping,
+    /// A resume of an execution that is not paused.
+    NotPaused { id: String, status: Status },
+    /// A cancel while the execution is already stopping.
+    AlreadyStopping,
+    /// A decision about a step the workflow does not have.
+    UnknownStep { workflow: String, step: String },
+    /// A decision about a step that is not waiting for one.
+    NotEscalated { step: String, status: StepStatus },
+    /// Outputs given with a decision other than `skip`.
+    OutputsWithoutSkip,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Finished { id, status } => {
+                write!(f, "execution {id} already finished ({status})")
+            }
+            Rejected::Stopping => f.write_str("the execution is stopping; it cannot be paused"),
+            Rejected::NotPaused { id, status } => {
+                write!(f, "execution {id} is not paused ({status})")
+            }
+            Rejected::AlreadyStopping => f.write_str("the execution is already stopping"),
+            Rejected::UnknownStep { workflow, step } => {
+                write!(f, "workflow `{workflow}` has no step `{step}`")
+            }
+            Rejected::NotEscalated { step, status } => write!(
+                f,
+                "step `{step}` is not escalated (it is {status}); only escalated steps take a decision"
+            ),
+            Rejected::OutputsWithoutSkip => f.write_str("outputs can only be given with `skip`"),
+        }
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// What handling one input decided.
+#[derive(Debug, Default)]
+pub struct Transition {
+    /// Commit these first…
+    pub events: Vec<Event>,
+    /// …then do these.
+    pub effects: Vec<Effect>,
+}
+
+/// The data of an execution's first event, checked.
+pub struct Created {
+    pub id: String,
+    pub workflow: Arc<Workflow>,
+    pub source: Arc<str>,
+    pub path: String,
+    pub inputs: Map<String, Value>,
+}
+
+/// One execution of a workflow.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    workflow: Arc<Workflow>,
+    secrets: Arc<Secrets>,
+    /// What the journal says; only the fold can change it.
+    state: State,
+    /// What the live engine knows besides.
+    transient: Transient,
+}
+
+impl Execution {
+    /// A new execution and its first event, to be committed before anything else.
+    pub fn create(created: Created, secrets: Arc<Secrets>, now: Time) -> (Execution, Event) {
+        let event = Event {
+            v: wayline_journal::FORMAT,
+            seq: 1,
+            time: now,
+            kind: EventKind::Created {
+                workflow: created.workflow.name.clone(),
+                source: created.source.to_string(),
+                path: created.path.clone(),
+                inputs: created.inputs.clone(),
+            },
+        };
+        (Execution::new(created, secrets, now), event)
+    }
+
+    /// Rebuilds an execution from its journal. `workflow` must be the parse of the source in
+    /// the first event.
+    pub fn replay(
+        id: String,
+        workflow: Arc<Workflow>,
+        secrets: Arc<Secrets>,
+        events: &[Event],
+    ) -> Result<Execution, String> {
+        let Some(first) = events.first() else { return Err("the journal is empty".into()) };
+        let EventKind::Created { source, path, inputs, .. } = &first.kind else {
+            return Err("the journal does not start with `created`".into());
+        };
+        let created = Created {
+            id,
+            workflow,
+            source: source.as_str().into(),
+            path: path.clone(),
+            inputs: inputs.clone(),
+        };
+        let mut execution = Execution::new(created, secrets, first.time);
+        for event in &events[1..] {
+            if event.seq != execution.seq() + 1 {
+                return Err(format!(
+                    "the journal jumps from event {} to {}",
+                    execution.seq(),
+                    event.seq
+                ));
+            }
+            execution.apply(event)?;
+        }
+        Ok(execution)
+    }
+
+    // ----- reading -----
+
+    pub fn id(&self) -> &str {
+        self.state.id()
+    }
+
+    pub fn workflow(&self) -> &Arc<Workflow> {
+        &self.workflow
+    }
+
+    pub fn secrets(&self) -> &Arc<Secrets> {
+        &self.secrets
+    }
+
+    pub fn inputs(&self) -> &Value {
+        self.state.inputs()
+    }
+
+    pub fn path(&self) -> &str {
+        self.state.path()
+    }
+
+    pub fn source(&self) -> &str {
+        self.state.source()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.state.seq()
+    }
+
+    pub fn created_at(&self) -> Time {
+        self.state.created_at()
+    }
+
+    pub fn started_at(&self) -> Option<Time> {
+        self.state.started_at()
+    }
+
+    pub fn finished_at(&self) -> Option<Time> {
+        self.state.finished_at()
+    }
+
+    pub fn steps(&self) -> &[StepRun] {
+        self.state.steps()
+    }
+
+    pub fn outcome(&self) -> Option<&(Outcome, Option<ErrorInfo>)> {
+        self.state.outcome()
+    }
+
+    /// The latest recorded owner (after a takeover).
+    pub fn owner(&self) -> Option<&str> {
+        self.state.owner()
+    }
+
+    pub fn status(&self) -> Status {
+        let state = &self.state;
+        if let Some((outcome, _)) = state.outcome() {
+            return (*outcome).into();
+        }
+        if state.started_at().is_none() {
+            Status::Pending
+        } else if state.stop().is_none() && !state.escalated().is_empty() {
+            Status::Escalated
+        } else if state.stop().is_none() && state.pause().is_some() {
+            Status::Paused
+        } else {
+            Status::Running
+        }
+    }
+
+    /// The processes of attempts in flight, as their owners recorded them: after a takeover,
+    /// those on this host are stopped before the steps run again.
+    pub fn processes(&self) -> Vec<&Process> {
+        self.steps()
+            .iter()
+            .flat_map(|run| [AttemptKind::Step, AttemptKind::Compensation].map(|k| run.active(k)))
+            .filter_map(|active| match active {
+                Some(AttemptState::Running { process: Some(process), .. }) => Some(process),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The journal-derived state, for comparing folds: the live state of an execution equals
+    /// the fold of its journal (ARCHITECTURE.md, "Invariants"). What only the live engine
+    /// knows (cancels sent, timers that fired, the evaluated `env`) is not part of it.
+    pub fn journal_state(&self) -> &(impl std::fmt::Debug + PartialEq + use<>) {
+        &self.state
+    }
+
+    // ----- deciding -----
+
+    /// Handles one input at time `now`: the events to commit and the effects to carry out
+    /// after the commit. Control requests that do not apply are rejected without events.
+    pub fn handle(&mut self, input: Input, now: Time) -> Result<Transition, Rejected> {
+        let mut out = Transition::default();
+        if self.state.outcome().is_some() {
+            return match input {
+                Input::Control(_) => {
+                    Err(Rejected::Finished { id: self.id().to_owned(), status: self.status() })
+                }
+                _ => Ok(out),
+            };
+        }
+        match input {
+            Input::Start => {
+                if self.state.started_at().is_some() {
+                    return Ok(out);
+                }
+                self.start(&mut out, now);
+            }
+            Input::Recover { owner } => self.recover(&mut out, owner, now),
+            Input::Running { attempt, process } => {
+                self.process_started(&mut out, attempt, process, now);
+                return Ok(out);
+            }
+            Input::Finished { attempt, result } => {
+                self.attempt_finished(&mut out, attempt, result, now)
+            }
+            Input::Timer(timer) => self.timer(&mut out, timer, now),
+            Input::Control(control) => self.control(&mut out, control, now)?,
+        }
+        self.schedule(&mut out, now);
+        Ok(out)
+    }
+
+    fn new(created: Created, secrets: Arc<Secrets>, now: Time) -> Execution {
+        let workflow = Arc::clone(&created.workflow);
+        Execution {
+            workflow,
+            secrets,
+            state: State::created(created, now),
+            transient: Transient::new(),
+        }
+    }
+
+    /// Records one event of a decision: folds it into the state and adds it to the events to
+    /// commit.
+    fn emit(&mut self, out: &mut Transition, now: Time, kind: EventKind) {
+        let event = Event { v: wayline_journal::FORMAT, seq: self.seq() + 1, time: now, kind };
+        // Events made here are valid by construction; a failure would be a bug in the core.
+        if let Err(error) = self.apply(&event) {
+            debug_assert!(false, "the core emitted an event it cannot apply: {error}");
+        }
+        out.events.push(event);
+    }
+}
+
+/// What the live engine knows about an execution that its journal does not say. Decisions may
+/// change it; a replay starts it empty, and `recover` rebuilds what matters: it re-arms every
+/// timer (so fired timers fire again), records the attempts that were in flight as lost (so
+/// there is nothing left to cancel), and evaluates `env` again.
+#[derive(Debug, Clone)]
+struct Transient {
+    /// Attempts a cancel was sent to, so that none is sent twice (at most one a step: an
+    /// execution stops once). A cancel is a request to an executor, not a fact: the journal
+    /// records how the attempt ended.
+    cancels_sent: BTreeSet<Attempt>,
+    /// Positions (in dependency order) of retrying steps whose retry timer fired. A timer
+    /// firing is not recorded: the attempt it lets start is.
+    due: BTreeSet<usize>,
+    /// Positions of compensations whose retry timer fired, for the same reason.
+    compensations_due: BTreeSet<usize>,
+    /// The evaluated workflow `env`, for `env.*` in expressions. It follows from the inputs
+    /// and the secrets, and may hold secret values, which the journal never does.
+    env: Value,
+}
+
+impl Transient {
+    fn new() -> Transient {
+        Transient {
+            cancels_sent: BTreeSet::new(),
+            due: BTreeSet::new(),
+            compensations_due: BTreeSet::new(),
+            env: Value::Object(Map::new()),
+        }
+    }
+}
