@@ -5,12 +5,15 @@
 //! a reader never has to upgrade to a writer, which is what deadlocks), and a busy timeout
 //! makes a writer wait for another process's transaction instead of failing.
 //!
-//! Inside a process, one writer thread owns the only writing connection. Callers hand it
-//! jobs over a channel; it takes everything queued and commits it in one transaction (group
-//! commit across executions and across callers), each job in its own savepoint so that one
-//! refused job does not undo the others. Reads run on a small pool of reader threads with
-//! their own connections, and a watcher thread notices other processes' writes (woken by
-//! inotify, then asking `PRAGMA data_version`) while someone waits for [`Store::changes`].
+//! Inside a process there is one writing connection. A write finding it idle (and the file
+//! not locked by another process) commits at once on the caller's thread, which spares two
+//! thread hand-offs per commit; otherwise it is queued for the writer thread, which takes
+//! everything queued and commits it in one transaction (group commit across executions and
+//! across callers), each job in its own savepoint so that one refused job does not undo the
+//! others. The writer thread also checkpoints the write-ahead log, so no caller waits on the
+//! disk for it. Reads run on a small pool of reader threads with their own connections, and a
+//! watcher thread notices other processes' writes (woken by inotify, then asking `PRAGMA
+//! data_version`) while someone waits for [`Store::changes`].
 //!
 //! The threads belong to the store: they end when the last [`SqliteStore`] handle is dropped.
 //!
@@ -268,7 +271,7 @@ impl Store for SqliteStore {
     }
 
     async fn gc(&self, before: Time) -> Result<u64> {
-        self.workers.write(move |conn| ops::gc(conn, before).map(Ok)).await
+        self.workers.write_queued(move |conn| ops::gc(conn, before).map(Ok)).await
     }
 
     fn changes(&self) -> Changes {

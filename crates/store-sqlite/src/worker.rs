@@ -1,10 +1,21 @@
 //! The threads that own the connections: one writer (group commit), a few readers, and a
 //! watcher that notices other processes' writes.
 //!
+//! A write runs on the caller's thread when it finds the writing connection idle and the
+//! database unlocked: a transaction of a few rows takes tens of microseconds, less than
+//! waking the writer thread and being woken by it, and an engine that commits before every
+//! step pays that on each one. Otherwise (a batch in progress, another process's
+//! transaction, a checkpoint) it is queued for the writer thread, which waits with the busy
+//! timeout and commits everything queued at once. Checkpoints, the one slow part of a commit
+//! (copying the log into the database and syncing it), run on the writer thread, so no
+//! caller's thread stalls on the disk; writes made meanwhile wait for it asynchronously.
+//!
 //! The watcher costs nothing while it waits: it sleeps on inotify events for the database and
 //! its write-ahead log (other processes write them with `write(2)`), and only then asks
-//! `PRAGMA data_version` whether the database really changed. Where inotify is unavailable it
-//! polls instead.
+//! `PRAGMA data_version` whether the database really changed. It asks the writing connection,
+//! whose version moves with other connections' commits only: this process's own writes wake
+//! its waiters when they commit, not a second time through the watcher. Where inotify is
+//! unavailable it polls instead.
 //!
 //! Ownership: [`Workers`] holds the sending ends of every thread's channel. When the last
 //! [`crate::SqliteStore`] handle drops it, the channels disconnect and each thread finishes
@@ -31,9 +42,15 @@ use crate::{Options, db_error, open, shown};
 /// Jobs taken into one transaction at most; a bound on how long one commit holds the lock.
 const MAX_BATCH: usize = 512;
 
+/// Pages in the write-ahead log after which the writer thread checkpoints it (SQLite's own
+/// automatic checkpoint, which would run inside whichever commit crosses it, is replaced).
+const CHECKPOINT_PAGES: i32 = 1000;
+
 pub(crate) struct Workers {
     pub(crate) path: PathBuf,
-    writer: Sender<Box<dyn Job>>,
+    /// The writing connection, shared by the writer thread and callers that find it idle.
+    connection: Arc<Writing>,
+    writer: Sender<Work>,
     readers: Sender<Read>,
     /// What the watcher thread shares with the handles.
     watch: Arc<Watch>,
@@ -44,12 +61,42 @@ pub(crate) struct Workers {
     running: watch::Receiver<()>,
 }
 
+/// The writing connection and what a write on the caller's thread needs beside it.
+struct Writing {
+    conn: Mutex<Connection>,
+    busy_timeout: Duration,
+    /// Set by the log hook when the log has grown past [`CHECKPOINT_PAGES`].
+    checkpoint_due: Arc<AtomicBool>,
+}
+
+impl Writing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection if nobody uses it at this moment.
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
+/// What the writer thread is given.
+enum Work {
+    Job(Box<dyn Job>),
+    /// A commit on a caller's thread filled the log: checkpoint it.
+    Checkpoint,
+}
+
 impl Workers {
     /// Opens the connections and starts the threads. The opening (checks, migrations) runs on
     /// the writer thread, so that a busy database does not block the caller's executor.
     pub(crate) async fn start(path: PathBuf, options: Options) -> Result<Workers> {
-        let (writer, jobs) = mpsc::channel::<Box<dyn Job>>();
-        let (ready, opened) = oneshot::channel::<Result<(Vec<Connection>, Connection)>>();
+        let (writer, jobs) = mpsc::channel::<Work>();
+        let (ready, opened) = oneshot::channel::<Result<(Arc<Writing>, Vec<Connection>)>>();
         let signal = Arc::new(watch::Sender::new(0u64));
         let (alive, running) = watch::channel(());
         // The readers and the watcher hold `others`; the writer closes its connection last,
@@ -62,19 +109,33 @@ impl Workers {
         let writer_alive = alive.clone();
         spawn("wayline-sqlite-writer", &path, move || {
             let _alive = writer_alive;
-            let opened = open::writer(&writer_path, &writer_options).and_then(|conn| {
+            let opened = open::writer(&writer_path, &writer_options).and_then(|mut conn| {
+                let checkpoint_due = Arc::new(AtomicBool::new(false));
+                let due = Arc::clone(&checkpoint_due);
+                conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                    if pages >= CHECKPOINT_PAGES {
+                        due.store(true, Ordering::SeqCst);
+                    }
+                    Ok(())
+                }))
+                .map_err(|error| db_error(&writer_path, &error))?;
                 let readers = (0..writer_options.readers.max(1))
                     .map(|_| open::reader(&writer_path, &writer_options))
                     .collect::<Result<Vec<_>>>()?;
-                let watcher = open::reader(&writer_path, &writer_options)?;
-                Ok((conn, readers, watcher))
+                let writing = Writing {
+                    conn: Mutex::new(conn),
+                    busy_timeout: writer_options.busy_timeout,
+                    checkpoint_due,
+                };
+                Ok((Arc::new(writing), readers))
             });
             match opened {
-                Ok((mut conn, readers, watcher)) => {
-                    if ready.send(Ok((readers, watcher))).is_ok() {
-                        write_loop(&mut conn, &jobs, &writer_path, &writer_signal);
+                Ok((writing, readers)) => {
+                    if ready.send(Ok((Arc::clone(&writing), readers))).is_ok() {
+                        write_loop(&writing, &jobs, &writer_path, &writer_signal);
                     }
-                    // Returns once every other thread dropped its sender; then `conn` closes.
+                    // Returns once every other thread dropped its sender; then, with the
+                    // last handle gone, the connection closes.
                     let _ = others_ended.recv();
                 }
                 Err(error) => {
@@ -88,7 +149,7 @@ impl Workers {
                 shown(&path)
             ))
         };
-        let (reader_connections, watcher) = opened.await.map_err(|_| stopped())??;
+        let (connection, reader_connections) = opened.await.map_err(|_| stopped())??;
 
         let (readers, reads) = mpsc::channel::<Read>();
         let reads = Arc::new(Mutex::new(reads));
@@ -119,27 +180,82 @@ impl Workers {
         let watcher_signal = Arc::clone(&signal);
         let interval = options.poll_interval;
         let files = Files::new(&path);
+        let watcher_connection = Arc::clone(&connection);
         spawn("wayline-sqlite-watcher", &path, move || {
-            let (_alive, _other, watcher) = (alive, others, watcher);
-            watch_loop(&watcher, &watcher_watch, files, &watcher_signal, interval)
+            // Declared after the tokens, the connection's share is dropped before them.
+            let (_alive, _other, writing) = (alive, others, watcher_connection);
+            watch_loop(&writing, &watcher_watch, files, &watcher_signal, interval)
         })?;
 
-        Ok(Workers { path, writer, readers, watch, signal, running })
+        Ok(Workers { path, connection, writer, readers, watch, signal, running })
     }
 
-    /// Runs `work` in the writer's next transaction; resolves once that transaction committed.
-    /// `work` may run twice: when another job of its batch fails, the batch is retried one job
-    /// at a time.
+    /// Runs `work` in a transaction of its own on this thread when the writing connection is
+    /// idle and the database unlocked, else in the writer's next transaction; resolves once
+    /// that transaction committed. `work` may run twice: when another job of its batch fails,
+    /// the batch is retried one job at a time.
+    ///
+    /// For short writes only: a long one (a sweep over many rows) goes through
+    /// [`Workers::write_queued`], so that it does not hold up the caller's thread.
     pub(crate) async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Task { work, output: None, reply });
+        if let Some(job) = self.write_here(job) {
+            self.writer.send(Work::Job(job)).map_err(|_| self.stopped())?;
+        }
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Runs `work` in the writer thread's next transaction.
+    pub(crate) async fn write_queued<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Box::new(Task { work, output: None, reply }))
+            .send(Work::Job(Box::new(Task { work, output: None, reply })))
             .map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Commits `job` on this thread if the connection is idle and no other process holds the
+    /// database's write lock (the transaction starts without waiting); otherwise hands the
+    /// job back, for the writer thread.
+    fn write_here(&self, job: Box<dyn Job>) -> Option<Box<dyn Job>> {
+        let Some(mut conn) = self.connection.try_lock() else { return Some(job) };
+        let begun = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| conn.prepare_cached("BEGIN IMMEDIATE")?.execute([]));
+        let restored = conn.busy_timeout(self.connection.busy_timeout);
+        match begun.and(restored.map(|()| 0)) {
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                rollback(&conn);
+                return Some(job);
+            }
+            Err(error) => {
+                rollback(&conn);
+                job.answer(Some(db_error(&self.path, &error)));
+                return None;
+            }
+        }
+        write_batch(&mut conn, vec![job], &self.path, &self.signal, Begun::Yes);
+        drop(conn);
+        if self.connection.checkpoint_due.load(Ordering::SeqCst) {
+            // Fails only when the writer thread is gone, and then nobody writes any more.
+            let _ = self.writer.send(Work::Checkpoint);
+        }
+        None
     }
 
     /// Runs `work` on a reader connection.
@@ -287,22 +403,49 @@ where
     }
 }
 
-fn write_loop(
-    conn: &mut Connection,
-    jobs: &Receiver<Box<dyn Job>>,
-    path: &Path,
-    signal: &watch::Sender<u64>,
-) {
+fn write_loop(writing: &Writing, jobs: &Receiver<Work>, path: &Path, signal: &watch::Sender<u64>) {
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            if let Work::Job(job) = work {
+                batch.push(job);
+            }
+            if batch.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
             }
         }
-        write_batch(conn, batch, path, signal);
+        let mut conn = writing.lock();
+        if !batch.is_empty() {
+            write_batch(&mut conn, batch, path, signal, Begun::No);
+        }
+        if writing.checkpoint_due.swap(false, Ordering::SeqCst) {
+            // On the writing connection, holding it: with no write in between, the checkpoint
+            // gets through the whole log, and the next write starts it again from the
+            // beginning instead of growing it. Writes meanwhile wait (asynchronously).
+            checkpoint(&conn, path);
+        }
     }
+}
+
+/// Copies the write-ahead log into the database as far as readers allow, without waiting for
+/// them (the log restarts from its beginning once a checkpoint got through all of it).
+fn checkpoint(conn: &Connection, path: &Path) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
+    match done {
+        Ok((pages, copied)) => tracing::debug!(pages, copied, "checkpointed {}", shown(path)),
+        Err(error) => tracing::warn!("cannot checkpoint {}: {error}", shown(path)),
+    }
+}
+
+/// Whether the batch's transaction was already started (by a caller that found the
+/// connection idle).
+#[derive(Clone, Copy)]
+enum Begun {
+    Yes,
+    No,
 }
 
 /// Where a batch failed.
@@ -320,9 +463,10 @@ fn write_batch(
     mut batch: Vec<Box<dyn Job>>,
     path: &Path,
     signal: &watch::Sender<u64>,
+    begun: Begun,
 ) {
     let wake = || signal.send_modify(|version| *version = version.wrapping_add(1));
-    match transaction(conn, &mut batch) {
+    match transaction(conn, &mut batch, begun) {
         Ok(()) => {
             wake();
             batch.into_iter().for_each(|job| job.answer(None));
@@ -331,7 +475,7 @@ fn write_batch(
             // Find the culprit: each job alone, in its own transaction.
             for job in batch {
                 let mut single = vec![job];
-                let failure = transaction(conn, &mut single).err();
+                let failure = transaction(conn, &mut single, Begun::No).err();
                 wake();
                 let error = failure.map(|(Failure::Transaction(error) | Failure::Job(error))| {
                     db_error(path, &error)
@@ -346,11 +490,17 @@ fn write_batch(
     }
 }
 
-fn transaction(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Failure> {
+fn transaction(
+    conn: &mut Connection,
+    batch: &mut [Box<dyn Job>],
+    begun: Begun,
+) -> Result<(), Failure> {
     let run = |conn: &Connection, sql: &str| {
         conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]))
     };
-    run(conn, "BEGIN IMMEDIATE").map_err(Failure::Transaction)?;
+    if let Begun::No = begun {
+        run(conn, "BEGIN IMMEDIATE").map_err(Failure::Transaction)?;
+    }
     for job in batch.iter_mut() {
         let step = run(conn, "SAVEPOINT job").and_then(|_| match job.run(conn)? {
             true => run(conn, "RELEASE job"),
@@ -473,17 +623,18 @@ const DEBOUNCE: Duration = Duration::from_millis(5);
 /// How long the watcher trusts inotify before asking the database anyway.
 const SAFETY_NET: Duration = Duration::from_secs(2);
 
-/// Bumps `signal` when `PRAGMA data_version` (which changes when another connection, in this
-/// process or another, commits) moves, looking while someone waits: when inotify reports a
-/// write to the database's files, or every `interval` where inotify is unavailable.
+/// Bumps `signal` when the writing connection's `PRAGMA data_version` (which changes when
+/// another process commits) moves, looking while someone waits: when inotify reports a write
+/// to the database's files, or every `interval` where inotify is unavailable.
 fn watch_loop(
-    conn: &Connection,
+    writing: &Writing,
     watch: &Watch,
     files: Files,
     signal: &watch::Sender<u64>,
     interval: Duration,
 ) {
-    let version = || conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
+    let version =
+        || writing.lock().query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
     let inotify = files.watch();
     let mut last = version();
     loop {

@@ -44,7 +44,8 @@ pub struct Args {
     /// How long to watch a waiting execution, in seconds (0 to skip).
     #[arg(long, default_value_t = 10)]
     waiting: u64,
-    /// Also measure on this PostgreSQL database (a schema of its own is used and dropped).
+    /// Also measure on this PostgreSQL database, in a schema of its own (`wayline_bench`),
+    /// emptied afterwards.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
     /// Print the figures as one JSON object.
@@ -59,7 +60,9 @@ pub fn exec(args: Args) -> Result<Exit> {
     let scratch = tempfile::tempdir()?;
     let mut stores: Vec<(&str, Place)> = vec![("memory", Place::Memory), ("sqlite", Place::Sqlite)];
     if let Some(url) = &args.postgres {
-        stores.push(("postgres", Place::Postgres(url.clone())));
+        let place = Place::Postgres(url.clone());
+        place.location(scratch.path(), "")?; // a wrong URL is refused before measuring
+        stores.push(("postgres", place));
     }
     let commands = workflow(&chain(args.steps, "run: \"true\""))?;
     let sets = workflow(&chain(args.steps, "set: { x: 1 }"))?;
@@ -71,17 +74,23 @@ pub fn exec(args: Args) -> Result<Exit> {
     let mut parallels: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     for round in 0..args.rounds {
         baseline.push(shell_loop(args.steps)?);
+        // Each kind of run on every store back to back, so that a round's ratios compare runs
+        // made under the same load.
         for (index, (_, place)) in stores.iter().enumerate() {
-            let location = place.location(scratch.path(), &format!("chain-{round}"));
+            let location = place.location(scratch.path(), &format!("chain-{round}"))?;
             chains[index].push(run_once(&location, &commands)?);
-            let location = place.location(scratch.path(), &format!("set-{round}"));
+        }
+        for (index, (_, place)) in stores.iter().enumerate() {
+            let location = place.location(scratch.path(), &format!("set-{round}"))?;
             set_chains[index].push(run_once(&location, &sets)?);
-            let location = place.location(scratch.path(), &format!("parallel-{round}"));
+        }
+        for (index, (_, place)) in stores.iter().enumerate() {
+            let location = place.location(scratch.path(), &format!("parallel-{round}"))?;
             parallels[index].push(run_once(&location, &spread)?);
         }
     }
     let waiting = if args.waiting > 0 {
-        let location = Place::Sqlite.location(scratch.path(), "waiting");
+        let location = Place::Sqlite.location(scratch.path(), "waiting")?;
         Some(waiting_cost(&location, Duration::from_secs(args.waiting))?)
     } else {
         None
@@ -120,11 +129,11 @@ pub fn exec(args: Args) -> Result<Exit> {
         let rate = args.parallel as f64 / parallel.as_secs_f64();
         let _ = writeln!(
             text,
-            "  {name:<8} chain of run: true            {:>9.1} ms  {:.2}x the shell loop{}",
+            "  {name:<8} chain of run: true            {:>9.1} ms  {} the shell loop{}",
             millis(chain),
-            median_ratio(&chains[index], &baseline),
+            Ratios::of(&chains[index], &baseline),
             if index > 0 {
-                format!(", {:.2}x memory", median_ratio(&chains[index], &memory_chains))
+                format!(", {} memory", Ratios::of(&chains[index], &memory_chains))
             } else {
                 String::new()
             },
@@ -144,8 +153,8 @@ pub fn exec(args: Args) -> Result<Exit> {
             (*name).into(),
             json!({
                 "chain_ms": millis(chain),
-                "chain_vs_shell_loop": median_ratio(&chains[index], &baseline),
-                "chain_vs_memory": median_ratio(&chains[index], &memory_chains),
+                "chain_vs_shell_loop": Ratios::of(&chains[index], &baseline).json(),
+                "chain_vs_memory": Ratios::of(&chains[index], &memory_chains).json(),
                 "parallel_steps_per_second": rate,
                 "set_chain_ms": millis(set),
             }),
@@ -178,25 +187,28 @@ enum Place {
 const BENCH_SCHEMA: &str = "wayline_bench";
 
 impl Place {
-    fn location(&self, scratch: &std::path::Path, name: &str) -> Location {
-        match self {
+    fn location(&self, scratch: &std::path::Path, name: &str) -> Result<Location> {
+        Ok(match self {
             Place::Memory => Location::Ephemeral,
             Place::Sqlite => {
-                Location::parse(Some(&scratch.join(format!("{name}.db")).display().to_string()))
-                    .unwrap_or(Location::Ephemeral)
+                Location::parse(Some(&scratch.join(format!("{name}.db")).display().to_string()))?
             }
             Place::Postgres(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(Error::invalid(format!(
+                        "--postgres takes a postgres:// URL, not {url}"
+                    )));
+                }
                 let separator = if url.contains('?') { '&' } else { '?' };
-                Location::parse(Some(&format!("{url}{separator}schema={BENCH_SCHEMA}")))
-                    .unwrap_or(Location::Ephemeral)
+                Location::parse(Some(&format!("{url}{separator}schema={BENCH_SCHEMA}")))?
             }
-        }
+        })
     }
 
     /// Deletes what the measurements left in a database that outlives them.
     fn clean_up(&self, scratch: &std::path::Path) -> Result<()> {
         let Place::Postgres(_) = self else { return Ok(()) };
-        let location = self.location(scratch, "");
+        let location = self.location(scratch, "")?;
         block_on(async {
             let store = wayline_backend::open(&location).await?;
             let now = wayline_runtime::clock::Clock::system().now();
@@ -368,11 +380,31 @@ fn ratio(value: Duration, base: Duration) -> f64 {
     value.as_secs_f64() / base.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
-/// The median of the rounds' ratios: each round's two figures were measured back to back, so
-/// the machine's load changes between rounds cancel out.
-fn median_ratio(values: &[Duration], bases: &[Duration]) -> f64 {
-    let mut ratios: Vec<f64> =
-        values.iter().zip(bases).map(|(value, base)| ratio(*value, *base)).collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+/// The rounds' ratios of one figure to another: each round measured the two back to back, so
+/// the machine's load changes between rounds mostly cancel out. Shown as the median with the
+/// middle half of the rounds, which says how far the figure can be trusted.
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    fn of(values: &[Duration], bases: &[Duration]) -> Ratios {
+        let mut ratios: Vec<f64> =
+            values.iter().zip(bases).map(|(value, base)| ratio(*value, *base)).collect();
+        ratios.sort_by(f64::total_cmp);
+        Ratios(ratios)
+    }
+
+    fn at(&self, fraction: f64) -> f64 {
+        let last = self.0.len().saturating_sub(1);
+        self.0.get((last as f64 * fraction).round() as usize).copied().unwrap_or(f64::NAN)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({ "median": self.at(0.5), "quartiles": [self.at(0.25), self.at(0.75)] })
+    }
+}
+
+impl std::fmt::Display for Ratios {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2}x (middle half {:.2}–{:.2})", self.at(0.5), self.at(0.25), self.at(0.75))
+    }
 }

@@ -137,3 +137,35 @@ fn a_run_survives_its_database_connections_being_cut() {
     assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
     assert_eq!(std::fs::read_to_string(schema.dir.path().join("c.txt")).unwrap(), "c\n");
 }
+
+#[test]
+fn bench_measures_postgres_too() {
+    let Some(url) = database() else { return };
+    let run = super::wayline(&[
+        "bench",
+        "--steps",
+        "3",
+        "--parallel",
+        "4",
+        "--rounds",
+        "1",
+        "--waiting",
+        "0",
+        "--json",
+        "--postgres",
+        &url,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let figures: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON object");
+    for figure in ["chain_ms", "set_chain_ms", "parallel_steps_per_second"] {
+        let value = figures["postgres"][figure].as_f64();
+        assert!(value.is_some_and(|value| value > 0.0), "{figure}: {figures:#}");
+    }
+}
+
+#[test]
+fn bench_refuses_a_postgres_url_that_is_not_one() {
+    let run = super::wayline(&["bench", "--postgres", "sqlite:///tmp/x.db", "--rounds", "1"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--postgres takes a postgres:// URL"), "{}", run.stderr);
+}

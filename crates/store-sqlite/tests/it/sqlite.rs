@@ -156,6 +156,51 @@ async fn a_locked_database_waits_then_reports_the_lock() {
     assert_eq!(results, vec![Ok(())]);
 }
 
+/// A write that finds another process's transaction in progress does not fail at once: it
+/// waits on the writer thread and lands as soon as the lock is released.
+#[tokio::test]
+async fn a_write_behind_another_process_lands_when_the_lock_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let store = open(&path, Options::default()).await;
+    let lease = create(&store, "e1", 0).await;
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut waiting = Box::pin(store.commit(vec![step(&lease, 2)]));
+    let early = tokio::time::timeout(Duration::from_millis(150), &mut waiting).await;
+    assert!(early.is_err(), "the write must wait for the other transaction: {early:?}");
+    other.execute_batch("COMMIT").unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap();
+    assert_eq!(results.unwrap(), vec![Ok(())]);
+    assert_eq!(store.get("e1").await.unwrap().last_seq, 2);
+}
+
+/// The write-ahead log is checkpointed (by the writer thread, off the commit path) as it
+/// fills, so it does not grow with the number of commits.
+#[tokio::test]
+async fn the_log_is_checkpointed_as_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = open(&path, Options::default()).await;
+    let lease = create(&store, "e1", 0).await;
+    let wal = dir.path().join("busy.db-wal");
+    let mut largest = 0;
+    // Each commit writes at least two pages: 3,000 of them would make a log of 6,000 pages
+    // (24 MB) without checkpoints.
+    for seq in 2..3002u64 {
+        let mut commit = step(&lease, seq);
+        if let EventKind::AttemptStarted { step, .. } = &mut commit.events[0].kind {
+            *step = format!("{seq}-{}", "x".repeat(4000));
+        }
+        assert_eq!(store.commit(vec![commit]).await.unwrap(), vec![Ok(())]);
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    let pages = largest / 4096;
+    assert!(pages < 2500, "the log grew to {pages} pages");
+    assert_eq!(store.get("e1").await.unwrap().last_seq, 3001);
+}
+
 /// Directories and files that cannot be written give `Unavailable`, naming the path and the
 /// operating system's reason.
 #[tokio::test]
