@@ -9,45 +9,14 @@
 
 #![allow(clippy::disallowed_methods)] // a benchmark drives its own runtime
 
-use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wayline_core::execution::Secrets;
 use wayline_journal::EventKind;
-use wayline_runtime::{Engine, EngineHandle, Item, Options, Submission};
+use wayline_runtime::{Engine, EngineHandle, Item, Options, Workload};
 use wayline_store::{MemoryStore, Store};
 use wayline_store_postgres::PostgresStore;
 use wayline_store_sqlite::SqliteStore;
-
-type Flow = (Arc<wayline_lang::Workflow>, Arc<str>);
-
-fn flow(yaml: &str) -> Flow {
-    let loaded = wayline_lang::load(yaml);
-    (Arc::new(loaded.workflow.expect("a valid benchmark workflow")), yaml.into())
-}
-
-fn chain(count: usize, body: &str) -> String {
-    let mut yaml = String::from("name: chain\nsteps:\n");
-    for i in 0..count {
-        let _ = write!(yaml, "  - id: s{i}\n    {body}\n");
-        if i > 0 {
-            let _ = writeln!(yaml, "    needs: [s{}]", i - 1);
-        }
-    }
-    yaml
-}
-
-fn submission(flow: &Flow) -> Submission {
-    Submission {
-        workflow: Arc::clone(&flow.0),
-        source: Arc::clone(&flow.1),
-        path: "bench.yaml".into(),
-        inputs: Default::default(),
-        secrets: Arc::new(Secrets::default()),
-    }
-}
 
 async fn with_engine<S: Store, T>(store: S, work: impl AsyncFnOnce(EngineHandle<S>) -> T) -> T {
     let shutdown = CancellationToken::new();
@@ -83,11 +52,11 @@ struct Figures {
 async fn measure<S: Store>(store: S) -> Figures {
     with_engine(store, async |handle| {
         // 1000-step set chain: median of 7.
-        let set_chain = flow(&chain(1000, "set: { x: 1 }"));
+        let set_chain = Workload::chain(1000, "set: { x: 1 }").unwrap();
         let mut times = Vec::new();
         for _ in 0..7 {
             let started = Instant::now();
-            let id = handle.submit(submission(&set_chain)).await.expect("submitted");
+            let id = handle.submit(set_chain.submission()).await.expect("submitted");
             let report = handle.wait(&id).await.expect("finished");
             assert_eq!(report.status, wayline_journal::Status::Succeeded);
             times.push(started.elapsed());
@@ -95,9 +64,9 @@ async fn measure<S: Store>(store: S) -> Figures {
         let chain_time = median(times);
 
         // 1000-step chain where every step is a start commit, a timer and a completion commit.
-        let wait_chain = flow(&chain(1000, "wait: 0s"));
+        let wait_chain = Workload::chain(1000, "wait: 0s").unwrap();
         let started = Instant::now();
-        let id = handle.submit(submission(&wait_chain)).await.expect("submitted");
+        let id = handle.submit(wait_chain.submission()).await.expect("submitted");
         assert_eq!(
             handle.wait(&id).await.expect("finished").status,
             wayline_journal::Status::Succeeded
@@ -105,12 +74,12 @@ async fn measure<S: Store>(store: S) -> Figures {
         let wait_chain_time = started.elapsed();
 
         // 100 concurrent executions × 10 steps through the timer/commit path.
-        let ten = flow(&chain(10, "wait: 0s"));
+        let ten = Workload::chain(10, "wait: 0s").unwrap();
         let started = Instant::now();
         let mut submits = tokio::task::JoinSet::new();
         for _ in 0..100 {
             let handle = handle.clone();
-            let submission = submission(&ten);
+            let submission = ten.submission();
             submits.spawn(async move { handle.submit(submission).await.expect("submitted") });
         }
         let ids = submits.join_all().await;
@@ -121,11 +90,12 @@ async fn measure<S: Store>(store: S) -> Figures {
         let steps_per_second = 1000.0 / started.elapsed().as_secs_f64();
 
         // Submit to the first step's start being committed.
-        let one = flow("name: one\nsteps:\n  - id: first\n    wait: 0s\n");
+        let one =
+            Workload::parse("name: one\nsteps:\n  - id: first\n    wait: 0s\n".into()).unwrap();
         let mut latencies = Vec::new();
         for _ in 0..300 {
             let started = Instant::now();
-            let id = handle.submit(submission(&one)).await.expect("submitted");
+            let id = handle.submit(one.submission()).await.expect("submitted");
             let mut subscription = handle.subscribe(&id, 0);
             loop {
                 match subscription.next().await.expect("events") {

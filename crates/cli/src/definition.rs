@@ -2,7 +2,7 @@
 //! values and files, each at most 1 MiB and checked before it is read.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use wayline_lang::Workflow;
 use wayline_lang::inputs::{self, Given};
@@ -63,8 +63,31 @@ pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// A workflow file and the inputs given for it, as `plan` and `run` take them.
+#[derive(Debug, clap::Args)]
+pub struct WithInputs {
+    /// The workflow file (YAML or JSON).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// An input value, `name=value` (repeatable). Values are converted to the declared type.
+    #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// A JSON or YAML file with an object of input values.
+    #[arg(long, value_name = "FILE")]
+    input_file: Option<PathBuf>,
+}
+
+impl WithInputs {
+    /// Loads and validates the workflow (its text too), then checks the inputs against it.
+    pub fn load(&self) -> Result<(Workflow, String, serde_json::Map<String, serde_json::Value>)> {
+        let (workflow, text) = load(&self.file)?;
+        let inputs = resolve_inputs(&workflow, &self.inputs, self.input_file.as_deref())?;
+        Ok((workflow, text, inputs))
+    }
+}
+
 /// Parses `-i name=value` flags and an optional input file into checked input values.
-pub fn resolve_inputs(
+fn resolve_inputs(
     workflow: &Workflow,
     flags: &[String],
     file: Option<&Path>,

@@ -1060,15 +1060,33 @@ impl Scanner {
 
     /// Up to the `]` matching an opened `[`.
     fn until_bracket(&mut self) {
+        self.balanced('[', ']');
+    }
+
+    /// The inside of `$(( … ))` or `(( … ))`, after the two parentheses.
+    fn arithmetic_body(&mut self) {
+        let start = self.offset();
+        self.refusing(Refusal::Arithmetic, |scanner| {
+            if !scanner.balanced('(', ')') {
+                scanner.report.doubt(start, "`((` is never closed with `))`");
+            } else if scanner.is(')') {
+                scanner.bump();
+            }
+        });
+    }
+
+    /// Up to and past the `close` that matches, over nested `open … close` pairs, quotes and
+    /// expansions; a substitution there is placed as in a word. Whether `close` was found.
+    fn balanced(&mut self, open: char, close: char) -> bool {
         let mut depth = 0usize;
         while let Some(kind) = self.peek() {
             match kind {
-                Kind::Char('[') => depth += 1,
-                Kind::Char(']') if depth == 0 => {
+                Kind::Char(c) if c == close && depth == 0 => {
                     self.bump();
-                    return;
+                    return true;
                 }
-                Kind::Char(']') => depth -= 1,
+                Kind::Char(c) if c == close => depth -= 1,
+                Kind::Char(c) if c == open => depth += 1,
                 Kind::Char('$') => {
                     self.dollar(Context::DoubleQuoted);
                     continue;
@@ -1090,50 +1108,7 @@ impl Scanner {
             }
             self.bump();
         }
-    }
-
-    /// The inside of `$(( … ))` or `(( … ))`, after the two parentheses.
-    fn arithmetic_body(&mut self) {
-        let start = self.offset();
-        self.refusing(Refusal::Arithmetic, |scanner| {
-            let mut depth = 0usize;
-            loop {
-                let Some(kind) = scanner.peek() else {
-                    scanner.report.doubt(start, "`((` is never closed with `))`");
-                    return;
-                };
-                match kind {
-                    Kind::Char('(') => depth += 1,
-                    Kind::Char(')') if depth == 0 => {
-                        scanner.bump();
-                        if scanner.is(')') {
-                            scanner.bump();
-                        }
-                        return;
-                    }
-                    Kind::Char(')') => depth -= 1,
-                    Kind::Char('$') => {
-                        scanner.dollar(Context::DoubleQuoted);
-                        continue;
-                    }
-                    Kind::Char('"') => {
-                        scanner.double_quoted(&mut Word::default());
-                        continue;
-                    }
-                    Kind::Char('\'') => {
-                        scanner.single_quoted(&mut Word::default());
-                        continue;
-                    }
-                    Kind::Char('`') => {
-                        scanner.backquote();
-                        continue;
-                    }
-                    Kind::Slot(slot) => scanner.slot(slot, Placement::Word),
-                    Kind::Char(_) => {}
-                }
-                scanner.bump();
-            }
-        });
+        false
     }
 
     /// `${ … }`, after the `$`.

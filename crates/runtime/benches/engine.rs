@@ -9,54 +9,11 @@
 
 #![allow(clippy::disallowed_methods)] // a benchmark spawns its baseline processes
 
-use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wayline_core::execution::Secrets;
-use wayline_runtime::{Engine, EngineHandle, Options, Submission};
+use wayline_runtime::{Engine, EngineHandle, Options, Workload};
 use wayline_store::MemoryStore;
-
-fn workflow(yaml: &str) -> (Arc<wayline_lang::Workflow>, Arc<str>) {
-    let loaded = wayline_lang::load(yaml);
-    let workflow = loaded
-        .workflow
-        .unwrap_or_else(|| panic!("invalid benchmark workflow: {:?}", loaded.diagnostics));
-    (Arc::new(workflow), yaml.into())
-}
-
-fn chain(count: usize, body: &str) -> String {
-    let mut yaml = String::from("name: chain\nsteps:\n");
-    for i in 0..count {
-        let _ = write!(yaml, "  - id: s{i}\n    {body}\n");
-        if i > 0 {
-            let _ = writeln!(yaml, "    needs: [s{}]", i - 1);
-        }
-    }
-    yaml
-}
-
-fn fan(count: usize) -> String {
-    let mut yaml = String::from("name: fan\nsteps:\n  - id: root\n    set: { x: 1 }\n");
-    for i in 0..count {
-        let _ = write!(yaml, "  - id: s{i}\n    needs: [root]\n    set: {{ x: 1 }}\n");
-    }
-    yaml.push_str("  - id: sink\n    needs: [");
-    yaml.push_str(&(0..count).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", "));
-    yaml.push_str("]\n    set: { done: true }\n");
-    yaml
-}
-
-fn submission(workflow: &(Arc<wayline_lang::Workflow>, Arc<str>)) -> Submission {
-    Submission {
-        workflow: Arc::clone(&workflow.0),
-        source: Arc::clone(&workflow.1),
-        path: "bench.yaml".into(),
-        inputs: Default::default(),
-        secrets: Arc::new(Secrets::default()),
-    }
-}
 
 /// Runs `work` against a fresh engine on an in-memory store.
 fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
@@ -79,12 +36,12 @@ fn with_engine<T>(work: impl AsyncFnOnce(EngineHandle<MemoryStore>) -> T) -> T {
 }
 
 /// Median time from submit to the final report, over `rounds` executions.
-fn time_executions(workflow: &(Arc<wayline_lang::Workflow>, Arc<str>), rounds: usize) -> Duration {
+fn time_executions(workload: &Workload, rounds: usize) -> Duration {
     with_engine(async |handle| {
         let mut times = Vec::new();
         for _ in 0..rounds {
             let started = Instant::now();
-            let id = handle.submit(submission(workflow)).await.expect("submitted");
+            let id = handle.submit(workload.submission()).await.expect("submitted");
             let report = handle.wait(&id).await.expect("finished");
             times.push(started.elapsed());
             assert_eq!(report.status, wayline_journal::Status::Succeeded);
@@ -117,12 +74,13 @@ fn main() {
     let wanted = |name: &str| only.as_deref().is_none_or(|only| name.contains(only));
 
     if wanted("set-chain") {
-        let median = time_executions(&workflow(&chain(1000, "set: { x: \"${{ 1 + 1 }}\" }")), 11);
+        let median =
+            time_executions(&Workload::chain(1000, "set: { x: \"${{ 1 + 1 }}\" }").unwrap(), 11);
         report("set-chain: 1000 set steps, submit to end", median, Duration::from_millis(10));
     }
     if wanted("fan") {
         // 1 root + 9,998 parallel steps + 1 sink: the 10,000-step limit exactly.
-        let median = time_executions(&workflow(&fan(9_998)), 5);
+        let median = time_executions(&Workload::fan(9_998).unwrap(), 5);
         report("fan: 10,000-step fan-out/fan-in", median, Duration::from_millis(100));
     }
     if wanted("run-chain") {
@@ -130,7 +88,7 @@ fn main() {
         // compare each round with its own baseline.
         let steps = 200;
         let rounds = 7;
-        let chain_flow = workflow(&chain(steps, "run: \"true\""));
+        let chain_flow = Workload::chain(steps, "run: \"true\"").unwrap();
         let mut baseline_ms = Vec::new();
         let mut wayline_ms = Vec::new();
         let mut overhead_us = Vec::new();
@@ -175,13 +133,14 @@ fn main() {
     }
     if wanted("parked") {
         let count = 100_000;
-        let flow = workflow("name: parked\nsteps:\n  - id: wait\n    wait: 1h\n");
+        let flow =
+            Workload::parse("name: parked\nsteps:\n  - id: wait\n    wait: 1h\n".into()).unwrap();
         let before = rss_bytes();
         let (elapsed, after) = with_engine(async |handle| {
             let started = Instant::now();
             let mut last = String::new();
             for _ in 0..count {
-                last = handle.submit(submission(&flow)).await.expect("submitted");
+                last = handle.submit(flow.submission()).await.expect("submitted");
             }
             // The last one is parked once its wait started: wait for that event.
             let mut subscription = handle.subscribe(&last, 0);

@@ -20,9 +20,11 @@ pub mod owner;
 pub mod render;
 pub mod submit;
 pub mod subscription;
+pub mod workload;
 
 pub use engine::{
     Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered, Requests,
 };
 pub use submit::Submission;
 pub use subscription::{Item, Subscription};
+pub use workload::Workload;

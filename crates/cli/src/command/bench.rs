@@ -13,14 +13,12 @@
 //! one on the same engine and store.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wayline_backend::Location;
-use wayline_core::execution::Secrets;
-use wayline_runtime::{Engine, Submission};
+use wayline_runtime::{Engine, Workload};
 use wayline_store::Store;
 
 use super::block_on;
@@ -64,9 +62,9 @@ pub fn exec(args: Args) -> Result<Exit> {
         place.location(scratch.path(), "")?; // a wrong URL is refused before measuring
         stores.push(("postgres", place));
     }
-    let commands = workflow(&chain(args.steps, "run: \"true\""))?;
-    let sets = workflow(&chain(args.steps, "set: { x: 1 }"))?;
-    let spread = workflow(&parallel(args.parallel, args.max_parallel))?;
+    let commands = Workload::chain(args.steps, "run: \"true\"")?;
+    let sets = Workload::chain(args.steps, "set: { x: 1 }")?;
+    let spread = Workload::parallel(args.parallel, args.max_parallel, "run: \"true\"")?;
 
     let mut baseline = Vec::new();
     let mut chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
@@ -218,38 +216,6 @@ impl Place {
     }
 }
 
-type Definition = (Arc<wayline_lang::Workflow>, Arc<str>);
-
-fn workflow(yaml: &str) -> Result<Definition> {
-    let loaded = wayline_lang::load(yaml);
-    match loaded.workflow {
-        Some(workflow) => Ok((Arc::new(workflow), yaml.into())),
-        None => Err(Error::infrastructure(format!(
-            "a benchmark workflow does not validate: {:?}",
-            loaded.diagnostics
-        ))),
-    }
-}
-
-fn chain(count: usize, body: &str) -> String {
-    let mut yaml = String::from("name: bench-chain\nsteps:\n");
-    for i in 0..count {
-        let _ = write!(yaml, "  - id: s{i}\n    {body}\n");
-        if i > 0 {
-            let _ = writeln!(yaml, "    needs: [s{}]", i - 1);
-        }
-    }
-    yaml
-}
-
-fn parallel(count: usize, max_parallel: u32) -> String {
-    let mut yaml = format!("name: bench-parallel\nmax_parallel: {max_parallel}\nsteps:\n");
-    for i in 0..count {
-        let _ = writeln!(yaml, "  - id: s{i}\n    run: \"true\"");
-    }
-    yaml
-}
-
 /// The baseline: a shell spawning `sh -c true` `count` times in a row, as many processes as a
 /// chain of `run: "true"` steps starts.
 fn shell_loop(count: usize) -> Result<Duration> {
@@ -266,7 +232,7 @@ fn shell_loop(count: usize) -> Result<Duration> {
 
 /// Runs one execution of `definition` at `location` the way `wayline run` does and returns
 /// the time from submission to its end.
-fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
+fn run_once(location: &Location, definition: &Workload) -> Result<Duration> {
     block_on(async {
         let store = wayline_backend::open(location).await?;
         let options = follow::engine_options(&store);
@@ -277,7 +243,7 @@ fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
             // A first execution warms the store up (a new database's first pages, prepared
             // statements) and is not timed.
             let warm_up = async {
-                let id = handle.submit(submission(definition)).await?;
+                let id = handle.submit(definition.submission()).await?;
                 handle.wait(&id).await
             };
             if let Err(error) = warm_up.await {
@@ -286,7 +252,7 @@ fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
             }
             let start = Instant::now();
             let outcome = async {
-                let id = handle.submit(submission(definition)).await?;
+                let id = handle.submit(definition.submission()).await?;
                 let report = handle.wait(&id).await?;
                 if report.status != wayline_journal::Status::Succeeded {
                     return Err(Error::infrastructure(format!(
@@ -310,7 +276,8 @@ fn run_once(location: &Location, definition: &Definition) -> Result<Duration> {
 
 /// The share of a core this process uses while one execution waits on a long `wait`.
 fn waiting_cost(location: &Location, watch: Duration) -> Result<f64> {
-    let definition = workflow("name: bench-waiting\nsteps:\n  - id: w\n    wait: 1h\n")?;
+    let definition =
+        Workload::parse("name: bench-waiting\nsteps:\n  - id: w\n    wait: 1h\n".into())?;
     block_on(async {
         let store = wayline_backend::open(location).await?;
         let options = follow::engine_options(&store);
@@ -318,7 +285,7 @@ fn waiting_cost(location: &Location, watch: Duration) -> Result<f64> {
         let (engine, handle) = Engine::new(store, options, shutdown.clone());
         let measure = async {
             let outcome = async {
-                handle.submit(submission(&definition)).await?;
+                handle.submit(definition.submission()).await?;
                 // Let the start settle before watching.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let (cpu, wall) = (cpu_time()?, Instant::now());
@@ -335,17 +302,6 @@ fn waiting_cost(location: &Location, watch: Duration) -> Result<f64> {
     })
 }
 
-fn submission(definition: &Definition) -> Submission {
-    Submission {
-        workflow: Arc::clone(&definition.0),
-        source: Arc::clone(&definition.1),
-        path: "bench.yaml".into(),
-        inputs: Default::default(),
-        secrets: Arc::new(Secrets::default()),
-    }
-}
-
-/// CPU seconds this process used so far, user and system, all threads.
 fn cpu_time() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let fields: Vec<&str> = stat

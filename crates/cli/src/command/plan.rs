@@ -1,7 +1,6 @@
 //! `wayline plan`: what a workflow would do, without running it.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use wayline_core::plan::Plan;
 
@@ -10,24 +9,16 @@ use crate::error::{Exit, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The workflow file (YAML or JSON).
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
-    /// An input value, `name=value` (repeatable). Values are converted to the declared type.
-    #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
-    inputs: Vec<String>,
-    /// A JSON or YAML file with an object of input values.
-    #[arg(long, value_name = "FILE")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    definition: definition::WithInputs,
     /// Print the plan as one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    let (workflow, _) = definition::load(&args.file)?;
     // The inputs a run would get, checked exactly as `run` checks them.
-    let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
+    let (workflow, _, inputs) = args.definition.load()?;
     let as_json = args.json;
     let plan = Plan::new(&workflow);
     if as_json {

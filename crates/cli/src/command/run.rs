@@ -17,15 +17,8 @@ use crate::{definition, secrets};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The workflow file (YAML or JSON).
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
-    /// An input value, `name=value` (repeatable). Values are converted to the declared type.
-    #[arg(short = 'i', long = "input", value_name = "NAME=VALUE")]
-    inputs: Vec<String>,
-    /// A JSON or YAML file with an object of input values.
-    #[arg(long, value_name = "FILE")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    definition: definition::WithInputs,
     /// A file of secrets: `NAME=value` lines or a JSON object. Secrets also come from
     /// `WAYLINE_SECRET_<NAME>` environment variables.
     #[arg(long, value_name = "FILE")]
@@ -48,8 +41,7 @@ pub struct Args {
 
 pub fn exec(args: Args) -> Result<Exit> {
     let location = if args.ephemeral { Location::Ephemeral } else { args.db.location()? };
-    let (workflow, source) = definition::load(&args.file)?;
-    let inputs = definition::resolve_inputs(&workflow, &args.inputs, args.input_file.as_deref())?;
+    let (workflow, source, inputs) = args.definition.load()?;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
         say!(
@@ -60,7 +52,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: source.into(),
-        path: args.file.display().to_string(),
+        path: args.definition.file.display().to_string(),
         inputs,
         secrets: Arc::new(secrets),
     };
