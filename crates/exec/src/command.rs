@@ -8,6 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
@@ -166,6 +167,25 @@ pub async fn run_command(command: Command, cancel: CancellationToken, logs: LogS
     run(command, cancel, logs).await.masked(&masker)
 }
 
+/// Command attempts of this process whose main process is running.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one running attempt in [`RUNNING`] while it lives.
+struct Running;
+
+impl Running {
+    fn count() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How often the group is checked while leftover processes are given their grace period.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -213,10 +233,11 @@ async fn run(command: Command, cancel: CancellationToken, logs: LogSink) -> Outc
             return Outcome::failed(FailureClass::Failure, message);
         }
     };
-    let mut child = match spawn(&command, program, &args, output.path()) {
+    let mut child = match spawn(&command, program, &args, output.path()).await {
         Ok(child) => child,
         Err(outcome) => return outcome,
     };
+    let _running = Running::count();
     // Declared after `child` so it drops first: the group is killed while its leader is still
     // unreaped, when the group id cannot belong to anybody else.
     let Some(mut group) = child.id().and_then(Group::new) else {
@@ -323,7 +344,19 @@ async fn run(command: Command, cancel: CancellationToken, logs: LogSink) -> Outc
     }
 }
 
-fn spawn(command: &Command, program: &str, args: &[&str], output: &Path) -> Result<Child, Outcome> {
+/// Starts the main process.
+///
+/// The C library's `posix_spawn` suspends the calling thread until the child has executed its
+/// program (~0.1–0.2 ms: the child resets every signal first). When the attempt is the only one
+/// running, that wait is on the critical path anyway and a hand-off to another thread would only
+/// add to it; when others run, the spawn moves to a blocking thread, so that the runtime's
+/// thread goes on with their logs and ends meanwhile.
+async fn spawn(
+    command: &Command,
+    program: &str,
+    args: &[&str],
+    output: &Path,
+) -> Result<Child, Outcome> {
     // The one place in wayline that starts a process (ARCHITECTURE.md, "Invariants"); the
     // lint keeps every other crate and module from doing it.
     #[allow(clippy::disallowed_methods)]
@@ -344,7 +377,15 @@ fn spawn(command: &Command, program: &str, args: &[&str], output: &Path) -> Resu
     if let Some(cwd) = &command.cwd {
         process.current_dir(cwd);
     }
-    process.spawn().map_err(|error| {
+    let started = if RUNNING.load(Ordering::Relaxed) == 0 {
+        process.spawn()
+    } else {
+        match tokio::task::spawn_blocking(move || process.spawn()).await {
+            Ok(started) => started,
+            Err(error) => Err(io::Error::other(error)),
+        }
+    };
+    started.map_err(|error| {
         // Checked only now that the start failed: on the happy path it would be one more
         // system call, and the start fails anyway (ENOENT, ENOTDIR) when the directory is bad.
         if let Some(cwd) = &command.cwd

@@ -4,7 +4,8 @@
 //!
 //! - **chain**: N chained `run: "true"` steps, against a shell loop of N spawns of the same
 //!   `/bin/sh -c true` (the baseline), on memory, SQLite and, with `--postgres`, PostgreSQL;
-//! - **parallel**: N independent `run: "true"` steps with `max_parallel`, in steps per second;
+//! - **parallel**: N independent `run: "true"` steps with `max_parallel`, in steps per second,
+//!   against `max_parallel` shell loops sharing out the same N spawns;
 //! - **set**: N chained `set` steps (the engine and the store without processes);
 //! - **waiting**: the CPU an execution parked on a `wait` costs while nothing happens.
 //!
@@ -67,6 +68,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let spread = Workload::parallel(args.parallel, args.max_parallel, "run: \"true\"")?;
 
     let mut baseline = Vec::new();
+    let mut parallel_baseline = Vec::new();
     let mut chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut set_chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut parallels: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
@@ -82,6 +84,7 @@ pub fn exec(args: Args) -> Result<Exit> {
             let location = place.location(scratch.path(), &format!("set-{round}"))?;
             set_chains[index].push(run_once(&location, &sets)?);
         }
+        parallel_baseline.push(parallel_shell_loops(args.parallel, args.max_parallel as usize)?);
         for (index, (_, place)) in stores.iter().enumerate() {
             let location = place.location(scratch.path(), &format!("parallel-{round}"))?;
             parallels[index].push(run_once(&location, &spread)?);
@@ -120,6 +123,14 @@ pub fn exec(args: Args) -> Result<Exit> {
         millis(base),
         per_step(base)
     );
+    let parallel_base = median(&parallel_baseline);
+    let parallel_base_rate = args.parallel as f64 / parallel_base.as_secs_f64();
+    figures.insert("parallel_shell_loops_steps_per_second".into(), json!(parallel_base_rate));
+    let _ = writeln!(
+        text,
+        "  {} shell loops, {} spawns in all      {:>7.0} spawns/s",
+        args.max_parallel, args.parallel, parallel_base_rate
+    );
     for (index, (name, _)) in stores.iter().enumerate() {
         let chain = median(&chains[index]);
         let set = median(&set_chains[index]);
@@ -138,8 +149,11 @@ pub fn exec(args: Args) -> Result<Exit> {
         );
         let _ = writeln!(
             text,
-            "  {name:<8} {} parallel run: true (max {})  {:>7.0} steps/s",
-            args.parallel, args.max_parallel, rate
+            "  {name:<8} {} parallel run: true (max {})  {:>7.0} steps/s, {} the shell loops' time",
+            args.parallel,
+            args.max_parallel,
+            rate,
+            Ratios::of(&parallels[index], &parallel_baseline)
         );
         let _ = writeln!(
             text,
@@ -154,6 +168,7 @@ pub fn exec(args: Args) -> Result<Exit> {
                 "chain_vs_shell_loop": Ratios::of(&chains[index], &baseline).json(),
                 "chain_vs_memory": Ratios::of(&chains[index], &memory_chains).json(),
                 "parallel_steps_per_second": rate,
+                "parallel_vs_shell_loops": Ratios::of(&parallels[index], &parallel_baseline).json(),
                 "set_chain_ms": millis(set),
             }),
         );
@@ -226,6 +241,29 @@ fn shell_loop(count: usize) -> Result<Duration> {
     let status = std::process::Command::new("/bin/sh").arg("-c").arg(script).status()?;
     if !status.success() {
         return Err(Error::infrastructure("the baseline shell loop failed"));
+    }
+    Ok(start.elapsed())
+}
+
+/// The parallel baseline: `lanes` shell loops at once, `count` spawns of `sh -c true` in all,
+/// as many processes as the parallel run starts with at most `lanes` at a time.
+fn parallel_shell_loops(count: usize, lanes: usize) -> Result<Duration> {
+    let lanes = lanes.clamp(1, count);
+    let start = Instant::now();
+    let children = (0..lanes)
+        .map(|lane| {
+            // Lanes share the spawns out: the first `count % lanes` lanes take one more.
+            let share = count / lanes + usize::from(lane < count % lanes);
+            let script =
+                format!("i=0; while [ $i -lt {share} ]; do /bin/sh -c true; i=$((i+1)); done");
+            #[allow(clippy::disallowed_methods)]
+            std::process::Command::new("/bin/sh").arg("-c").arg(script).spawn()
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for mut child in children {
+        if !child.wait()?.success() {
+            return Err(Error::infrastructure("a baseline shell loop failed"));
+        }
     }
     Ok(start.elapsed())
 }

@@ -36,10 +36,12 @@ fn bench_measures_memory_and_sqlite_and_reports_json() {
     assert_eq!(figures["steps"], 5);
     assert_eq!(figures["rounds"], 2);
     positive(&figures, "/shell_loop_ms");
+    positive(&figures, "/parallel_shell_loops_steps_per_second");
     for store in ["memory", "sqlite"] {
         positive(&figures, &format!("/{store}/chain_ms"));
         positive(&figures, &format!("/{store}/set_chain_ms"));
         positive(&figures, &format!("/{store}/parallel_steps_per_second"));
+        positive(&figures, &format!("/{store}/parallel_vs_shell_loops/median"));
         let median = positive(&figures, &format!("/{store}/chain_vs_shell_loop/median"));
         let low = positive(&figures, &format!("/{store}/chain_vs_shell_loop/quartiles/0"));
         let high = positive(&figures, &format!("/{store}/chain_vs_shell_loop/quartiles/1"));
