@@ -535,6 +535,8 @@ pub(crate) async fn list(conn: &mut Conn, filter: &Filter) -> Outcome<Vec<Execut
     let statuses: Option<Vec<&str>> = (!filter.status.is_empty())
         .then(|| filter.status.iter().map(|status| status.name()).collect());
     let limit = filter.limit.map(|limit| to_i64(limit as u64));
+    let before_at = filter.before.as_ref().map(|(at, _)| at.as_micros());
+    let before_id = filter.before.as_ref().map(|(_, id)| id.as_str());
     let rows = conn
         .query(
             "SELECT id, workflow, status, created_at, started_at, finished_at, last_seq, owner, lease_until, error
@@ -542,9 +544,17 @@ pub(crate) async fn list(conn: &mut Conn, filter: &Filter) -> Outcome<Vec<Execut
              WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
                AND ($2::text IS NULL OR workflow = $2::text)
                AND ($3::int8 IS NULL OR created_at >= $3::int8)
+               AND ($5::int8 IS NULL OR (created_at, id) < ($5::int8, $6::text))
              ORDER BY created_at DESC, id DESC
              LIMIT $4",
-            &[&statuses, &filter.workflow, &filter.since.map(Time::as_micros), &limit],
+            &[
+                &statuses,
+                &filter.workflow,
+                &filter.since.map(Time::as_micros),
+                &limit,
+                &before_at,
+                &before_id,
+            ],
         )
         .await?;
     Ok(Ok(rows.iter().map(record).collect::<Result<_, _>>()?))

@@ -364,6 +364,12 @@ pub(crate) fn list(
         values.push(Value::Integer(since.as_micros()));
         sql.push_str(&format!(" AND created_at >= ?{}", values.len()));
     }
+    if let Some((at, id)) = &filter.before {
+        values.push(Value::Integer(at.as_micros()));
+        values.push(Value::Text(id.clone()));
+        let (at, id) = (values.len() - 1, values.len());
+        sql.push_str(&format!(" AND (created_at, id) < (?{at}, ?{id})"));
+    }
     values.push(Value::Integer(filter.limit.map_or(-1, |limit| to_i64(limit as u64))));
     sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ?{}", values.len()));
     let records = conn

@@ -580,12 +580,30 @@ pub async fn list_filters_newest_first<S: Store>(store: S) {
         workflow: Some("deploy".into()),
         since: Some(at(11)),
         limit: Some(10),
+        ..Filter::default()
     };
     assert_eq!(ids(store.list(combined).await.unwrap()), ["e4", "e3"]);
     let nothing = Filter { workflow: Some("nope".into()), ..Filter::default() };
     assert_eq!(store.list(nothing).await.unwrap(), Vec::new());
     let zero = Filter { limit: Some(0), ..Filter::default() };
     assert_eq!(store.list(zero).await.unwrap(), Vec::new());
+
+    // Pages: each continues after the last execution of the one before, ties on the creation
+    // time broken by id, with the other conditions still applied.
+    let page =
+        |before: Option<(Time, String)>| Filter { before, limit: Some(2), ..Filter::default() };
+    assert_eq!(ids(store.list(page(Some((at(50), "e6".into())))).await.unwrap()), ["e5", "e4"]);
+    assert_eq!(ids(store.list(page(Some((at(40), "e4".into())))).await.unwrap()), ["e3", "e2"]);
+    assert_eq!(
+        ids(store.list(page(Some((at(10), "e1".into())))).await.unwrap()),
+        Vec::<String>::new()
+    );
+    let deploys_after = Filter {
+        workflow: Some("deploy".into()),
+        before: Some((at(50), "e5".into())),
+        ..Filter::default()
+    };
+    assert_eq!(ids(store.list(deploys_after).await.unwrap()), ["e4", "e3", "e1"]);
 
     // Listed records are the full records.
     let listed = store.list(Filter { limit: Some(1), ..Filter::default() }).await.unwrap();

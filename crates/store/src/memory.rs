@@ -176,6 +176,11 @@ impl Store for MemoryStore {
             .filter(|record| filter.status.is_empty() || filter.status.contains(&record.status))
             .filter(|record| filter.workflow.as_ref().is_none_or(|w| *w == record.workflow))
             .filter(|record| filter.since.is_none_or(|since| record.created_at >= since))
+            .filter(|record| {
+                filter.before.as_ref().is_none_or(|(at, id)| {
+                    (record.created_at, record.id.as_str()) < (*at, id.as_str())
+                })
+            })
             .cloned()
             .collect();
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));

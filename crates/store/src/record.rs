@@ -73,6 +73,9 @@ pub struct Filter {
     pub workflow: Option<String>,
     /// Created at or after.
     pub since: Option<Time>,
+    /// Only what comes after this execution (its creation time and id) in the listing order,
+    /// newest first: the cursor of a paginated listing.
+    pub before: Option<(Time, String)>,
     pub limit: Option<usize>,
 }
 
