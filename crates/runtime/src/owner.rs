@@ -3,7 +3,7 @@
 
 use wayline_journal::Status;
 use wayline_journal::Time;
-use wayline_store::ExecutionRecord;
+use wayline_store::{ExecutionRecord, Filter, Store};
 
 /// This process's owner id.
 pub fn this_process() -> String {
@@ -116,6 +116,22 @@ fn start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: skip past its last `)`.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Unfinished executions that nobody runs: their owner is dead or its lease expired (and it is
+/// not a live process on this host). A server takes them over when it starts, and keeps
+/// looking, so that no execution stays orphaned while a server is up.
+pub async fn orphans<S: Store>(store: &S, now: Time) -> wayline_store::Result<Vec<String>> {
+    let unfinished = Filter {
+        status: vec![Status::Pending, Status::Running, Status::Paused, Status::Escalated],
+        ..Filter::default()
+    };
+    let records = store.list(unfinished).await?;
+    Ok(records
+        .into_iter()
+        .filter(|record| plan_resume(record, now, false) == Resume::TakeOver)
+        .map(|record| record.id)
+        .collect())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod resume;
 pub mod run;
 pub mod schema;
+pub mod server;
 pub mod show;
 pub mod validate;
 
@@ -88,6 +89,13 @@ enum Command {
     /// Measure wayline's own cost: command steps against a shell loop of bare spawns, `set`
     /// steps, and a waiting execution, on memory, SQLite and (with --postgres) PostgreSQL.
     Bench(bench::Args),
+    /// Serve the HTTP API: start, list, watch (server-sent events) and steer executions from
+    /// other programs; this process runs them.
+    ///
+    /// Executions whose owner is gone are taken over at start and whenever one turns up. A stop
+    /// signal (Ctrl-C, SIGTERM, SIGHUP) closes the API, cancels the attempts still running and
+    /// releases the leases, so the executions continue where wayline runs next; exit code 0.
+    Server(server::Args),
 }
 
 /// Where executions are stored.
@@ -131,6 +139,7 @@ impl Cli {
             }
             Command::Gc(args) => with_db(&args.db.clone(), |location| gc::exec(args, location)),
             Command::Bench(args) => bench::exec(args),
+            Command::Server(args) => server::exec(args),
         }
     }
 }

@@ -4,6 +4,7 @@
 // The tests start the binary under test, local servers and watchdog threads.
 #![allow(clippy::disallowed_methods)]
 
+mod api;
 mod bench;
 mod durable;
 mod examples;

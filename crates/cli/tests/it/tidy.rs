@@ -139,6 +139,20 @@ const RULES: &[Rule] = &[
         ],
         forbidden: &["rusqlite", "tokio-postgres"],
     },
+    // The API knows HTTP, and reaches executions only through the runtime and the store's
+    // trait: no SQL and no concrete backend (the executors come with the runtime).
+    Rule {
+        krate: "wayline-server",
+        wayline: &[
+            "wayline-journal",
+            "wayline-lang",
+            "wayline-core",
+            "wayline-exec",
+            "wayline-runtime",
+            "wayline-store",
+        ],
+        forbidden: &["rusqlite", "tokio-postgres"],
+    },
     // Choosing a backend is all the backend crate does.
     Rule {
         krate: "wayline-backend",

@@ -1,0 +1,109 @@
+//! `wayline server`: the engine kept alive behind the HTTP API (`wayline-server`), on the
+//! database of `--db`. It takes over executions nobody runs, serves until a stop signal, then
+//! stops accepting, lets the engine cancel what still runs and release its leases, and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wayline_runtime::Engine;
+use wayline_runtime::clock::Clock;
+
+use super::{Db, block_on};
+use crate::error::{Error, Exit, Result};
+use crate::{follow, secrets, signals};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on. Loopback unless `--insecure-listen`: there is no TLS yet, and the
+    /// API has no tokens yet, so anyone who reaches the port can run commands.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Listen on a non-loopback address anyway (a trusted network, or a proxy in front that
+    /// adds TLS and authentication).
+    #[arg(long)]
+    insecure_listen: bool,
+    /// A file of secrets for the executions started here (`NAME=value` lines or a JSON
+    /// object); `WAYLINE_SECRET_<NAME>` variables count too.
+    #[arg(long, value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: Db,
+}
+
+pub fn exec(args: Args) -> Result<Exit> {
+    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+        return Err(Error::invalid(format!(
+            "refusing to listen on {} without TLS and tokens: wayline server listens on loopback; \
+             pass --insecure-listen to serve a trusted network anyway",
+            args.listen
+        )));
+    }
+    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
+    let location = args.db.location()?;
+    let named = location.clone();
+    block_on(async move {
+        let store = wayline_backend::open(&location).await?;
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|error| {
+            Error::infrastructure(format!("cannot listen on {}: {error}", args.listen))
+        })?;
+        let address = listener.local_addr()?;
+        if !args.listen.ip().is_loopback() {
+            say!("wayline: warning: serving {address} without TLS or tokens (--insecure-listen)");
+        }
+        let mut stop = signals::Stop::listen()?;
+        let shutdown = CancellationToken::new();
+        let options = follow::engine_options(&store);
+        let closed = store.closed();
+        let clock = Clock::system();
+        let (engine, handle) = Engine::new(store, options, shutdown.clone());
+        let serving = CancellationToken::new();
+        let app = wayline_server::App {
+            handle: handle.clone(),
+            secrets: Arc::clone(&secrets),
+            clock,
+            stopping: serving.clone(),
+        };
+        let (adopted, first) = tokio::sync::oneshot::channel();
+        let adopting =
+            wayline_server::keep_adopting(handle.clone(), secrets, clock, serving.clone(), adopted);
+        let announce = async {
+            let taken = first.await.unwrap_or(0);
+            say!(
+                "wayline: server listening on http://{address} ({}){}",
+                location.describe(),
+                if taken > 0 { format!("; took over {taken} execution(s)") } else { String::new() }
+            );
+        };
+        let server = async {
+            let served = wayline_server::serve(listener, app, serving.clone()).await;
+            // The API is closed: now the engine stops, cancelling what still runs and releasing
+            // its leases, so that the executions continue wherever wayline runs next.
+            shutdown.cancel();
+            served
+        };
+        let signal = async {
+            tokio::select! {
+                name = stop.next() => say!("wayline: {name}: stopping the server"),
+                () = serving.cancelled() => {}
+            }
+            serving.cancel();
+        };
+        let engine = async {
+            let result = engine.run().await;
+            // An engine that stopped on its own (the store stayed unavailable) ends the server.
+            serving.cancel();
+            result
+        };
+        let (engine_result, served, (), (), ()) =
+            tokio::join!(engine, server, adopting, announce, signal);
+        drop(handle);
+        let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+        served.map_err(|error| Error::infrastructure(format!("the server failed: {error}")))?;
+        engine_result?;
+        Ok(Exit::Success)
+    })
+    .map_err(|error| error.located(&named))
+}

@@ -1,0 +1,484 @@
+//! `wayline server` through a real server process and real HTTP over loopback: starting,
+//! listing, reading and steering executions, the event stream and its resumption, the problem
+//! documents of bad requests, and a server killed with -9 whose executions a new one finishes.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::wayline_in;
+
+/// A `wayline server` on a free loopback port, killed when dropped; it derefs to a client.
+struct Server {
+    child: Child,
+    client: Client,
+}
+
+/// HTTP/1.1 over loopback, one connection per request, written out by hand so that the tests
+/// control every byte (headers like `Last-Event-ID`, oversized bodies).
+#[derive(Clone)]
+struct Client {
+    address: String,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Server {
+    fn start(dir: &Path, db: &str) -> Server {
+        let mut child = wayline_in(dir, db, &["server", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let address = loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "the server ended before listening");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep reading, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = stderr.read_to_string(&mut sink);
+        });
+        Server { child, client: Client { address } }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Client {
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        // A server may refuse before reading a large body; what it answers is what counts.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        Response::parse(&raw)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+        let body = if chunked { dechunk(body) } else { body.to_owned() };
+        Response { status, headers, body }
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("{error}: {self:?}"))
+    }
+
+    /// The problem document of an error, checked to be one.
+    fn problem(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), "application/problem+json", "{self:?}");
+        let problem = self.json();
+        assert_eq!(problem["status"], status, "{problem}");
+        for field in ["type", "title", "detail"] {
+            assert!(
+                problem[field].as_str().is_some_and(|text| !text.is_empty()),
+                "{field}: {problem}"
+            );
+        }
+        problem
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The events of a server-sent event stream, as (id, CloudEvent), read until it ends.
+fn sse_events(body: &str) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let mut id = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("id:") {
+                id = value.trim().parse().ok();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if let (Some(id), false) = (id, data.is_empty()) {
+            out.push((id, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    out
+}
+
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_of(server: &Server, id: &str) -> String {
+    server.get(&format!("/api/v1/executions/{id}")).json()["status"].as_str().unwrap().to_owned()
+}
+
+const CHAIN: &str = "name: chain\ninputs:\n  who: { type: string }\nsteps:\n  - id: a\n    run: echo \"hello ${{ inputs.who }}\"\n  - id: b\n    needs: [a]\n    run: sleep 0.2\n  - id: c\n    needs: [b]\n    set: { done: true }\n";
+
+#[test]
+fn an_execution_is_started_read_listed_and_streamed_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+
+    let started = server.post(
+        "/api/v1/executions",
+        &json!({ "definition": CHAIN, "inputs": { "who": "api; rm -rf /" } }),
+    );
+    assert_eq!(started.status, 201, "{started:?}");
+    let id = started.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(started.header("location"), format!("/api/v1/executions/{id}"));
+
+    // The stream delivers every event, numbered without gaps, and ends after the last.
+    let stream = server.request(
+        "GET",
+        &format!("/api/v1/executions/{id}/events"),
+        &[("Accept", "text/event-stream")],
+        b"",
+    );
+    assert_eq!(stream.status, 200);
+    assert!(stream.header("content-type").starts_with("text/event-stream"), "{stream:?}");
+    let events = sse_events(&stream.body);
+    let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "{}", stream.body);
+    assert_eq!(
+        events.last().unwrap().1["type"],
+        "io.serverlessworkflow.workflow.completed.v1",
+        "{}",
+        stream.body
+    );
+    for (seq, event) in &events {
+        assert_eq!(event["id"], seq.to_string(), "{event}");
+        assert_eq!(event["source"], format!("/executions/{id}"));
+    }
+
+    // A reconnection with Last-Event-ID gets exactly the events after it.
+    let resumed = server.request(
+        "GET",
+        &format!("/api/v1/executions/{id}/events"),
+        &[("Accept", "text/event-stream"), ("Last-Event-ID", "3")],
+        b"",
+    );
+    let rest: Vec<(u64, Value)> = sse_events(&resumed.body);
+    assert_eq!(rest, events[3..].to_vec());
+    // Without the stream, the same events as a JSON array.
+    let array = server.get(&format!("/api/v1/executions/{id}/events?after=3")).json();
+    assert_eq!(
+        array.as_array().unwrap(),
+        &rest.iter().map(|(_, event)| event.clone()).collect::<Vec<_>>()
+    );
+
+    // The §3 result object, by full id or by a prefix.
+    let report = server.get(&format!("/api/v1/executions/{}", &id[..10])).json();
+    assert_eq!(report["id"], id.as_str());
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["steps"][2]["outputs"]["done"], true);
+
+    // The input reached the step as data.
+    let logs = server.get(&format!("/api/v1/executions/{id}/logs?step=a"));
+    assert_eq!(logs.header("content-type"), "application/x-ndjson");
+    let line: Value = serde_json::from_str(logs.body.lines().next().unwrap()).unwrap();
+    assert_eq!(line["text"], "hello api; rm -rf /");
+    assert_eq!(line["step"], "a");
+
+    let listed = server.get("/api/v1/executions?status=succeeded&workflow=chain").json();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    assert!(listed.get("next_cursor").is_none(), "{listed}");
+}
+
+#[test]
+fn listings_are_paginated_newest_first_with_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: one\nsteps:\n  - id: x\n    set: { y: 1 }\n";
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let started = server.post("/api/v1/executions", &json!({ "definition": definition }));
+        ids.push(started.json()["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/executions?limit=2".to_owned();
+    loop {
+        let page = server.get(&path).json();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        seen.extend(items.iter().map(|item| item["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/executions?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    server.get("/api/v1/executions?cursor=nonsense").problem(422);
+    server.get("/api/v1/executions?limit=0").problem(422);
+    server.get("/api/v1/executions?status=sleeping").problem(422);
+}
+
+#[test]
+fn bad_requests_get_a_problem_document_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let start = |body: &[u8]| {
+        server.request("POST", "/api/v1/executions", &[("Content-Type", "application/json")], body)
+    };
+
+    let malformed = start(b"{\"definition\": ").problem(400);
+    assert!(malformed["detail"].as_str().unwrap().contains("line 1 column"), "{malformed}");
+    let unknown = start(br#"{"definition": "name: x", "definitoin": 1}"#).problem(422);
+    assert!(unknown["detail"].as_str().unwrap().contains("definitoin"), "{unknown}");
+    let invalid = start(
+        json!({ "definition": "name: x\nsteps:\n  - id: a\n    nedes: [b]\n    run: true\n" })
+            .to_string()
+            .as_bytes(),
+    )
+    .problem(422);
+    let error = &invalid["errors"][0];
+    assert_eq!((error["line"].as_u64(), error["column"].as_u64()), (Some(4), Some(5)), "{invalid}");
+    assert_eq!(error["code"], "unknown-field");
+    let inputs = start(
+        json!({ "definition": CHAIN, "inputs": { "who": 3, "extra": 1 } }).to_string().as_bytes(),
+    )
+    .problem(422);
+    assert!(inputs["errors"].as_array().unwrap().len() >= 2, "{inputs}");
+    let large = start(&vec![b' '; 2 << 20]).problem(413);
+    assert!(large["detail"].as_str().unwrap().contains("1048576"), "{large}");
+
+    server.get("/api/v1/executions/0123456789abcdef").problem(404);
+    server.post("/api/v1/executions/0123456789abcdef/cancel", &json!({})).problem(404);
+    server.get("/api/v1/nothing-here").problem(404);
+    server.request("DELETE", "/api/v1/executions", &[], b"").problem(405);
+
+    // Nothing was started by any of them.
+    assert_eq!(server.get("/api/v1/executions").json()["items"], json!([]));
+}
+
+#[test]
+fn executions_are_paused_resumed_and_cancelled_and_refusals_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: slow\nsteps:\n  - id: a\n    run: sleep 0.3\n  - id: b\n    needs: [a]\n    run: sleep 30\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let control = |action: &str, body: Value| {
+        server.post(&format!("/api/v1/executions/{id}/{action}"), &body)
+    };
+
+    let paused = control("pause", json!({ "reason": "maintenance" }));
+    assert_eq!(paused.status, 202, "{paused:?}");
+    assert_eq!(paused.json()["applied"], true);
+    assert_eq!(status_of(&server, &id), "paused");
+    // Step a ends meanwhile; b does not start while paused.
+    std::thread::sleep(Duration::from_millis(600));
+    let report = server.get(&format!("/api/v1/executions/{id}")).json();
+    assert_eq!(report["steps"][1]["status"], "pending", "{report}");
+    assert_eq!(control("resume", json!({})).status, 202);
+    let twice = control("resume", json!({})).problem(409);
+    assert!(twice["detail"].as_str().unwrap().contains("is not paused"), "{twice}");
+    eventually("b to run", || {
+        server.get(&format!("/api/v1/executions/{id}")).json()["steps"][1]["status"] == "running"
+    });
+    let refused = server
+        .post(&format!("/api/v1/executions/{id}/steps/b/decision"), &json!({ "action": "skip" }))
+        .problem(409);
+    assert!(refused["detail"].as_str().unwrap().contains("not escalated"), "{refused}");
+    server
+        .post(&format!("/api/v1/executions/{id}/steps/b/decision"), &json!({ "action": "maybe" }))
+        .problem(422);
+    server
+        .post(&format!("/api/v1/executions/{id}/steps/zz/decision"), &json!({ "action": "retry" }))
+        .problem(404);
+
+    let cancelled = control("cancel", json!({ "reason": "enough" }));
+    assert_eq!(cancelled.status, 202, "{cancelled:?}");
+    eventually("the cancel to end the execution", || status_of(&server, &id) == "cancelled");
+    let events = server.get(&format!("/api/v1/executions/{id}/events")).json();
+    let paused_event = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == "io.serverlessworkflow.workflow.suspended.v1")
+        .unwrap();
+    assert_eq!(paused_event["data"]["actor"]["by"], "api", "{paused_event}");
+    assert_eq!(paused_event["data"]["actor"]["reason"], "maintenance");
+    let late = control("resume", json!({})).problem(409);
+    assert!(late["detail"].as_str().unwrap().contains("already finished"), "{late}");
+}
+
+#[test]
+fn a_server_killed_with_9_leaves_executions_a_new_server_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: survive\nsteps:\n  - id: a\n    run: sleep 1\n    retry: { max_attempts: 2, delay: 0s }\n  - id: b\n    needs: [a]\n    set: { ok: true }\n";
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    eventually("the first attempts to run", || {
+        ids.iter().all(|id| {
+            server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"]
+                == "running"
+        })
+    });
+    server.kill();
+
+    let again = Server::start(dir.path(), &db);
+    for id in &ids {
+        eventually("the execution to finish on the new server", || {
+            status_of(&again, id) != "running"
+        });
+        let report = again.get(&format!("/api/v1/executions/{id}")).json();
+        assert_eq!(report["status"], "succeeded", "{report}");
+        assert_eq!(report["steps"][1]["outputs"]["ok"], true);
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_is_refused_without_insecure_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let output =
+        wayline_in(dir.path(), &db, &["server", "--listen", "0.0.0.0:0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--insecure-listen"));
+}
+
+#[test]
+fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let mut server = Server::start(dir.path(), &db);
+    let definition = "name: long\nsteps:\n  - id: a\n    run: sleep 2\n    retry: { max_attempts: 2, delay: 0s }\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the attempt to run", || {
+        server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
+    });
+    let client = server.client.clone();
+    let path = format!("/api/v1/executions/{id}/events");
+    let watcher = std::thread::spawn(move || {
+        client.request("GET", &path, &[("Accept", "text/event-stream")], b"")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    #[allow(clippy::disallowed_methods)]
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(stopped.elapsed() < Duration::from_secs(10), "{:?}", stopped.elapsed());
+    // The stream ended with the server, after the events it had.
+    let stream = watcher.join().unwrap();
+    assert!(!sse_events(&stream.body).is_empty(), "{stream:?}");
+
+    // Nothing holds the execution any more: the next server continues it at once.
+    let again = Server::start(dir.path(), &db);
+    eventually("the execution to finish on the new server", || status_of(&again, &id) != "running");
+    assert_eq!(status_of(&again, &id), "succeeded");
+}

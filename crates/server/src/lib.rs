@@ -1,0 +1,108 @@
+//! wayline's HTTP API (docs/design.md §7): the engine of `wayline run` kept alive and
+//! reachable. This crate knows HTTP and nothing else: executions are started, read and
+//! steered through the same runtime functions the command line calls, on whatever store the
+//! binary opened (it never names a backend and holds no SQL).
+//!
+//! [`router`] answers the routes; [`keep_adopting`] takes over executions nobody runs (at
+//! start: those of a server that crashed). The binary listens, and stops both on a signal.
+
+// A library reports through `tracing` (or its return values); only the binary writes to the
+// standard streams.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod api;
+mod problem;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wayline_core::execution::Secrets;
+use wayline_runtime::clock::Clock;
+use wayline_runtime::{EngineHandle, Recovered, owner};
+use wayline_store::Store;
+
+pub use problem::{FieldError, Problem};
+
+/// Request bodies are at most this large (413 beyond).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// What the API serves from.
+pub struct App<S> {
+    /// The engine that runs this server's executions.
+    pub handle: EngineHandle<S>,
+    /// The secrets executions started here may read (`WAYLINE_SECRET_*` of the server).
+    pub secrets: Arc<Secrets>,
+    pub clock: Clock,
+    /// Cancelled when the server stops: live streams end then, instead of holding the
+    /// shutdown up until their executions finish.
+    pub stopping: CancellationToken,
+}
+
+/// The routes of the API, health checks included.
+pub fn router<S: Store>(app: App<S>) -> axum::Router {
+    routes::router(Arc::new(app))
+}
+
+/// Serves the API on `listener` until `until` completes, then finishes the requests under way
+/// (streams end with it).
+pub async fn serve<S: Store>(
+    listener: tokio::net::TcpListener,
+    app: App<S>,
+    until: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move { until.cancelled().await })
+        .await
+}
+
+/// How often the server looks for executions nobody runs.
+pub const ADOPT_EVERY: Duration = Duration::from_secs(5);
+
+/// Takes over, now and then every [`ADOPT_EVERY`] until `stop`, every unfinished execution
+/// whose owner is gone (a crashed server's, a killed `wayline run`'s, one `run --detach`
+/// recorded). Returns how many it took over at the first look, for the start-up message
+/// (through `first`).
+pub async fn keep_adopting<S: Store>(
+    handle: EngineHandle<S>,
+    secrets: Arc<Secrets>,
+    clock: Clock,
+    stop: CancellationToken,
+    first: tokio::sync::oneshot::Sender<usize>,
+) {
+    let mut first = Some(first);
+    loop {
+        let adopted = adopt(&handle, &secrets, clock).await;
+        if let Some(first) = first.take() {
+            let _ = first.send(adopted);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ADOPT_EVERY) => {}
+        }
+    }
+}
+
+async fn adopt<S: Store>(handle: &EngineHandle<S>, secrets: &Arc<Secrets>, clock: Clock) -> usize {
+    let ids = match owner::orphans(handle.store(), clock.now()).await {
+        Ok(ids) => ids,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for executions to take over");
+            return 0;
+        }
+    };
+    let mut adopted = 0;
+    for id in ids {
+        match handle.recover(&id, Arc::clone(secrets), false).await {
+            Ok(Recovered::Resumed) => {
+                adopted += 1;
+                tracing::info!(execution = %id, "took over");
+            }
+            Ok(Recovered::Finished(_)) => {}
+            // Another server or process was quicker, or the definition cannot run here.
+            Err(error) => tracing::warn!(execution = %id, %error, "not taken over"),
+        }
+    }
+    adopted
+}

@@ -1,0 +1,134 @@
+//! Errors as RFC 7807 problem documents (`application/problem+json`). Every failure of the API
+//! is one of these; the status comes from the error's type, never from its text.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use wayline_core::execution::Rejected;
+use wayline_runtime::Error as EngineError;
+use wayline_store::Error as StoreError;
+
+/// A problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:wayline:problem:not-found`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The definition's diagnostics, for an invalid workflow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One problem in a submitted definition or in its inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    pub code: String,
+    pub message: String,
+    /// Position in the definition (1-based); absent for problems with the inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("urn:wayline:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// The request is well-formed but its content is not acceptable (422).
+    pub fn invalid(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Problem {
+        self.errors = errors;
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Problem {
+        let detail = error.to_string();
+        match error {
+            StoreError::NotFound(_) => Problem::not_found(detail),
+            StoreError::Ambiguous { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "ambiguous", detail)
+            }
+            StoreError::Held { .. } | StoreError::Fenced { .. } | StoreError::Exists(_) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", detail)
+            }
+            StoreError::Unavailable(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", detail)
+            }
+            StoreError::SchemaTooNew { .. } | StoreError::Corrupt(_) | StoreError::Config(_) => {
+                tracing::error!(%error, "store failure");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store-failure", detail)
+            }
+        }
+    }
+}
+
+impl From<Rejected> for Problem {
+    fn from(rejected: Rejected) -> Problem {
+        let detail = rejected.to_string();
+        match rejected {
+            Rejected::UnknownStep { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown-step", detail)
+            }
+            Rejected::OutputsWithoutSkip => Problem::invalid(detail),
+            Rejected::Finished { .. }
+            | Rejected::Stopping
+            | Rejected::NotPaused { .. }
+            | Rejected::AlreadyStopping
+            | Rejected::NotEscalated { .. } => {
+                Problem::new(StatusCode::CONFLICT, "rejected", detail)
+            }
+        }
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(error: EngineError) -> Problem {
+        match error {
+            EngineError::Store(error) => error.into(),
+            EngineError::Rejected(rejected) => rejected.into(),
+            EngineError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+            EngineError::Invalid(detail) => Problem::invalid(detail),
+            EngineError::Stopped => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "the server is shutting down",
+            ),
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The routes of docs/design.md §7.1 and what each does: read the request, call the library
+//! function the command line calls for the same thing, answer with the API's types or a
+//! problem document.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt as _};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use wayline_core::execution::Control;
+use wayline_journal::{Actor, Decision, Status, cloudevents};
+use wayline_lang::inputs::{self, Given};
+use wayline_runtime::control::{self, Sent, Settled};
+use wayline_runtime::{Error as EngineError, Item, Submission, inspect};
+use wayline_store::{Filter, Store};
+
+use crate::api::{self, Accepted, ExecutionSummary, Page, Started};
+use crate::problem::{FieldError, Problem};
+use crate::{App, BODY_LIMIT};
+
+type Shared<S> = Arc<App<S>>;
+type Answer<T> = Result<T, Problem>;
+
+pub fn router<S: Store>(app: Shared<S>) -> Router {
+    let api = Router::new()
+        .route("/executions", post(start::<S>).get(list::<S>))
+        .route("/executions/{id}", get(show::<S>))
+        .route("/executions/{id}/events", get(events::<S>))
+        .route("/executions/{id}/logs", get(logs::<S>))
+        .route("/executions/{id}/pause", post(pause::<S>))
+        .route("/executions/{id}/resume", post(resume::<S>))
+        .route("/executions/{id}/cancel", post(cancel::<S>))
+        .route("/executions/{id}/steps/{step}/decision", post(decide::<S>));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready::<S>))
+        .nest("/api/v1", api)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn ready<S: Store>(State(app): State<Shared<S>>) -> Response {
+    match app.handle.store().list(Filter { limit: Some(1), ..Filter::default() }).await {
+        Ok(_) => "ready\n".into_response(),
+        Err(error) => Problem::from(error).into_response(),
+    }
+}
+
+/// A JSON request body: malformed JSON is 400 with its position, a body that does not fit
+/// the request's type (an unknown field, a wrong type) is 422, a body over the limit is 413.
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>, empty: Option<T>) -> Answer<T> {
+    let bytes = bytes.map_err(|rejection| {
+        let status = rejection.status();
+        let slug = if status == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "bad-body" };
+        Problem::new(status, slug, format!("{rejection} (the limit is {BODY_LIMIT} bytes)"))
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return empty.ok_or_else(|| Problem::bad_request("the request needs a JSON body"));
+    }
+    serde_json::from_slice(&bytes).map_err(|error| {
+        let at = format!("line {} column {}", error.line(), error.column());
+        match error.classify() {
+            serde_json::error::Category::Data => Problem::invalid(format!("{error}")),
+            _ => Problem::bad_request(format!("malformed JSON at {at}: {error}")),
+        }
+    })
+}
+
+/// Who asks. Until tokens name callers, every request through the API is the API's.
+fn actor(reason: Option<String>) -> Actor {
+    Actor { by: "api".into(), reason }
+}
+
+async fn start<S: Store>(
+    State(app): State<Shared<S>>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::StartRequest = body(bytes, None)?;
+    let loaded = wayline_lang::load(&request.definition);
+    let Some(workflow) = loaded.workflow else {
+        let errors: Vec<FieldError> = loaded
+            .diagnostics
+            .iter()
+            .filter(|diagnostic| diagnostic.is_error())
+            .map(|diagnostic| FieldError {
+                code: diagnostic.code.as_str().to_owned(),
+                message: diagnostic.message.clone(),
+                line: Some(diagnostic.span.line),
+                column: Some(diagnostic.span.column),
+            })
+            .collect();
+        let detail = format!("the definition is invalid ({} errors)", errors.len());
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-definition", detail)
+            .with_errors(errors));
+    };
+    let given =
+        request.inputs.into_iter().map(|(name, value)| (name, Given::Json(value))).collect();
+    let inputs = inputs::resolve(&workflow, given).map_err(|errors| {
+        let errors = errors
+            .into_iter()
+            .map(|message| FieldError {
+                code: "invalid-input".into(),
+                message,
+                line: None,
+                column: None,
+            })
+            .collect();
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-inputs",
+            "the inputs do not fit the workflow",
+        )
+        .with_errors(errors)
+    })?;
+    let name = workflow.name.clone();
+    let submission = Submission {
+        workflow: Arc::new(workflow),
+        source: request.definition.into(),
+        path: "(api)".into(),
+        inputs,
+        secrets: Arc::clone(&app.secrets),
+    };
+    let id = app.handle.submit(submission).await?;
+    let location = format!("/api/v1/executions/{id}");
+    let started = Started { id, workflow: name, status: Status::Running };
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(started)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Comma-separated statuses.
+    status: Option<String>,
+    workflow: Option<String>,
+    /// An RFC 3339 time or a duration back from now (`2h`).
+    since: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+async fn list<S: Store>(
+    State(app): State<Shared<S>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Json<Page<ExecutionSummary>>> {
+    let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
+    let mut status = Vec::new();
+    for name in query.status.iter().flat_map(|list| list.split(',')).filter(|name| !name.is_empty())
+    {
+        status.push(
+            Status::parse(name)
+                .ok_or_else(|| Problem::invalid(format!("unknown status `{name}`")))?,
+        );
+    }
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(text) => Some(match wayline_journal::duration::parse(text) {
+            Ok(age) => wayline_journal::Time::from_micros(
+                app.clock.now().as_micros() - i64::try_from(age.as_micros()).unwrap_or(i64::MAX),
+            ),
+            Err(_) => wayline_journal::Time::parse(text).map_err(|_| {
+                Problem::invalid(format!(
+                    "`since={text}`: give an RFC 3339 time or a duration like 2h"
+                ))
+            })?,
+        }),
+    };
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(
+            api::parse_cursor(text)
+                .ok_or_else(|| Problem::invalid("`cursor` is not one this server gave"))?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Problem::invalid(format!("`limit` must be between 1 and {MAX_PAGE}")));
+    }
+    let filter = Filter { status, workflow: query.workflow, since, before, limit: Some(limit + 1) };
+    let mut records = app.handle.store().list(filter).await?;
+    let next_cursor = (records.len() > limit).then(|| {
+        records.truncate(limit);
+        records.last().map(api::cursor)
+    });
+    Ok(Json(Page {
+        items: records.into_iter().map(ExecutionSummary::from).collect(),
+        next_cursor: next_cursor.flatten(),
+    }))
+}
+
+async fn show<S: Store>(State(app): State<Shared<S>>, Path(id): Path<String>) -> Answer<Response> {
+    let id = app.handle.store().resolve(&id).await?;
+    Ok(Json(app.handle.report(&id).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// How often an idle stream says it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+async fn events<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Response> {
+    let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
+    let id = app.handle.store().resolve(&id).await?;
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if !streaming {
+        let events = inspect::all_events(app.handle.store(), &id).await?;
+        let out: Vec<Value> = events
+            .iter()
+            .filter(|event| event.seq > query.after)
+            .map(|event| cloudevents::to_json(&id, event))
+            .collect();
+        return Ok(Json(out).into_response());
+    }
+    // A reconnecting client says where it stopped; it wins over the query, which is where the
+    // first connection started.
+    let resume_after = match headers.get("last-event-id") {
+        None => query.after,
+        Some(value) => {
+            value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).ok_or_else(
+                || Problem::bad_request("Last-Event-ID must be an event's sequence number"),
+            )?
+        }
+    };
+    let subscription = app.handle.subscribe(&id, resume_after);
+    let stream = event_stream(id, subscription).take_until(app.stopping.clone().cancelled_owned());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// An execution's events as server-sent events (`id:` is the sequence number), ending after
+/// the final one. A store error ends the stream with an `error` event; the client resumes from
+/// its last id.
+fn event_stream<S: Store>(
+    id: String,
+    subscription: wayline_runtime::Subscription<S>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures_util::stream::unfold(Some(subscription), move |state| {
+        let id = id.clone();
+        async move {
+            let mut subscription = state?;
+            loop {
+                return match subscription.next().await {
+                    Ok(Some(Item::Event(event))) => {
+                        let data = cloudevents::to_json(&id, &event).to_string();
+                        let sse = SseEvent::default().id(event.seq.to_string()).data(data);
+                        Some((Ok(sse), Some(subscription)))
+                    }
+                    Ok(Some(Item::Log(_))) => continue,
+                    Ok(None) => None,
+                    Err(error) => {
+                        let sse = SseEvent::default().event("error").data(error.to_string());
+                        Some((Ok(sse), None))
+                    }
+                };
+            }
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    step: Option<String>,
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+/// Log lines as NDJSON, oldest first, at most `limit` (default and most: 10,000) after line
+/// `after`.
+async fn logs<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Response> {
+    const MOST: usize = 10_000;
+    let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
+    let id = app.handle.store().resolve(&id).await?;
+    let limit = query.limit.unwrap_or(MOST).clamp(1, MOST);
+    let lines = app.handle.store().logs(&id, query.step.as_deref(), query.after, limit).await?;
+    let mut out = String::new();
+    for line in lines {
+        let json = serde_json::json!({
+            "line": line.line,
+            "step": line.step,
+            "attempt": line.attempt,
+            "kind": line.kind,
+            "stream": line.stream,
+            "time": line.time.rfc3339(),
+            "text": line.text,
+        });
+        out.push_str(&json.to_string());
+        out.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+/// How long a control request waits for the journal to show it when another engine owns the
+/// execution.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Carries out a control request: at once when this server's engine owns the execution,
+/// otherwise through the store's inbox for its owner (checked against the journal first, so a
+/// request that cannot apply is refused with the reason).
+async fn steer<S: Store>(app: &App<S>, id: &str, control: Control) -> Answer<Response> {
+    let id = app.handle.store().resolve(id).await?;
+    let accepted = |applied| {
+        (StatusCode::ACCEPTED, Json(Accepted { id: id.clone(), applied })).into_response()
+    };
+    match app.handle.control(&id, control.clone()).await {
+        Ok(()) => return Ok(accepted(true)),
+        // Not owned here: through the inbox.
+        Err(EngineError::Conflict(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let by = actor_of(&control).by.clone();
+    match control::send(app.handle.store(), &id, control, app.clock.now()).await? {
+        Sent::Orphaned => Ok(accepted(false)),
+        Sent::Delivered { after } => {
+            match control::wait(app.handle.store().clone(), &id, after, &by, PATIENCE).await? {
+                Settled::Applied(_) | Settled::Ended(_) => Ok(accepted(true)),
+                Settled::TimedOut => Ok(accepted(false)),
+            }
+        }
+    }
+}
+
+fn actor_of(control: &Control) -> &Actor {
+    match control {
+        Control::Pause { actor, .. }
+        | Control::Resume { actor }
+        | Control::Cancel { actor, .. }
+        | Control::Decide { actor, .. } => actor,
+    }
+}
+
+async fn pause<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::PauseRequest = body(bytes, Some(api::PauseRequest::default()))?;
+    let now = app.clock.now();
+    let until = match request.until.as_deref() {
+        None => None,
+        Some(text) => Some(match wayline_journal::duration::parse(text) {
+            Ok(duration) => now.after(duration),
+            Err(_) => wayline_journal::Time::parse(text).map_err(|_| {
+                Problem::invalid(format!(
+                    "`until`: `{text}` is neither an RFC 3339 time nor a duration like 30m"
+                ))
+            })?,
+        }),
+    };
+    steer(&app, &id, Control::Pause { actor: actor(request.reason), until }).await
+}
+
+async fn resume<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::ResumeRequest = body(bytes, Some(api::ResumeRequest::default()))?;
+    steer(&app, &id, Control::Resume { actor: actor(request.reason) }).await
+}
+
+async fn cancel<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::CancelRequest = body(bytes, Some(api::CancelRequest::default()))?;
+    steer(&app, &id, Control::Cancel { actor: actor(request.reason), rollback: request.rollback })
+        .await
+}
+
+async fn decide<S: Store>(
+    State(app): State<Shared<S>>,
+    Path((id, step)): Path<(String, String)>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::DecisionRequest = body(bytes, None)?;
+    let decision = Decision::parse(&request.action).ok_or_else(|| {
+        Problem::invalid(format!(
+            "`action`: `{}` is not one of retry, skip, rollback, fail",
+            request.action
+        ))
+    })?;
+    let control =
+        Control::Decide { step, decision, outputs: request.outputs, actor: actor(request.reason) };
+    steer(&app, &id, control).await
+}
