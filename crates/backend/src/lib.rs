@@ -99,6 +99,9 @@ impl Store for AnyStore {
     async fn resolve(&self, prefix: &str) -> Result<String> {
         delegate!(self, s => s.resolve(prefix).await)
     }
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        delegate!(self, s => s.by_idempotency_key(key).await)
+    }
     async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
         delegate!(self, s => s.events(id, after, limit).await)
     }

@@ -549,6 +549,7 @@ impl<S: Store> Engine<S> {
     /// Checks a submission and builds its execution and first events (nothing stored yet).
     fn prepare(&self, submission: Submission) -> Result<Prepared> {
         let now = self.clock.now();
+        let idempotency_key = submission.idempotency_key.clone();
         let (mut execution, first) = submission.create(now)?;
         // The start is decided before anything is stored, so one commit creates the execution
         // and starts its first steps.
@@ -562,6 +563,7 @@ impl<S: Store> Engine<S> {
             owner: self.options.owner.clone(),
             ttl: self.options.lease_ttl,
             summary: summary(&execution),
+            idempotency_key,
         };
         Ok(Prepared { execution, events, effects: start.effects, new })
     }

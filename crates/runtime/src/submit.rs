@@ -22,6 +22,9 @@ pub struct Submission {
     pub path: String,
     pub inputs: Map<String, Value>,
     pub secrets: Arc<Secrets>,
+    /// The client's key for this start (`Idempotency-Key`): a second submission with the same
+    /// key is refused by the store ([`wayline_store::Error::Exists`]).
+    pub idempotency_key: Option<String>,
 }
 
 impl Submission {
@@ -51,6 +54,7 @@ pub async fn enqueue<S: Store>(
     owner: &str,
     now: Time,
 ) -> Result<String> {
+    let idempotency_key = submission.idempotency_key.clone();
     let (execution, first) = submission.create(now)?;
     let id = execution.id().to_owned();
     let new = NewExecution {
@@ -60,6 +64,7 @@ pub async fn enqueue<S: Store>(
         owner: owner.to_owned(),
         ttl: LEASE_TTL,
         summary: summary(&execution),
+        idempotency_key,
     };
     let lease = store.create(new, vec![first]).await?;
     store.release(lease).await?;

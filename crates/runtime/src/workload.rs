@@ -76,6 +76,7 @@ impl Workload {
             path: "workload.yaml".into(),
             inputs: Default::default(),
             secrets: Arc::new(Secrets::default()),
+            idempotency_key: None,
         }
     }
 }

@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wayline_core::execution::Control;
-use wayline_journal::{Actor, Decision, Status, cloudevents};
+use wayline_journal::{Actor, Decision, EventKind, Status, cloudevents};
 use wayline_lang::inputs::{self, Given};
 use wayline_runtime::control::{self, Sent, Settled};
 use wayline_runtime::{Error as EngineError, Item, Submission, inspect};
-use wayline_store::{Filter, Store};
+use wayline_store::{Error as StoreError, Filter, Store};
 
 use crate::api::{self, Accepted, ExecutionSummary, Page, Started};
 use crate::problem::{FieldError, Problem};
@@ -90,10 +90,53 @@ fn actor(reason: Option<String>) -> Actor {
     Actor { by: "api".into(), reason }
 }
 
+/// The longest `Idempotency-Key` taken.
+const MAX_KEY: usize = 255;
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Answer<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().unwrap_or_default();
+    if key.is_empty() || key.len() > MAX_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The answer to a start repeated with the key of execution `id`: that execution, when the
+/// request is the same one (same definition, same inputs); 422 when the key was used for
+/// another.
+async fn repeated<S: Store>(
+    app: &App<S>,
+    id: String,
+    key: &str,
+    definition: &str,
+    inputs: &serde_json::Map<String, Value>,
+) -> Answer<Response> {
+    let events = app.handle.store().events(&id, 0, 1).await?;
+    let same = events.first().is_some_and(|event| {
+        matches!(&event.kind, EventKind::Created { source, inputs: stored, .. }
+            if source == definition && stored == inputs)
+    });
+    if !same {
+        return Err(Problem::invalid(format!(
+            "Idempotency-Key `{key}` was used for a different request (execution {id})"
+        )));
+    }
+    let record = app.handle.store().get(&id).await?;
+    let started = Started { id, workflow: record.workflow, status: record.status };
+    let location = format!("/api/v1/executions/{}", started.id);
+    Ok((StatusCode::OK, [(header::LOCATION, location)], Json(started)).into_response())
+}
+
 async fn start<S: Store>(
     State(app): State<Shared<S>>,
+    headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
+    let key = idempotency_key(&headers)?;
     let request: api::StartRequest = body(bytes, None)?;
     let loaded = wayline_lang::load(&request.definition);
     let Some(workflow) = loaded.workflow else {
@@ -131,15 +174,32 @@ async fn start<S: Store>(
         )
         .with_errors(errors)
     })?;
+    if let Some(key) = &key
+        && let Some(id) = app.handle.store().by_idempotency_key(key).await?
+    {
+        return repeated(&app, id, key, &request.definition, &inputs).await;
+    }
     let name = workflow.name.clone();
     let submission = Submission {
         workflow: Arc::new(workflow),
-        source: request.definition.into(),
+        source: request.definition.as_str().into(),
         path: "(api)".into(),
-        inputs,
+        inputs: inputs.clone(),
         secrets: Arc::clone(&app.secrets),
+        idempotency_key: key.clone(),
     };
-    let id = app.handle.submit(submission).await?;
+    let id = match app.handle.submit(submission).await {
+        Ok(id) => id,
+        // The same key, in a request that raced this one: the execution it started.
+        Err(EngineError::Store(StoreError::Exists(_))) if key.is_some() => {
+            let key = key.unwrap_or_default();
+            let Some(id) = app.handle.store().by_idempotency_key(&key).await? else {
+                return Err(Problem::new(StatusCode::CONFLICT, "conflict", "the execution exists"));
+            };
+            return repeated(&app, id, &key, &request.definition, &inputs).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
     let location = format!("/api/v1/executions/{id}");
     let started = Started { id, workflow: name, status: Status::Running };
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(started)).into_response())

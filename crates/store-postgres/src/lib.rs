@@ -193,6 +193,10 @@ impl Store for PostgresStore {
         attempt!(self, |conn| ops::get(conn, id))
     }
 
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        attempt!(self, |conn| ops::by_idempotency_key(conn, key))
+    }
+
     async fn resolve(&self, prefix: &str) -> Result<String> {
         attempt!(self, |conn| ops::resolve(conn, prefix))
     }

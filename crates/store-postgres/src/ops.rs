@@ -69,9 +69,9 @@ pub(crate) async fn create(
     let row = conn
         .query_one(
             "WITH created AS (
-                 INSERT INTO executions (id, workflow, status, created_at, last_seq, owner, lease_until, token, started_at, finished_at, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $12, $13, $14)
-                 ON CONFLICT (id) DO NOTHING
+                 INSERT INTO executions (id, workflow, status, created_at, last_seq, owner, lease_until, token, started_at, finished_at, error, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $12, $13, $14, $15)
+                 ON CONFLICT DO NOTHING
                  RETURNING id
              ), journal AS (
                  INSERT INTO events (execution, seq, body)
@@ -93,6 +93,7 @@ pub(crate) async fn create(
                 &execution.summary.started_at.map(|t| t.as_micros()),
                 &execution.summary.finished_at.map(|t| t.as_micros()),
                 &execution.summary.error.as_deref().map(clean),
+                &execution.idempotency_key.as_deref().map(clean),
             ],
         )
         .await?;
@@ -461,6 +462,13 @@ pub(crate) async fn get(conn: &mut Conn, id: &str) -> Outcome<ExecutionRecord> {
         Some(row) => Ok(Ok(record(&row)?)),
         None => Ok(Err(Error::NotFound(id.to_owned()))),
     }
+}
+
+pub(crate) async fn by_idempotency_key(conn: &mut Conn, key: &str) -> Outcome<Option<String>> {
+    let row = conn
+        .query_opt("SELECT id FROM executions WHERE idempotency_key = $1", &[&clean(key)])
+        .await?;
+    Ok(Ok(row.map(|row| row.col(0)).transpose()?))
 }
 
 pub(crate) async fn resolve(conn: &mut Conn, prefix: &str) -> Outcome<String> {

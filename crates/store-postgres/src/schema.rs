@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX logs_by_step ON {schema}.logs (execution, step, line);
     "#,
+    // 2: idempotency keys of executions started through the API.
+    r#"
+    ALTER TABLE {schema}.executions ADD COLUMN idempotency_key text COLLATE "C";
+    CREATE UNIQUE INDEX executions_by_idempotency_key ON {schema}.executions (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -196,6 +196,11 @@ impl Store for SqliteStore {
         self.workers.read(move |conn| ops::get(conn, &id)).await
     }
 
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.workers.read(move |conn| ops::by_idempotency_key(conn, &key).map(Ok)).await
+    }
+
     async fn resolve(&self, prefix: &str) -> Result<String> {
         let prefix = prefix.to_owned();
         self.workers.read(move |conn| ops::resolve(conn, &prefix)).await

@@ -70,6 +70,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX logs_by_step ON logs (execution, step, line);
     ",
+    // 2: idempotency keys of executions started through the API.
+    "
+    ALTER TABLE executions ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -59,10 +59,15 @@ pub(crate) fn create(
     if exists(conn, &execution.id)? {
         return Ok(Err(Error::Exists(execution.id.clone())));
     }
+    if let Some(key) = &execution.idempotency_key
+        && by_idempotency_key(conn, key)?.is_some()
+    {
+        return Ok(Err(Error::Exists(execution.id.clone())));
+    }
     let last_seq = events.last().map_or(0, |(seq, _)| *seq);
     conn.prepare_cached(
-        "INSERT INTO executions (id, workflow, status, created_at, started_at, finished_at, error, last_seq, owner, lease_until, token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1)",
+        "INSERT INTO executions (id, workflow, status, created_at, started_at, finished_at, error, last_seq, owner, lease_until, token, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11)",
     )?
     .execute(params![
         execution.id,
@@ -75,6 +80,7 @@ pub(crate) fn create(
         to_i64(last_seq),
         execution.owner,
         execution.created_at.after(execution.ttl).as_micros(),
+        execution.idempotency_key,
     ])?;
     insert_events(conn, &execution.id, events)?;
     Ok(Ok(Lease { execution: execution.id.clone(), owner: execution.owner.clone(), token: 1 }))
@@ -289,6 +295,12 @@ pub(crate) fn get(conn: &Connection, id: &str) -> rusqlite::Result<Result<Execut
         .query_row([id], record)
         .optional()?;
     Ok(record.ok_or_else(|| Error::NotFound(id.to_owned())))
+}
+
+pub(crate) fn by_idempotency_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT id FROM executions WHERE idempotency_key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()
 }
 
 pub(crate) fn resolve(conn: &Connection, prefix: &str) -> rusqlite::Result<Result<String>> {

@@ -125,6 +125,7 @@ async fn create<S: Store>(store: &S, id: &str) -> Lease {
             finished_at: None,
             error: None,
         },
+        idempotency_key: None,
     };
     store.create(new, vec![created]).await.expect("create")
 }

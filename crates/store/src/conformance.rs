@@ -101,6 +101,7 @@ macro_rules! conformance_tests {
             gc_removes_only_old_finished_executions,
             changed_wakes_on_commit_and_request,
             changed_returns_by_the_timeout,
+            idempotency_keys_name_one_execution,
         );
     };
     (@cases $setup:expr; $($case:ident),* $(,)?) => {
@@ -814,6 +815,40 @@ pub async fn gc_removes_only_old_finished_executions<S: Store>(store: S) {
     assert_eq!(store.requests(vec!["old-failed".into()]).await.unwrap(), Vec::new());
 }
 
+/// An idempotency key names at most one execution: a second create with it stores nothing,
+/// and the key is free again once its execution is deleted.
+pub async fn idempotency_keys_name_one_execution<S: Store>(store: S) {
+    let keyed = |id: &str, key: &str| NewExecution {
+        idempotency_key: Some(key.into()),
+        ..new_execution(id, "w", at(0))
+    };
+    assert_eq!(store.by_idempotency_key("k1").await.unwrap(), None);
+    let lease = store.create(keyed("e1", "k1"), vec![created(1, "w")]).await.unwrap();
+    store.create(keyed("e2", "k2"), vec![created(1, "w")]).await.unwrap();
+    store.create(new_execution("e3", "w", at(0)), vec![created(1, "w")]).await.unwrap();
+    store.create(new_execution("e4", "w", at(0)), vec![created(1, "w")]).await.unwrap();
+    assert_eq!(store.by_idempotency_key("k1").await.unwrap().as_deref(), Some("e1"));
+    assert_eq!(store.by_idempotency_key("k2").await.unwrap().as_deref(), Some("e2"));
+    assert_eq!(store.by_idempotency_key("K1").await.unwrap(), None);
+
+    let again = store.create(keyed("e5", "k1"), vec![created(1, "w")]).await;
+    assert_eq!(again, Err(Error::Exists("e5".into())));
+    assert_eq!(store.get("e5").await, Err(Error::NotFound("e5".into())));
+    assert_eq!(store.events("e5", 0, 10).await, Err(Error::NotFound("e5".into())));
+
+    let done = Summary {
+        status: Status::Succeeded,
+        started_at: Some(at(1)),
+        finished_at: Some(at(2)),
+        error: None,
+    };
+    assert_eq!(store.commit(vec![commit(&lease, Vec::new(), done)]).await.unwrap(), vec![Ok(())]);
+    assert_eq!(store.gc(at(3)).await.unwrap(), 1);
+    assert_eq!(store.by_idempotency_key("k1").await.unwrap(), None);
+    store.create(keyed("e5", "k1"), vec![created(1, "w")]).await.unwrap();
+    assert_eq!(store.by_idempotency_key("k1").await.unwrap().as_deref(), Some("e5"));
+}
+
 /// `changed` wakes when a commit or a request lands while it waits.
 pub async fn changed_wakes_on_commit_and_request<S: Store>(store: S) {
     let lease = store.create(new_execution("e1", "w", at(0)), vec![created(1, "w")]).await.unwrap();
@@ -880,6 +915,7 @@ fn new_execution(id: &str, workflow: &str, created_at: Time) -> NewExecution {
             finished_at: None,
             error: None,
         },
+        idempotency_key: None,
     }
 }
 

@@ -42,7 +42,7 @@ pub enum Error {
     /// The caller's lease token is stale or the journal moved on: another owner took over.
     #[error("execution {execution}: {detail}")]
     Fenced { execution: String, detail: String },
-    /// The execution already exists.
+    /// The execution already exists, or another has the idempotency key it was created with.
     #[error("execution `{0}` already exists")]
     Exists(String),
     /// The database was written by a newer wayline.
@@ -97,6 +97,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The full id of the one execution whose id starts with `prefix` (an exact id wins over
     /// longer ids it is a prefix of; an empty prefix matches nothing).
     fn resolve(&self, prefix: &str) -> impl Future<Output = Result<String>> + Send;
+
+    /// The execution created with this idempotency key, if it still exists.
+    fn by_idempotency_key(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 
     /// Events after `after` (a sequence number; 0 for all), in order, at most `limit`.
     /// [`Error::NotFound`] when the execution does not exist.

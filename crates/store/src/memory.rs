@@ -37,6 +37,7 @@ struct Inner {
 #[derive(Debug)]
 struct Entry {
     record: ExecutionRecord,
+    idempotency_key: Option<String>,
     events: Vec<Event>,
     token: u64,
     requests: Vec<StoredRequest>,
@@ -67,6 +68,11 @@ impl Store for MemoryStore {
         if inner.executions.contains_key(&execution.id) {
             return Err(Error::Exists(execution.id));
         }
+        if let Some(key) = &execution.idempotency_key
+            && inner.executions.values().any(|entry| entry.idempotency_key.as_ref() == Some(key))
+        {
+            return Err(Error::Exists(execution.id));
+        }
         check_sequence(&execution.id, 0, events.iter().map(|e| e.seq))?;
         let last_seq = events.last().map_or(0, |e| e.seq);
         let lease =
@@ -85,7 +91,14 @@ impl Store for MemoryStore {
         };
         inner.executions.insert(
             execution.id,
-            Entry { record, events, token: 1, requests: Vec::new(), logs: Vec::new() },
+            Entry {
+                record,
+                idempotency_key: execution.idempotency_key,
+                events,
+                token: 1,
+                requests: Vec::new(),
+                logs: Vec::new(),
+            },
         );
         drop(inner);
         self.changed.send_modify(|version| *version = version.wrapping_add(1));
@@ -133,6 +146,15 @@ impl Store for MemoryStore {
             .get(id)
             .map(|entry| entry.record.clone())
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        let inner = self.lock();
+        Ok(inner
+            .executions
+            .iter()
+            .find(|(_, entry)| entry.idempotency_key.as_deref() == Some(key))
+            .map(|(id, _)| id.clone()))
     }
 
     async fn resolve(&self, prefix: &str) -> Result<String> {

@@ -17,6 +17,9 @@ pub struct NewExecution {
     /// decisions of the start, so a new execution is listed as running (or even finished) at
     /// once.
     pub summary: Summary,
+    /// A key the client chose so that a repeated request never starts a second execution: no
+    /// two executions have the same one (until the first is deleted).
+    pub idempotency_key: Option<String>,
 }
 
 /// What a store knows about an execution without reading its journal.

@@ -55,6 +55,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         path: args.definition.file.display().to_string(),
         inputs,
         secrets: Arc::new(secrets),
+        idempotency_key: None,
     };
     if args.detach {
         return block_on(detach(submission, &location, args.secrets_file.as_deref()))

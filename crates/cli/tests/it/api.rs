@@ -482,3 +482,49 @@ fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
     eventually("the execution to finish on the new server", || status_of(&again, &id) != "running");
     assert_eq!(status_of(&again, &id), "succeeded");
 }
+
+#[test]
+fn an_idempotency_key_starts_one_execution_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let definition = "name: once\nsteps:\n  - id: x\n    set: { y: 1 }\n";
+    let body = json!({ "definition": definition }).to_string();
+    let start = |server: &Client, key: &str, body: &str| {
+        server.request(
+            "POST",
+            "/api/v1/executions",
+            &[("Content-Type", "application/json"), ("Idempotency-Key", key)],
+            body.as_bytes(),
+        )
+    };
+    let server = Server::start(dir.path(), &db);
+    // Eight clients race with one key: one execution.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, body) = (server.client.clone(), body.clone());
+            std::thread::spawn(move || start(&client, "order-17", &body))
+        })
+        .collect();
+    let answers: Vec<Response> = racers.into_iter().map(|racer| racer.join().unwrap()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        answers.iter().map(|answer| answer.json()["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let mut statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201], "{answers:?}");
+    let id = ids.into_iter().next().unwrap();
+    server.kill();
+
+    let again = Server::start(dir.path(), &db);
+    let repeated = start(&again, "order-17", &body);
+    assert_eq!(repeated.status, 200, "{repeated:?}");
+    assert_eq!(repeated.json()["id"], id.as_str());
+    // The same key for another request is a mistake, said as such.
+    let other = json!({ "definition": definition.replace("y: 1", "y: 2") }).to_string();
+    let problem = start(&again, "order-17", &other).problem(422);
+    assert!(problem["detail"].as_str().unwrap().contains("different request"), "{problem}");
+    start(&again, "", &body).problem(400);
+    // Another key is another execution.
+    assert_eq!(start(&again, "order-18", &body).status, 201);
+    assert_eq!(again.get("/api/v1/executions").json()["items"].as_array().unwrap().len(), 2);
+}

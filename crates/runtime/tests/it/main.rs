@@ -45,6 +45,9 @@ impl Store for Watched {
     async fn resolve(&self, prefix: &str) -> Result<String> {
         self.inner.resolve(prefix).await
     }
+    async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        self.inner.by_idempotency_key(key).await
+    }
     async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
         self.inner.events(id, after, limit).await
     }
@@ -101,6 +104,7 @@ fn submission(yaml: &str) -> Submission {
         path: "test.yaml".into(),
         inputs: Default::default(),
         secrets: Arc::new(Secrets::default()),
+        idempotency_key: None,
     }
 }
 

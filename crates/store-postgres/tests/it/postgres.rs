@@ -455,6 +455,7 @@ async fn create(store: &PostgresStore, id: &str) -> Lease {
             finished_at: None,
             error: None,
         },
+        idempotency_key: None,
     };
     store
         .create(

@@ -495,6 +495,7 @@ async fn create(store: &SqliteStore, id: &str, second: i64) -> Lease {
             finished_at: None,
             error: None,
         },
+        idempotency_key: None,
     };
     let created =
         Event { v: wayline_journal::FORMAT, seq: 1, time: at(second), kind: EventKind::Started };
