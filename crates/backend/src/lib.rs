@@ -19,7 +19,7 @@ use std::time::Duration;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request,
-    Result, Store, StoredRequest,
+    Result, Store, StoredRequest, TokenRecord,
 };
 use wayline_store_postgres::PostgresStore;
 use wayline_store_sqlite::SqliteStore;
@@ -144,6 +144,18 @@ impl Store for AnyStore {
     }
     async fn gc(&self, before: Time) -> Result<u64> {
         delegate!(self, s => s.gc(before).await)
+    }
+    async fn add_token(&self, token: TokenRecord) -> Result<()> {
+        delegate!(self, s => s.add_token(token).await)
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        delegate!(self, s => s.tokens().await)
+    }
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        delegate!(self, s => s.token(id).await)
+    }
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        delegate!(self, s => s.revoke_token(name).await)
     }
     fn changes(&self) -> Changes {
         delegate!(self, s => s.changes())

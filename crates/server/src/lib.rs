@@ -13,6 +13,7 @@
 pub mod api;
 mod problem;
 mod routes;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;

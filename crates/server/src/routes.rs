@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +28,7 @@ use wayline_store::{Error as StoreError, Filter, Store};
 
 use crate::api::{self, Accepted, ExecutionSummary, Page, Started};
 use crate::problem::{FieldError, Problem};
+use crate::tokens::{self, Caller, Refused, Role};
 use crate::{App, BODY_LIMIT};
 
 type Shared<S> = Arc<App<S>>;
@@ -41,7 +43,8 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/pause", post(pause::<S>))
         .route("/executions/{id}/resume", post(resume::<S>))
         .route("/executions/{id}/cancel", post(cancel::<S>))
-        .route("/executions/{id}/steps/{step}/decision", post(decide::<S>));
+        .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::<S>))
@@ -85,9 +88,55 @@ fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>, empty: Option
     })
 }
 
-/// Who asks. Until tokens name callers, every request through the API is the API's.
-fn actor(reason: Option<String>) -> Actor {
-    Actor { by: "api".into(), reason }
+/// Lets a request through when its bearer token may do what the route needs: reading for
+/// `GET`, operating for the rest. 401 without a valid token, 403 with one whose role does not
+/// allow it. The caller goes into the request's extensions for the handler.
+async fn authorize<S: Store>(
+    State(app): State<Shared<S>>,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Role::Read
+    } else {
+        Role::Operate
+    };
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match tokens::authenticate(app.handle.store(), header, app.clock.now()).await {
+        Err(error) => Problem::from(error).into_response(),
+        Ok(Err(refused)) => {
+            let detail = match refused {
+                Refused::Missing => "this route needs `Authorization: Bearer <token>`",
+                Refused::Invalid => "the token is not valid (unknown, revoked or expired)",
+            };
+            let mut response =
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Ok(Ok(caller)) if !caller.role.allows(needed) => Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` has the role `{}`, which may not do this (it needs `{}`)",
+                caller.name,
+                caller.role.name(),
+                needed.name()
+            ),
+        )
+        .into_response(),
+        Ok(Ok(caller)) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+    }
+}
+
+/// Who asks: the token's name, as the actor of the events the request causes.
+fn actor(caller: &Caller, reason: Option<String>) -> Actor {
+    Actor { by: caller.name.clone(), reason }
 }
 
 /// The longest `Idempotency-Key` taken.
@@ -429,6 +478,7 @@ fn actor_of(control: &Control) -> &Actor {
 
 async fn pause<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
@@ -445,30 +495,37 @@ async fn pause<S: Store>(
             })?,
         }),
     };
-    steer(&app, &id, Control::Pause { actor: actor(request.reason), until }).await
+    steer(&app, &id, Control::Pause { actor: actor(&caller, request.reason), until }).await
 }
 
 async fn resume<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
     let request: api::ResumeRequest = body(bytes, Some(api::ResumeRequest::default()))?;
-    steer(&app, &id, Control::Resume { actor: actor(request.reason) }).await
+    steer(&app, &id, Control::Resume { actor: actor(&caller, request.reason) }).await
 }
 
 async fn cancel<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
     let request: api::CancelRequest = body(bytes, Some(api::CancelRequest::default()))?;
-    steer(&app, &id, Control::Cancel { actor: actor(request.reason), rollback: request.rollback })
-        .await
+    steer(
+        &app,
+        &id,
+        Control::Cancel { actor: actor(&caller, request.reason), rollback: request.rollback },
+    )
+    .await
 }
 
 async fn decide<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     Path((id, step)): Path<(String, String)>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
@@ -479,7 +536,11 @@ async fn decide<S: Store>(
             request.action
         ))
     })?;
-    let control =
-        Control::Decide { step, decision, outputs: request.outputs, actor: actor(request.reason) };
+    let control = Control::Decide {
+        step,
+        decision,
+        outputs: request.outputs,
+        actor: actor(&caller, request.reason),
+    };
     steer(&app, &id, control).await
 }

@@ -45,7 +45,7 @@ use tokio_postgres::error::SqlState;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest,
+    Store, StoredRequest, TokenRecord,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -271,6 +271,22 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<LogLine>> {
         attempt!(self, |conn| ops::logs(conn, id, step, after, limit))
+    }
+
+    async fn add_token(&self, token: TokenRecord) -> Result<()> {
+        attempt!(self, |conn| ops::add_token(conn, &token))
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        attempt!(self, |conn| ops::tokens(conn))
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        attempt!(self, |conn| ops::token(conn, id))
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        attempt!(self, |conn| ops::revoke_token(conn, name))
     }
 
     async fn gc(&self, before: Time) -> Result<u64> {

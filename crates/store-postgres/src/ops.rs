@@ -17,7 +17,7 @@ use wayline_journal::Status;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    StoredRequest, Summary, check_sequence, stale_lease,
+    StoredRequest, Summary, TokenRecord, check_sequence, stale_lease,
 };
 
 use crate::Failure;
@@ -462,6 +462,57 @@ pub(crate) async fn get(conn: &mut Conn, id: &str) -> Outcome<ExecutionRecord> {
         Some(row) => Ok(Ok(record(&row)?)),
         None => Ok(Err(Error::NotFound(id.to_owned()))),
     }
+}
+
+pub(crate) async fn add_token(conn: &mut Conn, token: &TokenRecord) -> Outcome<()> {
+    let added = conn
+        .execute(
+            "INSERT INTO tokens (name, id, hash, role, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &clean(&token.name),
+                &clean(&token.id),
+                &token.hash,
+                &token.role,
+                &token.created_at.as_micros(),
+                &token.expires_at.map(Time::as_micros),
+            ],
+        )
+        .await?;
+    Ok(if added == 1 { Ok(()) } else { Err(Error::Exists(token.name.clone())) })
+}
+
+fn token_record(row: &tokio_postgres::Row) -> Result<TokenRecord, Failure> {
+    Ok(TokenRecord {
+        name: row.col(0)?,
+        id: row.col(1)?,
+        hash: row.col(2)?,
+        role: row.col(3)?,
+        created_at: Time::from_micros(row.col(4)?),
+        expires_at: row.col::<Option<i64>>(5)?.map(Time::from_micros),
+    })
+}
+
+pub(crate) async fn tokens(conn: &mut Conn) -> Outcome<Vec<TokenRecord>> {
+    let rows = conn
+        .query("SELECT name, id, hash, role, created_at, expires_at FROM tokens ORDER BY name", &[])
+        .await?;
+    Ok(Ok(rows.iter().map(token_record).collect::<Result<_, _>>()?))
+}
+
+pub(crate) async fn token(conn: &mut Conn, id: &str) -> Outcome<Option<TokenRecord>> {
+    let row = conn
+        .query_opt(
+            "SELECT name, id, hash, role, created_at, expires_at FROM tokens WHERE id = $1",
+            &[&clean(id)],
+        )
+        .await?;
+    Ok(Ok(row.as_ref().map(token_record).transpose()?))
+}
+
+pub(crate) async fn revoke_token(conn: &mut Conn, name: &str) -> Outcome<bool> {
+    let deleted = conn.execute("DELETE FROM tokens WHERE name = $1", &[&clean(name)]).await?;
+    Ok(Ok(deleted > 0))
 }
 
 pub(crate) async fn by_idempotency_key(conn: &mut Conn, key: &str) -> Outcome<Option<String>> {

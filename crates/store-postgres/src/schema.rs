@@ -71,6 +71,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX executions_by_idempotency_key ON {schema}.executions (idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     "#,
+    // 3: API tokens (only the SHA-256 of each secret).
+    r#"
+    CREATE TABLE {schema}.tokens (
+        name       text COLLATE "C" PRIMARY KEY,
+        id         text COLLATE "C" NOT NULL UNIQUE,
+        hash       text NOT NULL,
+        role       text NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint
+    );
+    "#,
 ];
 
 /// The schema version this build writes and understands.

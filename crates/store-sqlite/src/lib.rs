@@ -43,7 +43,7 @@ use std::time::Duration;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest,
+    Store, StoredRequest, TokenRecord,
 };
 
 pub use open::SCHEMA_VERSION;
@@ -273,6 +273,24 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LogLine>> {
         let (id, step) = (id.to_owned(), step.map(str::to_owned));
         self.workers.read(move |conn| ops::logs(conn, &id, step.as_deref(), after, limit)).await
+    }
+
+    async fn add_token(&self, token: TokenRecord) -> Result<()> {
+        self.workers.write(move |conn| ops::add_token(conn, &token)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.workers.read(move |conn| ops::tokens(conn).map(Ok)).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.workers.read(move |conn| ops::token(conn, &id).map(Ok)).await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.workers.write(move |conn| ops::revoke_token(conn, &name).map(Ok)).await
     }
 
     async fn gc(&self, before: Time) -> Result<u64> {

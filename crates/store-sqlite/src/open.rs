@@ -76,6 +76,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX executions_by_idempotency_key ON executions (idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     ",
+    // 3: API tokens (only the SHA-256 of each secret).
+    "
+    CREATE TABLE tokens (
+        name       TEXT PRIMARY KEY NOT NULL,
+        id         TEXT NOT NULL UNIQUE,
+        hash       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER
+    );
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -15,7 +15,7 @@ use wayline_journal::Status;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    StoredRequest, Summary, check_sequence, stale_lease,
+    StoredRequest, Summary, TokenRecord, check_sequence, stale_lease,
 };
 
 /// A commit with its events already turned into JSON (done by the caller, off the writer
@@ -295,6 +295,54 @@ pub(crate) fn get(conn: &Connection, id: &str) -> rusqlite::Result<Result<Execut
         .query_row([id], record)
         .optional()?;
     Ok(record.ok_or_else(|| Error::NotFound(id.to_owned())))
+}
+
+pub(crate) fn add_token(conn: &Connection, token: &TokenRecord) -> rusqlite::Result<Result<()>> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO tokens (name, id, hash, role, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            token.name,
+            token.id,
+            token.hash,
+            token.role,
+            token.created_at.as_micros(),
+            token.expires_at.map(|t| t.as_micros()),
+        ])?;
+    Ok(if added == 1 { Ok(()) } else { Err(Error::Exists(token.name.clone())) })
+}
+
+fn token_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        name: row.get(0)?,
+        id: row.get(1)?,
+        hash: row.get(2)?,
+        role: row.get(3)?,
+        created_at: Time::from_micros(row.get(4)?),
+        expires_at: row.get::<_, Option<i64>>(5)?.map(Time::from_micros),
+    })
+}
+
+pub(crate) fn tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
+    conn.prepare_cached(
+        "SELECT name, id, hash, role, created_at, expires_at FROM tokens ORDER BY name",
+    )?
+    .query_map([], token_record)?
+    .collect()
+}
+
+pub(crate) fn token(conn: &Connection, id: &str) -> rusqlite::Result<Option<TokenRecord>> {
+    conn.prepare_cached(
+        "SELECT name, id, hash, role, created_at, expires_at FROM tokens WHERE id = ?1",
+    )?
+    .query_row([id], token_record)
+    .optional()
+}
+
+pub(crate) fn revoke_token(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.prepare_cached("DELETE FROM tokens WHERE name = ?1")?.execute([name])? > 0)
 }
 
 pub(crate) fn by_idempotency_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {

@@ -34,7 +34,7 @@ use wayline_journal::{Event, EventKind, Time};
 
 use crate::{
     Action, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Store,
-    Summary,
+    Summary, TokenRecord,
 };
 
 /// What a backend's tests provide for each case: a store, and cleanup afterwards.
@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             changed_wakes_on_commit_and_request,
             changed_returns_by_the_timeout,
             idempotency_keys_name_one_execution,
+            tokens_are_added_found_listed_and_revoked,
         );
     };
     (@cases $setup:expr; $($case:ident),* $(,)?) => {
@@ -847,6 +848,32 @@ pub async fn idempotency_keys_name_one_execution<S: Store>(store: S) {
     assert_eq!(store.by_idempotency_key("k1").await.unwrap(), None);
     store.create(keyed("e5", "k1"), vec![created(1, "w")]).await.unwrap();
     assert_eq!(store.by_idempotency_key("k1").await.unwrap().as_deref(), Some("e5"));
+}
+
+/// Tokens: names and ids are unique, a token is found by its id, listed by name, and gone
+/// once revoked.
+pub async fn tokens_are_added_found_listed_and_revoked<S: Store>(store: S) {
+    let token = |name: &str, id: &str, expires: Option<i64>| TokenRecord {
+        name: name.into(),
+        id: id.into(),
+        hash: format!("{:064x}", id.len()),
+        role: "operate".into(),
+        created_at: at(0),
+        expires_at: expires.map(at),
+    };
+    assert_eq!(store.tokens().await.unwrap(), Vec::new());
+    store.add_token(token("ci", "id1", None)).await.unwrap();
+    store.add_token(token("alice", "id2", Some(90))).await.unwrap();
+    assert_eq!(store.add_token(token("ci", "id3", None)).await, Err(Error::Exists("ci".into())));
+    assert_eq!(store.add_token(token("bob", "id1", None)).await, Err(Error::Exists("bob".into())));
+    assert_eq!(store.token("id2").await.unwrap(), Some(token("alice", "id2", Some(90))));
+    assert_eq!(store.token("id3").await.unwrap(), None);
+    let names: Vec<String> = store.tokens().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["alice", "ci"]);
+    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(!store.revoke_token("ci").await.unwrap());
+    assert_eq!(store.token("id1").await.unwrap(), None);
+    store.add_token(token("ci", "id4", None)).await.unwrap();
 }
 
 /// `changed` wakes when a commit or a request lands while it waits.

@@ -169,6 +169,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogLine>>> + Send;
 
+    /// Stores a new API token; [`Error::Exists`] (with the name) when one has its name or id.
+    fn add_token(&self, token: TokenRecord) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every token, by name.
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send;
+
+    /// The token with this id, if any.
+    fn token(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>>> + Send;
+
+    /// Deletes the token named `name`; whether there was one.
+    fn revoke_token(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
     /// Deletes finished executions (with their events, requests and logs) whose
     /// `finished_at` is before `before`; returns how many.
     fn gc(&self, before: Time) -> impl Future<Output = Result<u64>> + Send;

@@ -9,7 +9,7 @@ use wayline_journal::{Event, Time};
 
 use crate::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest, check_sequence, stale_lease,
+    Store, StoredRequest, TokenRecord, check_sequence, stale_lease,
 };
 
 /// Everything in this process's memory. Clones share the same state.
@@ -31,6 +31,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     executions: BTreeMap<String, Entry>,
+    tokens: BTreeMap<String, TokenRecord>,
     next_request: u64,
 }
 
@@ -331,6 +332,29 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn add_token(&self, token: TokenRecord) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.tokens.contains_key(&token.name)
+            || inner.tokens.values().any(|other| other.id == token.id)
+        {
+            return Err(Error::Exists(token.name));
+        }
+        inner.tokens.insert(token.name.clone(), token);
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        Ok(self.lock().tokens.values().cloned().collect())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.lock().tokens.values().find(|token| token.id == id).cloned())
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        Ok(self.lock().tokens.remove(name).is_some())
     }
 
     async fn gc(&self, before: Time) -> Result<u64> {

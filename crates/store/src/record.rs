@@ -22,6 +22,22 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
 }
 
+/// An API token as stored: never the token itself, only its id and the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Unique; what control events record as their actor.
+    pub name: String,
+    /// The public half of the token, to find its record.
+    pub id: String,
+    /// Lower-case hex SHA-256 of the secret half.
+    #[serde(skip)]
+    pub hash: String,
+    /// `read`, `operate`, `admin` or `agent`; the server decides what each may do.
+    pub role: String,
+    pub created_at: Time,
+    pub expires_at: Option<Time>,
+}
+
 /// What a store knows about an execution without reading its journal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExecutionRecord {

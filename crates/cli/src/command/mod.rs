@@ -24,6 +24,7 @@ pub mod run;
 pub mod schema;
 pub mod server;
 pub mod show;
+pub mod token;
 pub mod validate;
 
 const ABOUT: &str = "wayline: a durable workflow engine in one binary.\n\n\
@@ -96,6 +97,13 @@ enum Command {
     /// signal (Ctrl-C, SIGTERM, SIGHUP) closes the API, cancels the attempts still running and
     /// releases the leases, so the executions continue where wayline runs next; exit code 0.
     Server(server::Args),
+    /// Manage the API tokens of the servers on a database: create (printed once), list, revoke.
+    ///
+    /// A token's role says what it may do: read, operate (read + start and steer executions),
+    /// admin (everything), agent (the agent endpoints). Its name is the actor of what it does.
+    /// On its first start a server makes an admin token and writes it to
+    /// $XDG_CONFIG_HOME/wayline/token (0600).
+    Token(token::Args),
 }
 
 /// Where executions are stored.
@@ -140,6 +148,7 @@ impl Cli {
             Command::Gc(args) => with_db(&args.db.clone(), |location| gc::exec(args, location)),
             Command::Bench(args) => bench::exec(args),
             Command::Server(args) => server::exec(args),
+            Command::Token(args) => token::exec(args),
         }
     }
 }

@@ -17,8 +17,8 @@ use crate::{follow, secrets, signals};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on. Loopback unless `--insecure-listen`: there is no TLS yet, and the
-    /// API has no tokens yet, so anyone who reaches the port can run commands.
+    /// Address to listen on. Loopback unless `--insecure-listen`: there is no TLS yet, so
+    /// tokens and everything else would cross the network in clear text.
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     listen: SocketAddr,
     /// Listen on a non-loopback address anyway (a trusted network, or a proxy in front that
@@ -36,7 +36,7 @@ pub struct Args {
 pub fn exec(args: Args) -> Result<Exit> {
     if !args.listen.ip().is_loopback() && !args.insecure_listen {
         return Err(Error::invalid(format!(
-            "refusing to listen on {} without TLS and tokens: wayline server listens on loopback; \
+            "refusing to listen on {} without TLS: wayline server listens on loopback; \
              pass --insecure-listen to serve a trusted network anyway",
             args.listen
         )));
@@ -50,8 +50,11 @@ pub fn exec(args: Args) -> Result<Exit> {
             Error::infrastructure(format!("cannot listen on {}: {error}", args.listen))
         })?;
         let address = listener.local_addr()?;
+        if let Some(path) = super::token::bootstrap(&store).await? {
+            say!("wayline: made the first API token (admin); it is in {}", path.display());
+        }
         if !args.listen.ip().is_loopback() {
-            say!("wayline: warning: serving {address} without TLS or tokens (--insecure-listen)");
+            say!("wayline: warning: serving {address} without TLS (--insecure-listen)");
         }
         let mut stop = signals::Stop::listen()?;
         let shutdown = CancellationToken::new();

@@ -23,6 +23,8 @@ struct Server {
 #[derive(Clone)]
 struct Client {
     address: String,
+    /// Sent as `Authorization: Bearer …` unless a request names its own.
+    token: Option<String>,
 }
 
 impl std::ops::Deref for Server {
@@ -36,6 +38,7 @@ impl std::ops::Deref for Server {
 impl Server {
     fn start(dir: &Path, db: &str) -> Server {
         let mut child = wayline_in(dir, db, &["server", "--listen", "127.0.0.1:0"])
+            .env("XDG_CONFIG_HOME", dir.join("config"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -54,7 +57,9 @@ impl Server {
             let mut sink = String::new();
             let _ = stderr.read_to_string(&mut sink);
         });
-        Server { child, client: Client { address } }
+        // The first start made an admin token for the local user.
+        let token = std::fs::read_to_string(dir.join("config/wayline/token")).unwrap();
+        Server { child, client: Client { address, token: Some(token.trim().to_owned()) } }
     }
 
     fn kill(mut self) {
@@ -74,6 +79,10 @@ impl Client {
         );
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let own = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if let (Some(token), false) = (&self.token, own) {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).unwrap();
@@ -395,7 +404,7 @@ fn executions_are_paused_resumed_and_cancelled_and_refusals_say_why() {
         .iter()
         .find(|event| event["type"] == "io.serverlessworkflow.workflow.suspended.v1")
         .unwrap();
-    assert_eq!(paused_event["data"]["actor"]["by"], "api", "{paused_event}");
+    assert_eq!(paused_event["data"]["actor"]["by"], "admin", "{paused_event}");
     assert_eq!(paused_event["data"]["actor"]["reason"], "maintenance");
     let late = control("resume", json!({})).problem(409);
     assert!(late["detail"].as_str().unwrap().contains("already finished"), "{late}");
@@ -527,4 +536,83 @@ fn an_idempotency_key_starts_one_execution_even_across_a_restart() {
     // Another key is another execution.
     assert_eq!(start(&again, "order-18", &body).status, 201);
     assert_eq!(again.get("/api/v1/executions").json()["items"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn tokens_decide_who_may_do_what_and_name_the_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let mode = std::fs::metadata(dir.path().join("config/wayline/token")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    let token = |name: &str, role: &str, extra: &[&str]| {
+        let mut args = vec!["token", "create", name, "--role", role];
+        args.extend_from_slice(extra);
+        let output = wayline_in(dir.path(), &db, &args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let as_token =
+        |token: &str| Client { address: server.address.clone(), token: Some(token.to_owned()) };
+    let reader = as_token(&token("dashboard", "read", &[]));
+    let operator = as_token(&token("deployer", "operate", &[]));
+    let brief = as_token(&token("brief", "operate", &["--expires", "1s"]));
+    let anonymous = Client { address: server.address.clone(), token: None };
+
+    let missing = anonymous.get("/api/v1/executions");
+    missing.problem(401);
+    assert_eq!(missing.header("www-authenticate"), "Bearer");
+    // Health needs no token.
+    assert_eq!(anonymous.get("/healthz").status, 200);
+    // Made-up tokens, well-formed or not, are all refused alike.
+    for n in 0..200u32 {
+        let guess = match n % 4 {
+            0 => format!("wl_{:024x}_{:064x}", n, n),
+            1 => format!("wl_{}", "a".repeat(n as usize % 90)),
+            2 => "Bearer".to_owned(),
+            _ => format!("{n}"),
+        };
+        as_token(&guess).get("/api/v1/executions").problem(401);
+    }
+
+    let definition = "name: gated\nsteps:\n  - id: a\n    run: sleep 30\n";
+    let start = json!({ "definition": definition });
+    reader.post("/api/v1/executions", &start).problem(403);
+    let started = operator.post("/api/v1/executions", &start);
+    assert_eq!(started.status, 201, "{started:?}");
+    let id = started.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(reader.get(&format!("/api/v1/executions/{id}")).status, 200);
+    let forbidden =
+        reader.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).problem(403);
+    assert!(forbidden["detail"].as_str().unwrap().contains("dashboard"), "{forbidden}");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    brief.get("/api/v1/executions").problem(401);
+
+    // The token's name is the actor of what it does.
+    assert_eq!(operator.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).status, 202);
+    eventually("the cancel", || status_of(&server, &id) == "cancelled");
+    let events = operator.get(&format!("/api/v1/executions/{id}/events")).json();
+    let stopping = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == "dev.wayline.workflow.stopping.v1")
+        .unwrap();
+    assert_eq!(stopping["data"]["actor"]["by"], "deployer", "{stopping}");
+
+    // Revoked: refused from the next request on.
+    let revoked = wayline_in(dir.path(), &db, &["token", "revoke", "deployer"]).output().unwrap();
+    assert_eq!(revoked.status.code(), Some(0));
+    operator.get("/api/v1/executions").problem(401);
+    let again = wayline_in(dir.path(), &db, &["token", "revoke", "deployer"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+
+    // Listed by name and role, never with the token itself.
+    let listed = wayline_in(dir.path(), &db, &["token", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> =
+        listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "brief", "dashboard"]);
+    assert!(listed.as_array().unwrap().iter().all(|t| t.get("hash").is_none()), "{listed}");
 }

@@ -48,6 +48,18 @@ impl Store for Watched {
     async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
         self.inner.by_idempotency_key(key).await
     }
+    async fn add_token(&self, token: wayline_store::TokenRecord) -> Result<()> {
+        self.inner.add_token(token).await
+    }
+    async fn tokens(&self) -> Result<Vec<wayline_store::TokenRecord>> {
+        self.inner.tokens().await
+    }
+    async fn token(&self, id: &str) -> Result<Option<wayline_store::TokenRecord>> {
+        self.inner.token(id).await
+    }
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        self.inner.revoke_token(name).await
+    }
     async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
         self.inner.events(id, after, limit).await
     }
