@@ -180,6 +180,13 @@ impl<S: Store> EngineHandle<S> {
     pub fn store(&self) -> &S {
         &self.store
     }
+
+    /// Everything this engine publishes as it commits, for observers of all its executions
+    /// (metrics). A receiver that falls behind misses messages (`Lagged`); it never slows the
+    /// engine.
+    pub fn published(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.bus.subscribe()
+    }
 }
 
 /// An input waiting to be decided, and who waits for its outcome.

@@ -11,6 +11,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
+pub mod metrics;
 mod problem;
 mod routes;
 pub mod tokens;
@@ -39,6 +40,7 @@ pub struct App<S> {
     /// Cancelled when the server stops: live streams end then, instead of holding the
     /// shutdown up until their executions finish.
     pub stopping: CancellationToken,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The routes of the API, health checks included.
@@ -53,7 +55,8 @@ pub async fn serve<S: Store>(
     app: App<S>,
     until: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move { until.cancelled().await })
         .await
 }

@@ -3,12 +3,13 @@
 //! problem document.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -46,6 +47,7 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>));
     Router::new()
+        .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::<S>))
         .nest("/api/v1", api)
@@ -57,8 +59,45 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app.metrics),
+            crate::metrics::count_requests,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+}
+
+/// The metrics: open to loopback peers (a local Prometheus or agent), and to a `read` token
+/// from anywhere else.
+async fn metrics<S: Store>(
+    State(app): State<Shared<S>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        let header = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+        match tokens::authenticate(app.handle.store(), header, app.clock.now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return unauthorized(Refused::Invalid),
+            Err(error) => return Problem::from(error).into_response(),
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn unauthorized(refused: Refused) -> Response {
+    let detail = match refused {
+        Refused::Missing => "this route needs `Authorization: Bearer <token>`",
+        Refused::Invalid => "the token is not valid (unknown, revoked or expired)",
+    };
+    let mut response =
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 async fn ready<S: Store>(State(app): State<Shared<S>>) -> Response {
@@ -104,18 +143,7 @@ async fn authorize<S: Store>(
     let header = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     match tokens::authenticate(app.handle.store(), header, app.clock.now()).await {
         Err(error) => Problem::from(error).into_response(),
-        Ok(Err(refused)) => {
-            let detail = match refused {
-                Refused::Missing => "this route needs `Authorization: Bearer <token>`",
-                Refused::Invalid => "the token is not valid (unknown, revoked or expired)",
-            };
-            let mut response =
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        Ok(Err(refused)) => unauthorized(refused),
         Ok(Ok(caller)) if !caller.role.allows(needed) => Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -365,7 +393,14 @@ async fn events<S: Store>(
         }
     };
     let subscription = app.handle.subscribe(&id, resume_after);
-    let stream = event_stream(id, subscription).take_until(app.stopping.clone().cancelled_owned());
+    let counted = app.metrics.stream();
+    let stream = event_stream(id, subscription)
+        .take_until(app.stopping.clone().cancelled_owned())
+        // The guard goes with the stream: the gauge counts streams, not requests.
+        .map(move |item| {
+            let _ = &counted;
+            item
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
 

@@ -63,11 +63,18 @@ pub fn exec(args: Args) -> Result<Exit> {
         let clock = Clock::system();
         let (engine, handle) = Engine::new(store, options, shutdown.clone());
         let serving = CancellationToken::new();
+        let metrics = Arc::new(wayline_server::metrics::Metrics::new());
+        let counting = wayline_server::metrics::keep_counting(
+            handle.clone(),
+            Arc::clone(&metrics),
+            serving.clone(),
+        );
         let app = wayline_server::App {
             handle: handle.clone(),
             secrets: Arc::clone(&secrets),
             clock,
             stopping: serving.clone(),
+            metrics: Arc::clone(&metrics),
         };
         let (adopted, first) = tokio::sync::oneshot::channel();
         let adopting =
@@ -100,8 +107,8 @@ pub fn exec(args: Args) -> Result<Exit> {
             serving.cancel();
             result
         };
-        let (engine_result, served, (), (), ()) =
-            tokio::join!(engine, server, adopting, announce, signal);
+        let (engine_result, served, (), (), (), ()) =
+            tokio::join!(engine, server, adopting, announce, signal, counting);
         drop(handle);
         let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
         served.map_err(|error| Error::infrastructure(format!("the server failed: {error}")))?;

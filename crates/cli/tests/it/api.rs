@@ -616,3 +616,49 @@ fn tokens_decide_who_may_do_what_and_name_the_actor() {
     assert_eq!(names, ["admin", "brief", "dashboard"]);
     assert!(listed.as_array().unwrap().iter().all(|t| t.get("hash").is_none()), "{listed}");
 }
+
+#[test]
+fn metrics_count_executions_attempts_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: counted\nsteps:\n  - id: flaky\n    run: test \"$WAYLINE_ATTEMPT\" = 2\n    retry: { max_attempts: 2, delay: 0s }\n  - id: then\n    needs: [flaky]\n    set: { ok: true }\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the execution to end", || status_of(&server, &id) == "succeeded");
+    // Loopback needs no token for the metrics.
+    let anonymous = Client { address: server.address.clone(), token: None };
+    let line = |text: &str, name: &str| {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let mut text = String::new();
+    eventually("the metrics to show the end", || {
+        let metrics = anonymous.get("/metrics");
+        assert_eq!(metrics.status, 200, "{metrics:?}");
+        text = metrics.body;
+        line(&text, r#"wayline_executions_finished_total{workflow="counted",status="succeeded"}"#)
+            == Some(1.0)
+    });
+    let expect = [
+        (r#"wayline_executions_started_total{workflow="counted"}"#, 1.0),
+        ("wayline_executions_running ", 0.0),
+        (r#"wayline_attempts_total{status="failed",class="failure"}"#, 1.0),
+        // flaky's second attempt, and the set step's one.
+        (r#"wayline_attempts_total{status="succeeded",class=""}"#, 2.0),
+        ("wayline_attempts_running ", 0.0),
+        ("wayline_attempt_duration_seconds_count", 3.0),
+        (
+            r#"wayline_http_requests_total{route="/api/v1/executions",method="POST",status="201"}"#,
+            1.0,
+        ),
+    ];
+    for (name, value) in expect {
+        assert_eq!(line(&text, name), Some(value), "{name} in\n{text}");
+    }
+    assert!(line(&text, r#"wayline_http_requests_total{route="/api/v1/executions/{id}",method="GET",status="200"}"#).is_some_and(|n| n >= 1.0), "{text}");
+}
