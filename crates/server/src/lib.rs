@@ -15,6 +15,7 @@ pub mod metrics;
 mod problem;
 mod routes;
 pub mod tokens;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;

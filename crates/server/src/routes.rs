@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -45,6 +47,7 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/resume", post(resume::<S>))
         .route("/executions/{id}/cancel", post(cancel::<S>))
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
+        .route("/ws", get(socket::<S>))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>));
     Router::new()
         .route("/metrics", get(metrics::<S>))
@@ -98,6 +101,19 @@ fn unauthorized(refused: Refused) -> Response {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+async fn socket<S: Store>(
+    State(app): State<Shared<S>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| crate::ws::serve(socket, app)),
+        Err(rejection) => {
+            Problem::new(rejection.status(), "not-a-websocket", rejection.body_text())
+                .into_response()
+        }
+    }
 }
 
 async fn ready<S: Store>(State(app): State<Shared<S>>) -> Response {

@@ -662,3 +662,94 @@ fn metrics_count_executions_attempts_and_requests() {
     }
     assert!(line(&text, r#"wayline_http_requests_total{route="/api/v1/executions/{id}",method="GET",status="200"}"#).is_some_and(|n| n >= 1.0), "{text}");
 }
+
+#[test]
+fn one_websocket_follows_many_executions_and_resumes_after_a_sequence_number() {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: ws\nsteps:\n  - id: a\n    run: sleep 0.2\n  - id: b\n    needs: [a]\n    set: { x: 1 }\n";
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+
+    let connect = |token: Option<&str>| {
+        let mut request =
+            format!("ws://{}/api/v1/ws", server.address).into_client_request().unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let stream = TcpStream::connect(&server.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tungstenite::client(request, stream)
+    };
+    assert!(connect(None).is_err(), "a socket without a token is refused");
+    let (mut socket, _) = connect(server.token.as_deref()).unwrap();
+    fn send(socket: &mut tungstenite::WebSocket<TcpStream>, value: Value) {
+        socket.send(Message::text(value.to_string())).unwrap();
+    }
+    fn read(socket: &mut tungstenite::WebSocket<TcpStream>) -> Value {
+        loop {
+            if let Message::Text(text) = socket.read().unwrap() {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    }
+    for id in &ids {
+        send(&mut socket, json!({ "subscribe": id }));
+    }
+    send(&mut socket, json!({ "subscribe": "nope" }));
+    send(&mut socket, json!({ "bogus": 1 }));
+    // Each execution's events arrive complete and in order, interleaved with the others'.
+    let mut events: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let (mut ended, mut acks, mut errors) = (0, 0, 0);
+    while ended < ids.len() || errors < 2 {
+        let message = read(&mut socket);
+        if message.get("subscribed").is_some() {
+            acks += 1;
+        } else if message.get("error").is_some() {
+            errors += 1;
+        } else if message.get("ended").is_some() {
+            ended += 1;
+        } else {
+            let execution =
+                message["source"].as_str().unwrap().trim_start_matches("/executions/").to_owned();
+            events
+                .entry(execution)
+                .or_default()
+                .push(message["id"].as_str().unwrap().parse().unwrap());
+        }
+    }
+    assert_eq!(acks, 3);
+    for id in &ids {
+        let seqs = &events[id];
+        assert_eq!(seqs, &(1..=seqs.len() as u64).collect::<Vec<_>>(), "{id}");
+        assert!(seqs.len() >= 6, "{seqs:?}");
+    }
+    // Subscribing again after a sequence number gets exactly the rest.
+    let first = &ids[0];
+    send(&mut socket, json!({ "subscribe": first, "after": 4 }));
+    assert_eq!(read(&mut socket)["subscribed"], first.as_str());
+    let mut rest = Vec::new();
+    loop {
+        let message = read(&mut socket);
+        if message.get("ended").is_some() {
+            break;
+        }
+        rest.push(message["id"].as_str().unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(rest, events[first][4..].to_vec());
+    // Unsubscribing what is not subscribed says so.
+    send(&mut socket, json!({ "unsubscribe": first }));
+    assert!(read(&mut socket)["error"].as_str().unwrap().contains("not subscribed"));
+}
