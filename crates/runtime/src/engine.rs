@@ -497,11 +497,12 @@ impl<S: Store> Engine<S> {
         )
         .await;
         let mut unavailable = None;
+        let mut starts = Vec::new();
         for ((prepared, reply), result) in creating.into_iter().zip(results) {
             match result {
                 Ok(lease) => {
                     let id = prepared.new.id.clone();
-                    self.register(prepared, lease).await;
+                    starts.push(self.register(prepared, lease));
                     let _ = reply.send(Ok(id));
                 }
                 Err(error) => {
@@ -510,6 +511,17 @@ impl<S: Store> Engine<S> {
                     }
                     let _ = reply.send(Err(error.into()));
                 }
+            }
+        }
+        if !starts.is_empty() {
+            // The creations are committed and their submitters told; let them answer (an API
+            // response, a progress line) before this thread starts the first processes, which
+            // can hold it for a millisecond each.
+            tokio::task::yield_now().await;
+        }
+        for (key, effects) in starts {
+            for effect in effects {
+                self.act(&key, effect).await;
             }
         }
         match unavailable {
@@ -575,17 +587,16 @@ impl<S: Store> Engine<S> {
         Ok(Prepared { execution, events, effects: start.effects, new })
     }
 
-    /// Takes a created execution into this engine and acts on the decisions of its start.
-    async fn register(&mut self, prepared: Prepared, lease: Lease) {
+    /// Takes a created execution into this engine; returns the decisions of its start, to act
+    /// on.
+    fn register(&mut self, prepared: Prepared, lease: Lease) -> (Arc<str>, Vec<Effect>) {
         let key: Arc<str> = prepared.new.id.as_str().into();
         self.publish(&key, prepared.events);
         self.own(
             Arc::clone(&key),
             Owned { execution: prepared.execution, lease, attempts: HashSet::new() },
         );
-        for effect in prepared.effects {
-            self.act(&key, effect).await;
-        }
+        (key, prepared.effects)
     }
 
     async fn recover(&mut self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {

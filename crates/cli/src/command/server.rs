@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use wayline_runtime::Engine;
 use wayline_runtime::clock::Clock;
 
-use super::{Db, block_on};
+use super::Db;
 use crate::error::{Error, Exit, Result};
 use crate::{follow, secrets, signals};
 
@@ -44,7 +44,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
     let location = args.db.location()?;
     let named = location.clone();
-    block_on(async move {
+    serve_on_all_cores(async move {
         let store = wayline_backend::open(&location).await?;
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|error| {
             Error::infrastructure(format!("cannot listen on {}: {error}", args.listen))
@@ -116,4 +116,14 @@ pub fn exec(args: Args) -> Result<Exit> {
         Ok(Exit::Success)
     })
     .map_err(|error| error.located(&named))
+}
+
+/// The server's runtime: a worker per core. Unlike a command's one thread
+/// ([`super::block_on`]), requests are then answered while the engine is busy with a round
+/// (a commit, a process start), and many clients spread over the cores.
+fn serve_on_all_cores<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
