@@ -19,7 +19,7 @@ use std::time::Duration;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, ExecutionRecord, Filter, Lease, LogLine, MemoryStore, NewExecution, Request,
-    Result, Store, StoredRequest, TokenRecord,
+    Result, Store, StoredRequest, TokenRecord, WorkflowVersion,
 };
 use wayline_store_postgres::PostgresStore;
 use wayline_store_sqlite::SqliteStore;
@@ -144,6 +144,23 @@ impl Store for AnyStore {
     }
     async fn gc(&self, before: Time) -> Result<u64> {
         delegate!(self, s => s.gc(before).await)
+    }
+    async fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: Time,
+    ) -> Result<(WorkflowVersion, bool)> {
+        delegate!(self, s => s.put_workflow(name, source, now).await)
+    }
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<WorkflowVersion>> {
+        delegate!(self, s => s.workflow_versions(name).await)
+    }
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>> {
+        delegate!(self, s => s.workflows().await)
+    }
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        delegate!(self, s => s.delete_workflow(name).await)
     }
     async fn add_token(&self, token: TokenRecord) -> Result<()> {
         delegate!(self, s => s.add_token(token).await)

@@ -12,8 +12,11 @@ use wayline_store::ExecutionRecord;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// The workflow file's text (YAML or JSON).
-    pub definition: String,
+    /// The workflow file's text (YAML or JSON); or else:
+    pub definition: Option<String>,
+    /// A registered workflow's name, and which version (the newest when absent).
+    pub workflow: Option<String>,
+    pub version: Option<u32>,
     /// Input values, already typed (as an input file gives them).
     #[serde(default)]
     pub inputs: Map<String, Value>,
@@ -25,6 +28,27 @@ pub struct Started {
     pub id: String,
     pub workflow: String,
     pub status: Status,
+    /// The registered version it runs, when started by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+/// A registered workflow version, as listed.
+#[derive(Debug, Serialize)]
+pub struct WorkflowSummary {
+    pub name: String,
+    pub version: u32,
+    pub created_at: String,
+}
+
+/// One registered workflow version with its source and the versions there are.
+#[derive(Debug, Serialize)]
+pub struct WorkflowDetail {
+    pub name: String,
+    pub version: u32,
+    pub created_at: String,
+    pub source: String,
+    pub versions: Vec<u32>,
 }
 
 /// One execution in a listing.

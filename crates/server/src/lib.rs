@@ -15,6 +15,7 @@ pub mod metrics;
 mod problem;
 mod routes;
 pub mod tokens;
+mod workflows;
 mod ws;
 
 use std::sync::Arc;

@@ -48,6 +48,13 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/cancel", post(cancel::<S>))
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
         .route("/ws", get(socket::<S>))
+        .route("/workflows", get(crate::workflows::list::<S>))
+        .route(
+            "/workflows/{name}",
+            get(crate::workflows::show::<S>)
+                .put(crate::workflows::put::<S>)
+                .delete(crate::workflows::delete::<S>),
+        )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>));
     Router::new()
         .route("/metrics", get(metrics::<S>))
@@ -151,8 +158,14 @@ async fn authorize<S: Store>(
     mut request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    // Inside `/api/v1` the path has lost its prefix.
+    let path = request.uri().path();
+    let registry = path == "/workflows" || path.starts_with("/workflows/");
+    let needed = if reading {
         Role::Read
+    } else if registry {
+        Role::Admin
     } else {
         Role::Operate
     };
@@ -219,20 +232,15 @@ async fn repeated<S: Store>(
         )));
     }
     let record = app.handle.store().get(&id).await?;
-    let started = Started { id, workflow: record.workflow, status: record.status };
+    let started = Started { id, workflow: record.workflow, status: record.status, version: None };
     let location = format!("/api/v1/executions/{}", started.id);
     Ok((StatusCode::OK, [(header::LOCATION, location)], Json(started)).into_response())
 }
 
-async fn start<S: Store>(
-    State(app): State<Shared<S>>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer<Response> {
-    let key = idempotency_key(&headers)?;
-    let request: api::StartRequest = body(bytes, None)?;
-    let loaded = wayline_lang::load(&request.definition);
-    let Some(workflow) = loaded.workflow else {
+/// The workflow a definition's text describes, or 422 with every error and its position.
+pub(crate) fn validated(definition: &str) -> Answer<wayline_lang::Workflow> {
+    let loaded = wayline_lang::load(definition);
+    loaded.workflow.ok_or_else(|| {
         let errors: Vec<FieldError> = loaded
             .diagnostics
             .iter()
@@ -245,9 +253,34 @@ async fn start<S: Store>(
             })
             .collect();
         let detail = format!("the definition is invalid ({} errors)", errors.len());
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-definition", detail)
-            .with_errors(errors));
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-definition", detail)
+            .with_errors(errors)
+    })
+}
+
+async fn start<S: Store>(
+    State(app): State<Shared<S>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let key = idempotency_key(&headers)?;
+    let request: api::StartRequest = body(bytes, None)?;
+    let (definition, path, version) = match (request.definition, request.workflow) {
+        (Some(definition), None) if request.version.is_none() => {
+            (definition, "(api)".to_owned(), None)
+        }
+        (None, Some(name)) => {
+            let stored = crate::workflows::pick(app.handle.store(), &name, request.version).await?;
+            let path = format!("workflow {name} version {}", stored.version);
+            (stored.source, path, Some(stored.version))
+        }
+        _ => {
+            return Err(Problem::invalid(
+                "give either `definition` (a workflow file's text) or `workflow` (a registered name, with an optional `version`)",
+            ));
+        }
     };
+    let workflow = validated(&definition)?;
     let given =
         request.inputs.into_iter().map(|(name, value)| (name, Given::Json(value))).collect();
     let inputs = inputs::resolve(&workflow, given).map_err(|errors| {
@@ -270,13 +303,13 @@ async fn start<S: Store>(
     if let Some(key) = &key
         && let Some(id) = app.handle.store().by_idempotency_key(key).await?
     {
-        return repeated(&app, id, key, &request.definition, &inputs).await;
+        return repeated(&app, id, key, &definition, &inputs).await;
     }
     let name = workflow.name.clone();
     let submission = Submission {
         workflow: Arc::new(workflow),
-        source: request.definition.as_str().into(),
-        path: "(api)".into(),
+        source: definition.as_str().into(),
+        path,
         inputs: inputs.clone(),
         secrets: Arc::clone(&app.secrets),
         idempotency_key: key.clone(),
@@ -289,12 +322,12 @@ async fn start<S: Store>(
             let Some(id) = app.handle.store().by_idempotency_key(&key).await? else {
                 return Err(Problem::new(StatusCode::CONFLICT, "conflict", "the execution exists"));
             };
-            return repeated(&app, id, &key, &request.definition, &inputs).await;
+            return repeated(&app, id, &key, &definition, &inputs).await;
         }
         Err(error) => return Err(error.into()),
     };
     let location = format!("/api/v1/executions/{id}");
-    let started = Started { id, workflow: name, status: Status::Running };
+    let started = Started { id, workflow: name, status: Status::Running, version };
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(started)).into_response())
 }
 

@@ -45,7 +45,7 @@ use tokio_postgres::error::SqlState;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest, TokenRecord,
+    Store, StoredRequest, TokenRecord, WorkflowVersion,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -271,6 +271,27 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<LogLine>> {
         attempt!(self, |conn| ops::logs(conn, id, step, after, limit))
+    }
+
+    async fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: Time,
+    ) -> Result<(WorkflowVersion, bool)> {
+        attempt!(self, |conn| ops::put_workflow(conn, name, source, now))
+    }
+
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<WorkflowVersion>> {
+        attempt!(self, |conn| ops::workflow_versions(conn, name))
+    }
+
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>> {
+        attempt!(self, |conn| ops::workflows(conn))
+    }
+
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        attempt!(self, |conn| ops::delete_workflow(conn, name))
     }
 
     async fn add_token(&self, token: TokenRecord) -> Result<()> {

@@ -17,7 +17,7 @@ use wayline_journal::Status;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    StoredRequest, Summary, TokenRecord, check_sequence, stale_lease,
+    StoredRequest, Summary, TokenRecord, WorkflowVersion, check_sequence, stale_lease,
 };
 
 use crate::Failure;
@@ -462,6 +462,91 @@ pub(crate) async fn get(conn: &mut Conn, id: &str) -> Outcome<ExecutionRecord> {
         Some(row) => Ok(Ok(record(&row)?)),
         None => Ok(Err(Error::NotFound(id.to_owned()))),
     }
+}
+
+fn workflow_version(row: &tokio_postgres::Row) -> Result<WorkflowVersion, Failure> {
+    Ok(WorkflowVersion {
+        name: row.col(0)?,
+        version: u32::try_from(row.col::<i32>(1)?).unwrap_or(0),
+        source: row.col(2)?,
+        created_at: Time::from_micros(row.col(3)?),
+    })
+}
+
+/// Inserts the next version unless the newest has the same source, in one statement: two
+/// servers registering at once cannot both take a version number (the primary key refuses the
+/// second, which is then told to try again).
+pub(crate) async fn put_workflow(
+    conn: &mut Conn,
+    name: &str,
+    source: &str,
+    now: Time,
+) -> Outcome<(WorkflowVersion, bool)> {
+    let (name, source) = (clean(name), clean(source));
+    let newest = conn
+        .query_opt(
+            "SELECT name, version, source, created_at FROM workflows WHERE name = $1
+             ORDER BY version DESC LIMIT 1",
+            &[&name],
+        )
+        .await?
+        .as_ref()
+        .map(workflow_version)
+        .transpose()?;
+    if let Some(newest) = &newest
+        && newest.source == *source
+    {
+        return Ok(Ok((newest.clone(), false)));
+    }
+    let version = newest.map_or(1, |newest| newest.version + 1);
+    let added = conn
+        .execute(
+            "INSERT INTO workflows (name, version, source, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[&name, &i32::try_from(version).unwrap_or(i32::MAX), &source, &now.as_micros()],
+        )
+        .await?;
+    if added == 0 {
+        return Ok(Err(Error::Exists(format!("{name} version {version}"))));
+    }
+    let stored = WorkflowVersion {
+        name: name.into_owned(),
+        version,
+        source: source.into_owned(),
+        created_at: now,
+    };
+    Ok(Ok((stored, true)))
+}
+
+pub(crate) async fn workflow_versions(
+    conn: &mut Conn,
+    name: &str,
+) -> Outcome<Vec<WorkflowVersion>> {
+    let rows = conn
+        .query(
+            "SELECT name, version, source, created_at FROM workflows WHERE name = $1 ORDER BY version",
+            &[&clean(name)],
+        )
+        .await?;
+    let versions: Vec<WorkflowVersion> =
+        rows.iter().map(workflow_version).collect::<Result<_, _>>()?;
+    Ok(if versions.is_empty() { Err(Error::NotFound(name.to_owned())) } else { Ok(versions) })
+}
+
+pub(crate) async fn workflows(conn: &mut Conn) -> Outcome<Vec<WorkflowVersion>> {
+    let rows = conn
+        .query(
+            "SELECT DISTINCT ON (name) name, version, source, created_at FROM workflows
+             ORDER BY name, version DESC",
+            &[],
+        )
+        .await?;
+    Ok(Ok(rows.iter().map(workflow_version).collect::<Result<_, _>>()?))
+}
+
+pub(crate) async fn delete_workflow(conn: &mut Conn, name: &str) -> Outcome<bool> {
+    let deleted = conn.execute("DELETE FROM workflows WHERE name = $1", &[&clean(name)]).await?;
+    Ok(Ok(deleted > 0))
 }
 
 pub(crate) async fn add_token(conn: &mut Conn, token: &TokenRecord) -> Outcome<()> {

@@ -82,6 +82,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at bigint
     );
     "#,
+    // 4: the workflow registry: every version of every workflow, never changed once stored.
+    r#"
+    CREATE TABLE {schema}.workflows (
+        name       text COLLATE "C" NOT NULL,
+        version    integer NOT NULL,
+        source     text NOT NULL,
+        created_at bigint NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -43,7 +43,7 @@ use std::time::Duration;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest, TokenRecord,
+    Store, StoredRequest, TokenRecord, WorkflowVersion,
 };
 
 pub use open::SCHEMA_VERSION;
@@ -273,6 +273,30 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LogLine>> {
         let (id, step) = (id.to_owned(), step.map(str::to_owned));
         self.workers.read(move |conn| ops::logs(conn, &id, step.as_deref(), after, limit)).await
+    }
+
+    async fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: Time,
+    ) -> Result<(WorkflowVersion, bool)> {
+        let (name, source) = (name.to_owned(), source.to_owned());
+        self.workers.write(move |conn| ops::put_workflow(conn, &name, &source, now).map(Ok)).await
+    }
+
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<WorkflowVersion>> {
+        let name = name.to_owned();
+        self.workers.read(move |conn| ops::workflow_versions(conn, &name)).await
+    }
+
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>> {
+        self.workers.read(move |conn| ops::workflows(conn).map(Ok)).await
+    }
+
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.workers.write(move |conn| ops::delete_workflow(conn, &name).map(Ok)).await
     }
 
     async fn add_token(&self, token: TokenRecord) -> Result<()> {

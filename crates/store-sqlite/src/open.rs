@@ -87,6 +87,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER
     );
     ",
+    // 4: the workflow registry: every version of every workflow, never changed once stored.
+    "
+    CREATE TABLE workflows (
+        name       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        source     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes and understands.

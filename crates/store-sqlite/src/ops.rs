@@ -15,7 +15,7 @@ use wayline_journal::Status;
 use wayline_journal::{Event, Time};
 use wayline_store::{
     Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    StoredRequest, Summary, TokenRecord, check_sequence, stale_lease,
+    StoredRequest, Summary, TokenRecord, WorkflowVersion, check_sequence, stale_lease,
 };
 
 /// A commit with its events already turned into JSON (done by the caller, off the writer
@@ -295,6 +295,72 @@ pub(crate) fn get(conn: &Connection, id: &str) -> rusqlite::Result<Result<Execut
         .query_row([id], record)
         .optional()?;
     Ok(record.ok_or_else(|| Error::NotFound(id.to_owned())))
+}
+
+fn workflow_version(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowVersion> {
+    Ok(WorkflowVersion {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        source: row.get(2)?,
+        created_at: Time::from_micros(row.get(3)?),
+    })
+}
+
+pub(crate) fn put_workflow(
+    conn: &Connection,
+    name: &str,
+    source: &str,
+    now: Time,
+) -> rusqlite::Result<(WorkflowVersion, bool)> {
+    let newest = conn
+        .prepare_cached(
+            "SELECT name, version, source, created_at FROM workflows WHERE name = ?1
+             ORDER BY version DESC LIMIT 1",
+        )?
+        .query_row([name], workflow_version)
+        .optional()?;
+    if let Some(newest) = &newest
+        && newest.source == source
+    {
+        return Ok((newest.clone(), false));
+    }
+    let version = WorkflowVersion {
+        name: name.to_owned(),
+        version: newest.map_or(1, |newest| newest.version + 1),
+        source: source.to_owned(),
+        created_at: now,
+    };
+    conn.prepare_cached(
+        "INSERT INTO workflows (name, version, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![version.name, version.version, version.source, now.as_micros()])?;
+    Ok((version, true))
+}
+
+pub(crate) fn workflow_versions(
+    conn: &Connection,
+    name: &str,
+) -> rusqlite::Result<Result<Vec<WorkflowVersion>>> {
+    let versions: Vec<WorkflowVersion> = conn
+        .prepare_cached(
+            "SELECT name, version, source, created_at FROM workflows WHERE name = ?1 ORDER BY version",
+        )?
+        .query_map([name], workflow_version)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(if versions.is_empty() { Err(Error::NotFound(name.to_owned())) } else { Ok(versions) })
+}
+
+pub(crate) fn workflows(conn: &Connection) -> rusqlite::Result<Vec<WorkflowVersion>> {
+    conn.prepare_cached(
+        "SELECT name, version, source, created_at FROM workflows AS w
+         WHERE version = (SELECT max(version) FROM workflows WHERE name = w.name) ORDER BY name",
+    )?
+    .query_map([], workflow_version)?
+    .collect()
+}
+
+pub(crate) fn delete_workflow(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.prepare_cached("DELETE FROM workflows WHERE name = ?1")?.execute([name])? > 0)
 }
 
 pub(crate) fn add_token(conn: &Connection, token: &TokenRecord) -> rusqlite::Result<Result<()>> {

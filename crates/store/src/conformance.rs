@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             changed_returns_by_the_timeout,
             idempotency_keys_name_one_execution,
             tokens_are_added_found_listed_and_revoked,
+            workflow_versions_grow_only_when_the_source_changes,
         );
     };
     (@cases $setup:expr; $($case:ident),* $(,)?) => {
@@ -874,6 +875,38 @@ pub async fn tokens_are_added_found_listed_and_revoked<S: Store>(store: S) {
     assert!(!store.revoke_token("ci").await.unwrap());
     assert_eq!(store.token("id1").await.unwrap(), None);
     store.add_token(token("ci", "id4", None)).await.unwrap();
+}
+
+/// The registry: a new source is a new version, the same source is not, versions never
+/// change, and deleting removes every version.
+pub async fn workflow_versions_grow_only_when_the_source_changes<S: Store>(store: S) {
+    assert_eq!(store.workflows().await.unwrap(), Vec::new());
+    assert_eq!(store.workflow_versions("deploy").await, Err(Error::NotFound("deploy".into())));
+    let (first, new) = store.put_workflow("deploy", "v: 1", at(0)).await.unwrap();
+    assert!(new);
+    assert_eq!((first.version, first.source.as_str(), first.created_at), (1, "v: 1", at(0)));
+    let (same, new) = store.put_workflow("deploy", "v: 1", at(5)).await.unwrap();
+    assert!(!new);
+    assert_eq!(same, first);
+    let (second, new) = store.put_workflow("deploy", "v: 2", at(10)).await.unwrap();
+    assert!(new);
+    assert_eq!(second.version, 2);
+    // Back to an older source is a new version too: versions only grow.
+    let (third, _) = store.put_workflow("deploy", "v: 1", at(20)).await.unwrap();
+    assert_eq!(third.version, 3);
+    store.put_workflow("backup", "b", at(30)).await.unwrap();
+
+    let versions = store.workflow_versions("deploy").await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(versions[0], first);
+    let newest: Vec<(String, u32)> =
+        store.workflows().await.unwrap().into_iter().map(|v| (v.name, v.version)).collect();
+    assert_eq!(newest, [("backup".to_owned(), 1), ("deploy".to_owned(), 3)]);
+
+    assert!(store.delete_workflow("deploy").await.unwrap());
+    assert!(!store.delete_workflow("deploy").await.unwrap());
+    assert_eq!(store.workflow_versions("deploy").await, Err(Error::NotFound("deploy".into())));
+    assert_eq!(store.put_workflow("deploy", "v: 9", at(40)).await.unwrap().0.version, 1);
 }
 
 /// `changed` wakes when a commit or a request lands while it waits.

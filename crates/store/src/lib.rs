@@ -169,6 +169,28 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogLine>>> + Send;
 
+    /// Registers `source` as the newest version of workflow `name`, unless it is already the
+    /// newest; returns that version and whether it is new.
+    fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: Time,
+    ) -> impl Future<Output = Result<(WorkflowVersion, bool)>> + Send;
+
+    /// Every version of workflow `name`, oldest first ([`Error::NotFound`] when none).
+    fn workflow_versions(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<WorkflowVersion>>> + Send;
+
+    /// The newest version of every registered workflow, by name.
+    fn workflows(&self) -> impl Future<Output = Result<Vec<WorkflowVersion>>> + Send;
+
+    /// Deletes every version of workflow `name`; whether there was one. Executions keep the
+    /// source they started with (it is in their journal).
+    fn delete_workflow(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
     /// Stores a new API token; [`Error::Exists`] (with the name) when one has its name or id.
     fn add_token(&self, token: TokenRecord) -> impl Future<Output = Result<()>> + Send;
 

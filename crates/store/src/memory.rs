@@ -9,7 +9,7 @@ use wayline_journal::{Event, Time};
 
 use crate::{
     Changes, Commit, Error, ExecutionRecord, Filter, Lease, LogLine, NewExecution, Request, Result,
-    Store, StoredRequest, TokenRecord, check_sequence, stale_lease,
+    Store, StoredRequest, TokenRecord, WorkflowVersion, check_sequence, stale_lease,
 };
 
 /// Everything in this process's memory. Clones share the same state.
@@ -32,6 +32,7 @@ pub struct MemoryStore {
 struct Inner {
     executions: BTreeMap<String, Entry>,
     tokens: BTreeMap<String, TokenRecord>,
+    workflows: BTreeMap<String, Vec<WorkflowVersion>>,
     next_request: u64,
 }
 
@@ -332,6 +333,44 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: Time,
+    ) -> Result<(WorkflowVersion, bool)> {
+        let mut inner = self.lock();
+        let versions = inner.workflows.entry(name.to_owned()).or_default();
+        if let Some(newest) = versions.last()
+            && newest.source == source
+        {
+            return Ok((newest.clone(), false));
+        }
+        let version = WorkflowVersion {
+            name: name.to_owned(),
+            version: versions.last().map_or(1, |newest| newest.version + 1),
+            source: source.to_owned(),
+            created_at: now,
+        };
+        versions.push(version.clone());
+        Ok((version, true))
+    }
+
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<WorkflowVersion>> {
+        match self.lock().workflows.get(name) {
+            Some(versions) if !versions.is_empty() => Ok(versions.clone()),
+            _ => Err(Error::NotFound(name.to_owned())),
+        }
+    }
+
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>> {
+        Ok(self.lock().workflows.values().filter_map(|versions| versions.last().cloned()).collect())
+    }
+
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        Ok(self.lock().workflows.remove(name).is_some())
     }
 
     async fn add_token(&self, token: TokenRecord) -> Result<()> {

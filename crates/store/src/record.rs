@@ -22,6 +22,16 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
 }
 
+/// One version of a registered workflow. A version never changes once stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkflowVersion {
+    pub name: String,
+    /// From 1, one more for each change of the source.
+    pub version: u32,
+    pub source: String,
+    pub created_at: Time,
+}
+
 /// An API token as stored: never the token itself, only its id and the SHA-256 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenRecord {

@@ -753,3 +753,91 @@ fn one_websocket_follows_many_executions_and_resumes_after_a_sequence_number() {
     send(&mut socket, json!({ "unsubscribe": first }));
     assert!(read(&mut socket)["error"].as_str().unwrap().contains("not subscribed"));
 }
+
+#[test]
+fn workflows_are_registered_in_versions_and_started_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let put = |client: &Client, name: &str, text: &str| {
+        client.request(
+            "PUT",
+            &format!("/api/v1/workflows/{name}"),
+            &[("Content-Type", "application/yaml")],
+            text.as_bytes(),
+        )
+    };
+    let v1 = "name: deploy\ninputs:\n  env: { type: string, default: dev }\nsteps:\n  - id: a\n    set: { where: \"${{ inputs.env }}\", version: 1 }\n";
+    let v2 = v1.replace("version: 1", "version: 2");
+
+    let created = put(&server, "deploy", v1);
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.json()["version"], 1);
+    let unchanged = put(&server, "deploy", v1);
+    assert_eq!((unchanged.status, unchanged.json()["version"].as_u64()), (200, Some(1)));
+    let changed = put(&server, "deploy", &v2);
+    assert_eq!((changed.status, changed.json()["version"].as_u64()), (201, Some(2)));
+
+    let invalid =
+        put(&server, "deploy", "name: deploy\nsteps:\n  - id: a\n    runn: true\n").problem(422);
+    assert_eq!(
+        (invalid["errors"][0]["line"].as_u64(), invalid["errors"][0]["column"].as_u64()),
+        (Some(4), Some(5))
+    );
+    let renamed = put(&server, "other", v1).problem(422);
+    assert!(renamed["detail"].as_str().unwrap().contains("named `deploy`"), "{renamed}");
+    put(&server, "..%2Fetc", v1).problem(422);
+    put(&server, ".hidden", v1).problem(422);
+    // Registering is for admins.
+    let operate = wayline_in(dir.path(), &db, &["token", "create", "ops", "--role", "operate"])
+        .output()
+        .unwrap();
+    let operator = Client {
+        address: server.address.clone(),
+        token: Some(String::from_utf8(operate.stdout).unwrap().trim().to_owned()),
+    };
+    put(&operator, "deploy", v1).problem(403);
+
+    let listed = operator.get("/api/v1/workflows").json();
+    assert_eq!(
+        listed["items"],
+        json!([{ "name": "deploy", "version": 2, "created_at": listed["items"][0]["created_at"] }])
+    );
+    let first = operator.get("/api/v1/workflows/deploy?version=1").json();
+    assert_eq!((first["source"].as_str(), &first["versions"]), (Some(v1), &json!([1, 2])));
+    operator.get("/api/v1/workflows/deploy?version=7").problem(404);
+
+    // Started by name: the newest version, or the one asked for, with inputs.
+    let newest = operator
+        .post("/api/v1/executions", &json!({ "workflow": "deploy", "inputs": { "env": "prod" } }));
+    assert_eq!(newest.status, 201, "{newest:?}");
+    assert_eq!(newest.json()["version"], 2);
+    let pinned =
+        operator.post("/api/v1/executions", &json!({ "workflow": "deploy", "version": 1 }));
+    let (newest, pinned) = (
+        newest.json()["id"].as_str().unwrap().to_owned(),
+        pinned.json()["id"].as_str().unwrap().to_owned(),
+    );
+    for (id, version, env) in [(&newest, 2, "prod"), (&pinned, 1, "dev")] {
+        eventually("the execution", || status_of(&server, id) == "succeeded");
+        let report = server.get(&format!("/api/v1/executions/{id}")).json();
+        assert_eq!(
+            report["steps"][0]["outputs"],
+            json!({ "where": env, "version": version }),
+            "{report}"
+        );
+    }
+    operator.post("/api/v1/executions", &json!({ "workflow": "nope" })).problem(404);
+    operator
+        .post("/api/v1/executions", &json!({ "workflow": "deploy", "definition": v1 }))
+        .problem(422);
+    operator
+        .post("/api/v1/executions", &json!({ "workflow": "deploy", "inputs": { "env": 3 } }))
+        .problem(422);
+
+    // Deleting the workflow leaves its executions as they were.
+    assert_eq!(server.request("DELETE", "/api/v1/workflows/deploy", &[], b"").status, 204);
+    server.get("/api/v1/workflows/deploy").problem(404);
+    server.request("DELETE", "/api/v1/workflows/deploy", &[], b"").problem(404);
+    assert_eq!(status_of(&server, &pinned), "succeeded");
+}

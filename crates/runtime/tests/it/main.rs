@@ -48,6 +48,23 @@ impl Store for Watched {
     async fn by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
         self.inner.by_idempotency_key(key).await
     }
+    async fn put_workflow(
+        &self,
+        name: &str,
+        source: &str,
+        now: wayline_journal::Time,
+    ) -> Result<(wayline_store::WorkflowVersion, bool)> {
+        self.inner.put_workflow(name, source, now).await
+    }
+    async fn workflow_versions(&self, name: &str) -> Result<Vec<wayline_store::WorkflowVersion>> {
+        self.inner.workflow_versions(name).await
+    }
+    async fn workflows(&self) -> Result<Vec<wayline_store::WorkflowVersion>> {
+        self.inner.workflows().await
+    }
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        self.inner.delete_workflow(name).await
+    }
     async fn add_token(&self, token: wayline_store::TokenRecord) -> Result<()> {
         self.inner.add_token(token).await
     }
