@@ -48,6 +48,7 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/cancel", post(cancel::<S>))
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
         .route("/ws", get(socket::<S>))
+        .route("/events", get(lifecycle::<S>))
         .route("/workflows", get(crate::workflows::list::<S>))
         .route(
             "/workflows/{name}",
@@ -409,6 +410,99 @@ struct EventsQuery {
 
 /// How often an idle stream says it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleQuery {
+    workflow: Option<String>,
+}
+
+/// Whether an event changes an execution's life (what a dashboard shows), rather than one of
+/// its steps' progress.
+fn is_lifecycle(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Created { .. }
+            | EventKind::Recovered { .. }
+            | EventKind::Paused { .. }
+            | EventKind::Resumed { .. }
+            | EventKind::StepEscalated { .. }
+            | EventKind::Decided { .. }
+            | EventKind::Stopping { .. }
+            | EventKind::Finished { .. }
+    )
+}
+
+/// `GET /api/v1/events`: the lifecycle events of every execution this server runs, as
+/// server-sent events, live from now. It is a view for dashboards: a reader that falls behind
+/// gets a `lagged` event saying how many messages it missed (each execution's own stream is
+/// the lossless one).
+async fn lifecycle<S: Store>(
+    State(app): State<Shared<S>>,
+    query: Result<Query<LifecycleQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Response> {
+    let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
+    let bus = app.handle.published();
+    let counted = app.metrics.stream();
+    let workflows: std::collections::HashMap<Arc<str>, String> = Default::default();
+    let state = (bus, workflows, std::collections::VecDeque::<SseEvent>::new());
+    let store = app.handle.store().clone();
+    let stream = futures_util::stream::unfold(state, move |(mut bus, mut workflows, mut ready)| {
+        let wanted = query.workflow.clone();
+        let store = store.clone();
+        async move {
+            loop {
+                if let Some(event) = ready.pop_front() {
+                    return Some((Ok::<_, Infallible>(event), (bus, workflows, ready)));
+                }
+                let published = match bus.recv().await {
+                    Ok(published) => published,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        ready.push_back(
+                            SseEvent::default().event("lagged").data(missed.to_string()),
+                        );
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                let wayline_runtime::subscription::Published::Events { execution, events } =
+                    &*published
+                else {
+                    continue;
+                };
+                for event in events.iter().filter(|event| is_lifecycle(&event.kind)) {
+                    match &event.kind {
+                        EventKind::Created { workflow, .. } => {
+                            workflows.insert(Arc::clone(execution), workflow.clone());
+                        }
+                        // A taken-over execution's workflow is in the store.
+                        EventKind::Recovered { .. } => {
+                            if let Ok(record) = store.get(execution).await {
+                                workflows.insert(Arc::clone(execution), record.workflow);
+                            }
+                        }
+                        _ => {}
+                    }
+                    let workflow = workflows.get(execution).cloned();
+                    if let EventKind::Finished { .. } = &event.kind {
+                        workflows.remove(execution);
+                    }
+                    if wanted.as_ref().is_some_and(|wanted| workflow.as_ref() != Some(wanted)) {
+                        continue;
+                    }
+                    let data = cloudevents::to_json(execution, event).to_string();
+                    ready.push_back(SseEvent::default().data(data));
+                }
+            }
+        }
+    })
+    .take_until(app.stopping.clone().cancelled_owned())
+    .map(move |item| {
+        let _ = &counted;
+        item
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
 
 async fn events<S: Store>(
     State(app): State<Shared<S>>,

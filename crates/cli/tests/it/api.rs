@@ -841,3 +841,52 @@ fn workflows_are_registered_in_versions_and_started_by_name() {
     server.request("DELETE", "/api/v1/workflows/deploy", &[], b"").problem(404);
     assert_eq!(status_of(&server, &pinned), "succeeded");
 }
+
+#[test]
+fn the_lifecycle_stream_shows_every_execution_of_a_workflow_as_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    // A raw connection that reads the stream as it comes.
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "GET /api/v1/events?workflow=watched HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token.as_deref().unwrap()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+
+    let watched = "name: watched\nsteps:\n  - id: a\n    set: { x: 1 }\n";
+    let other = "name: other\nsteps:\n  - id: a\n    set: { x: 1 }\n";
+    let mut ids = Vec::new();
+    for definition in [watched, other, watched] {
+        let started = server.post("/api/v1/executions", &json!({ "definition": definition }));
+        ids.push(started.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen: Vec<(String, String)> = Vec::new();
+    while seen.len() < 4 {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended early");
+        // Chunked framing lines and blank lines are not data.
+        if let Some(data) = line.trim_end().strip_prefix("data:") {
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            let id =
+                event["source"].as_str().unwrap().trim_start_matches("/executions/").to_owned();
+            seen.push((id, event["type"].as_str().unwrap().to_owned()));
+        }
+    }
+    let expected: Vec<(String, String)> = [&ids[0], &ids[2]]
+        .into_iter()
+        .flat_map(|id| {
+            [
+                (id.clone(), "dev.wayline.workflow.created.v1".to_owned()),
+                (id.clone(), "io.serverlessworkflow.workflow.completed.v1".to_owned()),
+            ]
+        })
+        .collect();
+    assert_eq!(seen, expected);
+}
