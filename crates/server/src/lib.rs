@@ -14,6 +14,7 @@ pub mod api;
 pub mod metrics;
 mod problem;
 mod routes;
+pub mod tls;
 pub mod tokens;
 mod workflows;
 mod ws;
@@ -50,17 +51,24 @@ pub fn router<S: Store>(app: App<S>) -> axum::Router {
     routes::router(Arc::new(app))
 }
 
-/// Serves the API on `listener` until `until` completes, then finishes the requests under way
-/// (streams end with it).
+/// Serves the API on `listener` (over TLS with `tls`) until `until` completes, then finishes
+/// the requests under way (streams end with it).
 pub async fn serve<S: Store>(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: App<S>,
     until: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async move { until.cancelled().await })
-        .await
+    let stop = async move { until.cancelled().await };
+    match tls {
+        None => axum::serve(listener, service).with_graceful_shutdown(stop).await,
+        Some(config) => {
+            let listener = tls::Listener::new(listener, config).tap_io(|_| {});
+            axum::serve(listener, service).with_graceful_shutdown(stop).await
+        }
+    }
 }
 
 /// How often the server looks for executions nobody runs.

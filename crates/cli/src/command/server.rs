@@ -21,6 +21,12 @@ pub struct Args {
     /// tokens and everything else would cross the network in clear text.
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     listen: SocketAddr,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Listen on a non-loopback address anyway (a trusted network, or a proxy in front that
     /// adds TLS and authentication).
     #[arg(long)]
@@ -34,7 +40,13 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    if !args.listen.ip().is_loopback() && !args.insecure_listen {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(wayline_server::tls::config(cert, key).map_err(Error::invalid)?)
+        }
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure_listen {
         return Err(Error::invalid(format!(
             "refusing to listen on {} without TLS: wayline server listens on loopback; \
              pass --insecure-listen to serve a trusted network anyway",
@@ -53,7 +65,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         if let Some(path) = super::token::bootstrap(&store).await? {
             say!("wayline: made the first API token (admin); it is in {}", path.display());
         }
-        if !args.listen.ip().is_loopback() {
+        if !args.listen.ip().is_loopback() && tls.is_none() {
             say!("wayline: warning: serving {address} without TLS (--insecure-listen)");
         }
         let mut stop = signals::Stop::listen()?;
@@ -79,16 +91,17 @@ pub fn exec(args: Args) -> Result<Exit> {
         let (adopted, first) = tokio::sync::oneshot::channel();
         let adopting =
             wayline_server::keep_adopting(handle.clone(), secrets, clock, serving.clone(), adopted);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let announce = async {
             let taken = first.await.unwrap_or(0);
             say!(
-                "wayline: server listening on http://{address} ({}){}",
+                "wayline: server listening on {scheme}://{address} ({}){}",
                 location.describe(),
                 if taken > 0 { format!("; took over {taken} execution(s)") } else { String::new() }
             );
         };
         let server = async {
-            let served = wayline_server::serve(listener, app, serving.clone()).await;
+            let served = wayline_server::serve(listener, tls, app, serving.clone()).await;
             // The API is closed: now the engine stops, cancelling what still runs and releasing
             // its leases, so that the executions continue wherever wayline runs next.
             shutdown.cancel();

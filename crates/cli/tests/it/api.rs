@@ -37,7 +37,13 @@ impl std::ops::Deref for Server {
 
 impl Server {
     fn start(dir: &Path, db: &str) -> Server {
-        let mut child = wayline_in(dir, db, &["server", "--listen", "127.0.0.1:0"])
+        Server::start_with(dir, db, &[])
+    }
+
+    fn start_with(dir: &Path, db: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = wayline_in(dir, db, &args)
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -48,8 +54,9 @@ impl Server {
         let address = loop {
             line.clear();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "the server ended before listening");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap();
+                break url.split("://").nth(1).unwrap().to_owned();
             }
         };
         // Keep reading, so that the server never blocks on a full pipe.
@@ -946,4 +953,87 @@ fn after_kill_9_of_a_server_running_50_executions_no_committed_step_runs_again()
             assert!(log.lines().any(|l| l == format!("{tag} {step}")), "{tag} {step} never ran");
         }
     }
+}
+
+#[test]
+fn the_api_is_served_over_tls_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    #[allow(clippy::disallowed_methods)]
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        // A server's certificate, not an authority's (rustls refuses a CA as the end entity).
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(made.status.success(), "{made:?}");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+
+    // A key that is not one is refused before anything listens.
+    let refused = wayline_in(
+        dir.path(),
+        &db,
+        &["server", "--listen", "127.0.0.1:0", "--tls-cert", &cert_arg, "--tls-key", &cert_arg],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+
+    let server =
+        Server::start_with(dir.path(), &db, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    // Plain HTTP gets no answer from a TLS port.
+    assert_ne!(server.get("/healthz").status, 200);
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&cert).unwrap();
+    for der in
+        <rustls::pki_types::CertificateDer<'_> as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(&server.address).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let token = server.token.clone().unwrap();
+    let request = format!(
+        "GET /api/v1/executions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let response = Response::parse(&raw);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["items"], json!([]));
 }
