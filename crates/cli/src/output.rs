@@ -94,6 +94,15 @@ pub fn install_log() {
     let _ = tracing::subscriber::set_global_default(Log { level });
 }
 
+/// Whether log lines are JSON objects (`wayline server --log-format json`) rather than text.
+static JSON_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the log one JSON object per line: `time`, `level`, `target`, `message` and the
+/// event's other fields, for log collectors.
+pub fn log_as_json() {
+    JSON_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A subscriber that prints each event on one line; spans are not used by wayline.
 struct Log {
     level: tracing::Level,
@@ -113,6 +122,19 @@ impl tracing::Subscriber for Log {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
 
     fn event(&self, event: &tracing::Event<'_>) {
+        if JSON_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+            let metadata = event.metadata();
+            let mut fields = Fields(serde_json::Map::new());
+            event.record(&mut fields);
+            let mut object = serde_json::Map::new();
+            let now = wayline_runtime::clock::Clock::system().now();
+            object.insert("time".into(), now.rfc3339().into());
+            object.insert("level".into(), metadata.level().as_str().to_ascii_lowercase().into());
+            object.insert("target".into(), metadata.target().into());
+            object.extend(fields.0);
+            message(format_args!("{}\n", serde_json::Value::Object(object)));
+            return;
+        }
         let mut line = Line(String::new());
         event.record(&mut line);
         message(format_args!("wayline: {}\n", escape(&line.0)));
@@ -121,6 +143,35 @@ impl tracing::Subscriber for Log {
     fn enter(&self, _: &tracing::span::Id) {}
 
     fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The fields of an event as JSON values.
+struct Fields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
 }
 
 /// The text of an event: its message, then any other fields as `name=value`.

@@ -292,6 +292,14 @@ pub async fn count_requests(
     let method = request.method().as_str().to_owned();
     let start = Instant::now();
     let response = next.run(request).await;
+    tracing::info!(
+        target: "wayline::http",
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
     metrics
         .request_seconds
         .get_or_create(&RouteLabels { route: route.clone() })

@@ -27,6 +27,9 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How the server logs (stderr): `text` lines, or one `json` object per line.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
     /// Listen on a non-loopback address anyway (a trusted network, or a proxy in front that
     /// adds TLS and authentication).
     #[arg(long)]
@@ -40,6 +43,9 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
+    if args.log_format == "json" {
+        crate::output::log_as_json();
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             Some(wayline_server::tls::config(cert, key).map_err(Error::invalid)?)
@@ -63,10 +69,10 @@ pub fn exec(args: Args) -> Result<Exit> {
         })?;
         let address = listener.local_addr()?;
         if let Some(path) = super::token::bootstrap(&store).await? {
-            say!("wayline: made the first API token (admin); it is in {}", path.display());
+            tell(format!("made the first API token (admin); it is in {}", path.display()));
         }
         if !args.listen.ip().is_loopback() && tls.is_none() {
-            say!("wayline: warning: serving {address} without TLS (--insecure-listen)");
+            tell(format!("warning: serving {address} without TLS (--insecure-listen)"));
         }
         let mut stop = signals::Stop::listen()?;
         let shutdown = CancellationToken::new();
@@ -94,11 +100,11 @@ pub fn exec(args: Args) -> Result<Exit> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let announce = async {
             let taken = first.await.unwrap_or(0);
-            say!(
-                "wayline: server listening on {scheme}://{address} ({}){}",
+            tell(format!(
+                "server listening on {scheme}://{address} ({}){}",
                 location.describe(),
                 if taken > 0 { format!("; took over {taken} execution(s)") } else { String::new() }
-            );
+            ));
         };
         let server = async {
             let served = wayline_server::serve(listener, tls, app, serving.clone()).await;
@@ -109,7 +115,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         };
         let signal = async {
             tokio::select! {
-                name = stop.next() => say!("wayline: {name}: stopping the server"),
+                name = stop.next() => tell(format!("{name}: stopping the server")),
                 () = serving.cancelled() => {}
             }
             serving.cancel();
@@ -139,4 +145,10 @@ fn serve_on_all_cores<T>(work: impl std::future::Future<Output = Result<T>>) -> 
     let result = runtime.block_on(work);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// Says something about the server on stderr: a `wayline: …` line, or a JSON log object with
+/// `--log-format json` (through the same log as everything else).
+fn tell(text: String) {
+    tracing::info!(target: "wayline::server", "{text}");
 }

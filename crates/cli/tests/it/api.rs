@@ -1037,3 +1037,47 @@ fn the_api_is_served_over_tls_with_the_given_certificate() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json()["items"], json!([]));
 }
+
+#[test]
+fn with_log_format_json_every_line_the_server_writes_is_a_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let mut child =
+        wayline_in(dir.path(), &db, &["server", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    let mut address = None;
+    while address.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "ended early: {lines:?}");
+        let object: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if let Some(rest) = object["message"].as_str().and_then(|m| m.split("http://").nth(1)) {
+            address = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        lines.push(object);
+    }
+    assert!(
+        lines.iter().all(|line| line["level"] == "info" && line["time"].is_string()),
+        "{lines:?}"
+    );
+    // A request is logged with its route pattern, status and duration.
+    let client = Client { address: address.unwrap(), token: None };
+    assert_eq!(client.get("/healthz").status, 200);
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (logged["route"].as_str(), logged["status"].as_u64()),
+        (Some("/healthz"), Some(200)),
+        "{logged}"
+    );
+    assert!(logged["ms"].as_f64().is_some(), "{logged}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
