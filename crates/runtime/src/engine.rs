@@ -104,6 +104,7 @@ enum Command {
     Control(String, Control, oneshot::Sender<Result<()>>),
     Report(String, oneshot::Sender<Option<Report>>),
     Recover(String, Arc<Secrets>, bool, oneshot::Sender<Result<Recovered>>),
+    Drain(Duration, oneshot::Sender<()>),
 }
 
 /// The outcome of [`EngineHandle::recover`].
@@ -146,6 +147,14 @@ impl<S: Store> EngineHandle<S> {
     /// have lapsed, but it may well go on.
     pub async fn recover(&self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {
         self.ask(|reply| Command::Recover(id.to_owned(), secrets, force, reply)).await?
+    }
+
+    /// Stops the engine gently: from now on it takes no submission or takeover and starts no
+    /// attempt, records the attempts that end, and stops (as on shutdown: whatever still runs
+    /// is cancelled and the leases are released) once none runs or `grace` has passed.
+    /// Returns once the engine has begun to drain.
+    pub async fn drain(&self, grace: Duration) -> Result<()> {
+        self.ask(|reply| Command::Drain(grace, reply)).await
     }
 
     /// The current report of an execution: from memory when this engine owns it, otherwise
@@ -275,6 +284,8 @@ pub struct Engine<S> {
     lazy: Vec<Pending>,
     /// When the lazy inputs are committed even if nothing else is.
     lazy_until: Option<tokio::time::Instant>,
+    /// When draining, the instant to stop at the latest.
+    draining: Option<tokio::time::Instant>,
     /// Control requests from other processes already queued.
     queued_requests: HashSet<u64>,
     logs: Vec<LogLine>,
@@ -335,6 +346,7 @@ impl<S: Store> Engine<S> {
             inputs: VecDeque::new(),
             lazy: Vec::new(),
             lazy_until: None,
+            draining: None,
             queued_requests: HashSet::new(),
             logs: Vec::new(),
             finished: HashMap::new(),
@@ -401,6 +413,7 @@ impl<S: Store> Engine<S> {
                         deferred = Some(last_look + at_most_every);
                     }
                 }
+                () = sleep_until_instant(self.draining), if self.draining.is_some() => break,
                 () = sleep_until_instant(self.lazy_until), if self.lazy_until.is_some() => {
                     self.take_lazy();
                 }
@@ -424,6 +437,11 @@ impl<S: Store> Engine<S> {
             }
             if let Err(error) = self.process().await {
                 outcome = Err(error);
+                break;
+            }
+            if self.draining.is_some()
+                && self.executions.values().all(|owned| owned.attempts.is_empty())
+            {
                 break;
             }
         }
@@ -477,6 +495,9 @@ impl<S: Store> Engine<S> {
         let mut creating = Vec::new();
         for command in commands {
             match command {
+                Command::Submit(_, reply) if self.draining.is_some() => {
+                    let _ = reply.send(Err(Error::Stopped));
+                }
                 Command::Submit(submission, reply) => match self.prepare(*submission) {
                     Ok(prepared) => creating.push((prepared, reply)),
                     Err(error) => {
@@ -559,8 +580,19 @@ impl<S: Store> Engine<S> {
                 let _ = reply.send(report);
             }
             Command::Recover(id, secrets, force, reply) => {
-                let result = self.recover(&id, secrets, force).await;
+                let result = match self.draining {
+                    Some(_) => Err(Error::Stopped),
+                    None => self.recover(&id, secrets, force).await,
+                };
                 let _ = reply.send(result);
+            }
+            Command::Drain(grace, reply) => {
+                let deadline = tokio::time::Instant::now() + grace;
+                self.draining = Some(self.draining.map_or(deadline, |at| at.min(deadline)));
+                for owned in self.executions.values_mut() {
+                    owned.execution.hold();
+                }
+                let _ = reply.send(());
             }
         }
     }

@@ -27,6 +27,10 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// On a stop signal, how long the attempts under way get to end before they are cancelled
+    /// (a second signal cancels them at once).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    grace: Duration,
     /// How the server logs (stderr): `text` lines, or one `json` object per line.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -106,24 +110,41 @@ pub fn exec(args: Args) -> Result<Exit> {
                 if taken > 0 { format!("; took over {taken} execution(s)") } else { String::new() }
             ));
         };
+        let grace = args.grace;
+        let drainer = handle.clone();
         let server = async {
             let served = wayline_server::serve(listener, tls, app, serving.clone()).await;
-            // The API is closed: now the engine stops, cancelling what still runs and releasing
-            // its leases, so that the executions continue wherever wayline runs next.
-            shutdown.cancel();
+            // The API is closed: now the engine drains. Nothing new starts, the attempts under
+            // way get `--grace` to end, and then whatever still runs is cancelled and the
+            // leases are released, so that the executions continue wherever wayline runs next.
+            if drainer.drain(grace).await.is_err() {
+                shutdown.cancel();
+            }
             served
         };
         let signal = async {
             tokio::select! {
-                name = stop.next() => tell(format!("{name}: stopping the server")),
+                name = stop.next() => tell(format!(
+                    "{name}: stopping the server; running attempts get {} to end (a second signal stops them now)",
+                    wayline_journal::duration::format(grace)
+                )),
                 () = serving.cancelled() => {}
             }
             serving.cancel();
+            tokio::select! {
+                name = stop.next() => {
+                    tell(format!("{name}: stopping now"));
+                    shutdown.cancel();
+                }
+                () = shutdown.cancelled() => {}
+            }
         };
         let engine = async {
             let result = engine.run().await;
-            // An engine that stopped on its own (the store stayed unavailable) ends the server.
+            // An engine that stopped on its own (the store stayed unavailable, or it drained)
+            // ends the server.
             serving.cancel();
+            shutdown.cancel();
             result
         };
         let (engine_result, served, (), (), (), ()) =
@@ -151,4 +172,9 @@ fn serve_on_all_cores<T>(work: impl std::future::Future<Output = Result<T>>) -> 
 /// `--log-format json` (through the same log as everything else).
 fn tell(text: String) {
     tracing::info!(target: "wayline::server", "{text}");
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    wayline_journal::duration::parse(text)
+        .map_err(|_| format!("`{text}` is not a duration like 30s"))
 }

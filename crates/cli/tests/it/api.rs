@@ -1081,3 +1081,76 @@ fn with_log_format_json_every_line_the_server_writes_is_a_json_object() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Sends SIGTERM to the server and waits for its exit; returns how long that took.
+fn terminate(server: &mut Server) -> Duration {
+    let stopped = Instant::now();
+    #[allow(clippy::disallowed_methods)]
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    stopped.elapsed()
+}
+
+#[test]
+fn a_stopping_server_lets_running_attempts_end_starts_nothing_new_and_the_next_one_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let mut server = Server::start(dir.path(), &db);
+    let definition = "name: drained\nsteps:\n  - id: a\n    run: sleep 1\n  - id: b\n    needs: [a]\n    set: { done: true }\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("a to run", || {
+        server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
+    });
+    let took = terminate(&mut server);
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "{took:?}");
+
+    // a ended during the drain and is recorded; b did not start.
+    let output = wayline_in(dir.path(), &db, &["show", &id, "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["steps"][0]["status"], "succeeded", "{report}");
+    assert_eq!(report["steps"][1]["status"], "pending", "{report}");
+    assert_eq!(report["status"], "running");
+
+    let again = Server::start(dir.path(), &db);
+    eventually("the execution to finish on the next server", || {
+        status_of(&again, &id) != "running"
+    });
+    let report = again.get(&format!("/api/v1/executions/{id}")).json();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(report["steps"][0]["attempts"], 1, "a ran once: {report}");
+}
+
+#[test]
+fn an_attempt_longer_than_the_grace_is_cancelled_and_retried_by_the_next_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let mut server = Server::start_with(dir.path(), &db, &["--grace", "300ms"]);
+    let definition = "name: long\nsteps:\n  - id: a\n    run: test \"$WAYLINE_ATTEMPT\" = 2 || sleep 30\n    retry: { max_attempts: 2, delay: 0s }\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("a to run", || {
+        server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
+    });
+    let took = terminate(&mut server);
+    assert!(took < Duration::from_secs(8), "the grace was not kept: {took:?}");
+    let again = Server::start(dir.path(), &db);
+    eventually("the execution to finish on the next server", || {
+        status_of(&again, &id) != "running"
+    });
+    let report = again.get(&format!("/api/v1/executions/{id}")).json();
+    assert_eq!(
+        (report["status"].as_str(), report["steps"][0]["attempts"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{report}"
+    );
+}

@@ -469,6 +469,12 @@ impl Execution {
         self.state.seq()
     }
 
+    /// From now on, starts nothing and finishes nothing: what is running ends and is recorded,
+    /// and the rest is left for the next owner (an engine that drains before it stops).
+    pub fn hold(&mut self) {
+        self.transient.held = true;
+    }
+
     pub fn created_at(&self) -> Time {
         self.state.created_at()
     }
@@ -606,6 +612,9 @@ struct Transient {
     /// The evaluated workflow `env`, for `env.*` in expressions. It follows from the inputs
     /// and the secrets, and may hold secret values, which the journal never does.
     env: Value,
+    /// The engine is draining (its server stops): nothing new is decided, results are still
+    /// recorded. Not a fact of the execution either: the next owner schedules as usual.
+    held: bool,
 }
 
 impl Transient {
@@ -615,6 +624,7 @@ impl Transient {
             due: BTreeSet::new(),
             compensations_due: BTreeSet::new(),
             env: Value::Object(Map::new()),
+            held: false,
         }
     }
 }

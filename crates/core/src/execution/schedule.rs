@@ -17,6 +17,9 @@ impl Execution {
     /// Starts whatever may start now, skips what can no longer run, and finishes the execution
     /// when nothing is left.
     pub(super) fn schedule(&mut self, out: &mut Transition, now: Time) {
+        if self.transient.held {
+            return;
+        }
         loop {
             if self.state.outcome().is_some() || self.state.started_at().is_none() {
                 return;
