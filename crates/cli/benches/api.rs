@@ -10,7 +10,7 @@
 //!   against its critical path (target ≤ 1.5× + 2 s), and the server's RSS;
 //! - 10,000 executions parked on `wait`: the server's RSS per execution (target ≤ 4 KiB).
 //!
-//! `WAYLINE_BENCH_SCALE=0.1` runs a tenth of every count, for a quick look.
+//! The server runs with `--local-slots 1000`. `WAYLINE_BENCH_SCALE=0.1` runs a tenth of every count, for a quick look.
 
 #![allow(clippy::disallowed_methods)] // a benchmark starts its server and client threads
 
@@ -31,7 +31,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wayline"))
-            .args(["server", "--listen", "127.0.0.1:0", "--db"])
+            .args(["server", "--listen", "127.0.0.1:0", "--local-slots", "1000", "--db"])
             .arg(dir.join("bench.db"))
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("WAYLINE_RETENTION", "off")

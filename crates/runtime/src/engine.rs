@@ -42,6 +42,8 @@ pub struct Options {
     pub requests: Requests,
     /// How long to keep retrying a commit while the store is unavailable before stopping.
     pub store_patience: Duration,
+    /// How many command and http attempts run at once here (`None`: no limit).
+    pub local_slots: Option<usize>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             limits: Limits::default(),
             requests: Requests::Wakeups { at_most_every: Duration::from_millis(50) },
             store_patience: Duration::from_secs(30),
+            local_slots: None,
         }
     }
 }
@@ -321,8 +324,12 @@ impl<S: Store> Engine<S> {
         let (reports, reports_in) = mpsc::unbounded_channel();
         let tracker = TaskTracker::new();
         let clock = Clock::system();
-        let executor: Box<dyn Executor> =
-            Box::new(Arc::new(LocalExecutor::new(tracker.clone(), shutdown.clone(), clock)));
+        let executor: Box<dyn Executor> = Box::new(Arc::new(LocalExecutor::new(
+            tracker.clone(),
+            shutdown.clone(),
+            clock,
+            options.local_slots,
+        )));
         let (bus, _) = broadcast::channel(4096);
         let handle =
             EngineHandle { commands: command_sender, bus: bus.clone(), store: store.clone() };

@@ -88,16 +88,25 @@ pub struct LocalExecutor {
     clock: Clock,
     running: Mutex<HashMap<AttemptId, CancellationToken>>,
     http: Mutex<Option<exec::HttpClient>>,
+    /// At most this many attempts run at once (`wayline server --local-slots`); the others
+    /// wait for a slot in the order they were started.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl LocalExecutor {
-    pub fn new(tracker: TaskTracker, shutdown: CancellationToken, clock: Clock) -> LocalExecutor {
+    pub fn new(
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        clock: Clock,
+        slots: Option<usize>,
+    ) -> LocalExecutor {
         LocalExecutor {
             tracker,
             shutdown,
             clock,
             running: Mutex::new(HashMap::new()),
             http: Mutex::new(None),
+            slots: slots.map(|slots| Arc::new(tokio::sync::Semaphore::new(slots))),
         }
     }
 
@@ -127,7 +136,21 @@ impl Executor for Arc<LocalExecutor> {
         };
         let clock = self.clock;
         let this = Arc::clone(self);
+        let slots = self.slots.clone();
         self.tracker.spawn(async move {
+            // A fair semaphore: attempts get their slots in the order they were started. A
+            // cancel while waiting ends the attempt without running it.
+            let _slot = match slots {
+                None => None,
+                Some(slots) => tokio::select! {
+                    slot = slots.acquire_owned() => slot.ok(),
+                    () = token.cancelled() => {
+                        this.running().remove(report.id());
+                        report.send(Report::Finished(AttemptResult::Cancelled));
+                        return;
+                    }
+                },
+            };
             let outcome = match request {
                 Request::Command(mut command) => {
                     let on_start = report.clone();

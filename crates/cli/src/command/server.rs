@@ -27,6 +27,10 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How many command and http attempts this server runs at once; the others wait for a
+    /// slot, in order.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    local_slots: u32,
     /// On a stop signal, how long the attempts under way get to end before they are cancelled
     /// (a second signal cancels them at once).
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
@@ -80,7 +84,10 @@ pub fn exec(args: Args) -> Result<Exit> {
         }
         let mut stop = signals::Stop::listen()?;
         let shutdown = CancellationToken::new();
-        let options = follow::engine_options(&store);
+        let options = wayline_runtime::Options {
+            local_slots: Some(args.local_slots as usize),
+            ..follow::engine_options(&store)
+        };
         let closed = store.closed();
         let clock = Clock::system();
         let (engine, handle) = Engine::new(store, options, shutdown.clone());

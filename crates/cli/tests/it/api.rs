@@ -1154,3 +1154,32 @@ fn an_attempt_longer_than_the_grace_is_cancelled_and_retried_by_the_next_server(
         "{report}"
     );
 }
+
+#[test]
+fn local_slots_cap_the_attempts_running_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start_with(dir.path(), &db, &["--local-slots", "2"]);
+    let trace = dir.path().join("trace.log");
+    let mut definition = "name: slots\nsteps:\n".to_owned();
+    for n in 0..6 {
+        definition.push_str(&format!(
+            "  - id: s{n}\n    run: echo + >> {t}; sleep 0.3; echo - >> {t}\n",
+            t = trace.display()
+        ));
+    }
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the execution", || status_of(&server, &id) == "succeeded");
+    // The most processes that were inside their script at once.
+    let (mut now, mut most) = (0i32, 0i32);
+    for line in std::fs::read_to_string(&trace).unwrap().lines() {
+        now += if line == "+" { 1 } else { -1 };
+        most = most.max(now);
+    }
+    assert_eq!(most, 2, "{}", std::fs::read_to_string(&trace).unwrap());
+    let refused = wayline_in(dir.path(), &db, &["server", "--local-slots", "0"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+}
