@@ -44,6 +44,53 @@ pub struct App<S> {
     /// shutdown up until their executions finish.
     pub stopping: CancellationToken,
     pub metrics: Arc<metrics::Metrics>,
+    /// Live streams open per token, against [`STREAMS_PER_TOKEN`].
+    pub streams: Arc<Streams>,
+}
+
+/// How many live streams (SSE and WebSocket) one token may hold open at once.
+pub const STREAMS_PER_TOKEN: usize = 64;
+
+/// Live streams open, by token name.
+#[derive(Debug, Default)]
+pub struct Streams(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl Streams {
+    /// Counts one more stream for `token`, while the guard lives; refused past the limit.
+    pub fn open(self: &Arc<Self>, token: &str) -> Result<StreamSlot, Problem> {
+        let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(token.to_owned()).or_default();
+        if *count >= STREAMS_PER_TOKEN {
+            return Err(Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                format!(
+                    "token `{token}` already has {STREAMS_PER_TOKEN} live streams open; close one first"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(StreamSlot { streams: Arc::clone(self), token: token.to_owned() })
+    }
+}
+
+/// One open stream of a token.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<Streams>,
+    token: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
 }
 
 /// The routes of the API, health checks included.

@@ -113,10 +113,14 @@ fn unauthorized(refused: Refused) -> Response {
 
 async fn socket<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| crate::ws::serve(socket, app)),
+        Ok(upgrade) => match app.streams.open(&caller.name) {
+            Ok(slot) => upgrade.on_upgrade(move |socket| crate::ws::serve(socket, app, slot)),
+            Err(problem) => problem.into_response(),
+        },
         Err(rejection) => {
             Problem::new(rejection.status(), "not-a-websocket", rejection.body_text())
                 .into_response()
@@ -439,11 +443,13 @@ fn is_lifecycle(kind: &EventKind) -> bool {
 /// the lossless one).
 async fn lifecycle<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<LifecycleQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<Response> {
     let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
+    let slot = app.streams.open(&caller.name)?;
     let bus = app.handle.published();
-    let counted = app.metrics.stream();
+    let counted = (app.metrics.stream(), slot);
     let workflows: std::collections::HashMap<Arc<str>, String> = Default::default();
     let state = (bus, workflows, std::collections::VecDeque::<SseEvent>::new());
     let store = app.handle.store().clone();
@@ -506,6 +512,7 @@ async fn lifecycle<S: Store>(
 
 async fn events<S: Store>(
     State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -535,8 +542,9 @@ async fn events<S: Store>(
             )?
         }
     };
+    let slot = app.streams.open(&caller.name)?;
     let subscription = app.handle.subscribe(&id, resume_after);
-    let counted = app.metrics.stream();
+    let counted = (app.metrics.stream(), slot);
     let stream = event_stream(id, subscription)
         .take_until(app.stopping.clone().cancelled_owned())
         // The guard goes with the stream: the gauge counts streams, not requests.

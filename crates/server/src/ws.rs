@@ -85,7 +85,7 @@ fn follow<S: Store>(
 }
 
 /// Serves one socket until the client leaves, the server stops, or the client is too slow.
-pub async fn serve<S: Store>(socket: WebSocket, app: Arc<App<S>>) {
+pub async fn serve<S: Store>(socket: WebSocket, app: Arc<App<S>>, _slot: crate::StreamSlot) {
     let _counted = app.metrics.stream();
     let (mut sink, mut incoming) = socket.split();
     let mut streams: SelectAll<BoxStream<'static, Outgoing>> = SelectAll::new();

@@ -104,6 +104,7 @@ pub fn exec(args: Args) -> Result<Exit> {
             clock,
             stopping: serving.clone(),
             metrics: Arc::clone(&metrics),
+            streams: Arc::default(),
         };
         let (adopted, first) = tokio::sync::oneshot::channel();
         let adopting =

@@ -1183,3 +1183,43 @@ fn local_slots_cap_the_attempts_running_at_once() {
     let refused = wayline_in(dir.path(), &db, &["server", "--local-slots", "0"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
 }
+
+#[test]
+fn a_token_holds_at_most_64_live_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let server = Server::start(dir.path(), &db);
+    let definition = "name: held\nsteps:\n  - id: a\n    wait: 1h\n";
+    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let open = || {
+        let mut stream = TcpStream::connect(&server.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "GET /api/v1/executions/{id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+            server.token.as_deref().unwrap()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        (status, reader)
+    };
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let (status, reader) = open();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        held.push(reader);
+    }
+    let (status, _) = open();
+    assert!(status.starts_with("HTTP/1.1 429"), "{status}");
+    // Closing one frees its place (the server notices at its next write: a keep-alive).
+    drop(held.pop());
+    let mut status = String::new();
+    eventually("a freed stream slot", || {
+        status = open().0;
+        status.starts_with("HTTP/1.1 200")
+    });
+}
