@@ -30,6 +30,44 @@ use wayline_store::Store;
 
 pub use problem::{FieldError, Problem};
 
+/// What following an execution's journal yields, for the live streams (SSE, WebSocket).
+#[derive(Debug)]
+pub(crate) enum Followed {
+    /// An event: its sequence number and CloudEvents form.
+    Event(u64, serde_json::Value),
+    /// The execution's final event was the last one.
+    Ended,
+    /// The store failed; the client resumes from its last sequence number.
+    Failed(String),
+}
+
+/// An execution's events from a subscription, as CloudEvents, then `Ended` (or `Failed`),
+/// then nothing.
+pub(crate) fn follow<S: Store>(
+    id: String,
+    subscription: wayline_runtime::Subscription<S>,
+) -> futures_util::stream::BoxStream<'static, Followed> {
+    use futures_util::StreamExt as _;
+    futures_util::stream::unfold(Some(subscription), move |state| {
+        let id = id.clone();
+        async move {
+            let mut subscription = state?;
+            loop {
+                return match subscription.next().await {
+                    Ok(Some(wayline_runtime::Item::Event(event))) => {
+                        let json = wayline_journal::cloudevents::to_json(&id, &event);
+                        Some((Followed::Event(event.seq, json), Some(subscription)))
+                    }
+                    Ok(Some(wayline_runtime::Item::Log(_))) => continue,
+                    Ok(None) => Some((Followed::Ended, None)),
+                    Err(error) => Some((Followed::Failed(error.to_string()), None)),
+                };
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Request bodies are at most this large (413 beyond).
 pub const BODY_LIMIT: usize = 1 << 20;
 

@@ -26,7 +26,7 @@ use wayline_core::execution::Control;
 use wayline_journal::{Actor, Decision, EventKind, Status, cloudevents};
 use wayline_lang::inputs::{self, Given};
 use wayline_runtime::control::{self, Sent, Settled};
-use wayline_runtime::{Error as EngineError, Item, Submission, inspect};
+use wayline_runtime::{Error as EngineError, Submission, inspect};
 use wayline_store::{Error as StoreError, Filter, Store};
 
 use crate::api::{self, Accepted, ExecutionSummary, Page, Started};
@@ -562,27 +562,17 @@ fn event_stream<S: Store>(
     id: String,
     subscription: wayline_runtime::Subscription<S>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    futures_util::stream::unfold(Some(subscription), move |state| {
-        let id = id.clone();
-        async move {
-            let mut subscription = state?;
-            loop {
-                return match subscription.next().await {
-                    Ok(Some(Item::Event(event))) => {
-                        let data = cloudevents::to_json(&id, &event).to_string();
-                        let sse = SseEvent::default().id(event.seq.to_string()).data(data);
-                        Some((Ok(sse), Some(subscription)))
-                    }
-                    Ok(Some(Item::Log(_))) => continue,
-                    Ok(None) => None,
-                    Err(error) => {
-                        let sse = SseEvent::default().event("error").data(error.to_string());
-                        Some((Ok(sse), None))
-                    }
-                };
-            }
-        }
-    })
+    crate::follow(id, subscription)
+        .take_while(|followed| std::future::ready(!matches!(followed, crate::Followed::Ended)))
+        .map(|followed| {
+            Ok(match followed {
+                crate::Followed::Event(seq, json) => {
+                    SseEvent::default().id(seq.to_string()).data(json.to_string())
+                }
+                crate::Followed::Failed(error) => SseEvent::default().event("error").data(error),
+                crate::Followed::Ended => SseEvent::default(),
+            })
+        })
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,11 +20,10 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wayline_journal::cloudevents;
-use wayline_runtime::{Item, Subscription};
+use wayline_runtime::Subscription;
 use wayline_store::Store;
 
-use crate::App;
+use crate::{App, Followed};
 
 /// How long the server waits for a client to take one message.
 pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
@@ -61,27 +60,14 @@ fn follow<S: Store>(
     subscription: Subscription<S>,
     stop: CancellationToken,
 ) -> BoxStream<'static, Outgoing> {
-    futures_util::stream::unfold(Some(subscription), move |state| {
-        let id = id.clone();
-        async move {
-            let mut subscription = state?;
-            loop {
-                return match subscription.next().await {
-                    Ok(Some(Item::Event(event))) => {
-                        Some(((cloudevents::to_json(&id, &event), false), Some(subscription)))
-                    }
-                    Ok(Some(Item::Log(_))) => continue,
-                    Ok(None) => Some(((json!({ "ended": id }), true), None)),
-                    Err(error) => {
-                        let message = json!({ "error": error.to_string(), "execution": id });
-                        Some(((message, true), None))
-                    }
-                };
-            }
-        }
-    })
-    .take_until(stop.cancelled_owned())
-    .boxed()
+    crate::follow(id.clone(), subscription)
+        .map(move |followed| match followed {
+            Followed::Event(_, json) => (json, false),
+            Followed::Ended => (json!({ "ended": id }), true),
+            Followed::Failed(error) => (json!({ "error": error, "execution": id }), true),
+        })
+        .take_until(stop.cancelled_owned())
+        .boxed()
 }
 
 /// Serves one socket until the client leaves, the server stops, or the client is too slow.

@@ -12,6 +12,13 @@ use serde_json::{Value, json};
 
 use super::wayline_in;
 
+/// A scratch directory and the SQLite database in it, for one test's servers.
+fn sandbox() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    (dir, db)
+}
+
 /// A `wayline server` on a free loopback port, killed when dropped; it derefs to a client.
 struct Server {
     child: Child,
@@ -102,6 +109,13 @@ impl Client {
 
     fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
+    }
+
+    /// Starts an execution of `definition` and returns its id.
+    fn start(&self, definition: &str) -> String {
+        let started = self.post("/api/v1/executions", &json!({ "definition": definition }));
+        assert_eq!(started.status, 201, "{started:?}");
+        started.json()["id"].as_str().unwrap().to_owned()
     }
 
     fn post(&self, path: &str, body: &Value) -> Response {
@@ -222,8 +236,7 @@ const CHAIN: &str = "name: chain\ninputs:\n  who: { type: string }\nsteps:\n  - 
 
 #[test]
 fn an_execution_is_started_read_listed_and_streamed_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     assert_eq!(server.get("/healthz").status, 200);
     assert_eq!(server.get("/readyz").status, 200);
@@ -295,8 +308,7 @@ fn an_execution_is_started_read_listed_and_streamed_over_http() {
 
 #[test]
 fn listings_are_paginated_newest_first_with_cursors() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: one\nsteps:\n  - id: x\n    set: { y: 1 }\n";
     let mut ids = Vec::new();
@@ -325,8 +337,7 @@ fn listings_are_paginated_newest_first_with_cursors() {
 
 #[test]
 fn bad_requests_get_a_problem_document_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let start = |body: &[u8]| {
         server.request("POST", "/api/v1/executions", &[("Content-Type", "application/json")], body)
@@ -364,14 +375,10 @@ fn bad_requests_get_a_problem_document_and_change_nothing() {
 
 #[test]
 fn executions_are_paused_resumed_and_cancelled_and_refusals_say_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: slow\nsteps:\n  - id: a\n    run: sleep 0.3\n  - id: b\n    needs: [a]\n    run: sleep 30\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     let control = |action: &str, body: Value| {
         server.post(&format!("/api/v1/executions/{id}/{action}"), &body)
     };
@@ -419,18 +426,10 @@ fn executions_are_paused_resumed_and_cancelled_and_refusals_say_why() {
 
 #[test]
 fn a_server_killed_with_9_leaves_executions_a_new_server_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: survive\nsteps:\n  - id: a\n    run: sleep 1\n    retry: { max_attempts: 2, delay: 0s }\n  - id: b\n    needs: [a]\n    set: { ok: true }\n";
-    let ids: Vec<String> = (0..3)
-        .map(|_| {
-            server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids: Vec<String> = (0..3).map(|_| server.start(definition)).collect();
     eventually("the first attempts to run", || {
         ids.iter().all(|id| {
             server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"]
@@ -452,8 +451,7 @@ fn a_server_killed_with_9_leaves_executions_a_new_server_finishes() {
 
 #[test]
 fn a_non_loopback_listen_is_refused_without_insecure_listen() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let output =
         wayline_in(dir.path(), &db, &["server", "--listen", "0.0.0.0:0"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -462,14 +460,10 @@ fn a_non_loopback_listen_is_refused_without_insecure_listen() {
 
 #[test]
 fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let mut server = Server::start(dir.path(), &db);
     let definition = "name: long\nsteps:\n  - id: a\n    run: sleep 2\n    retry: { max_attempts: 2, delay: 0s }\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     eventually("the attempt to run", || {
         server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
     });
@@ -501,8 +495,7 @@ fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
 
 #[test]
 fn an_idempotency_key_starts_one_execution_even_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let definition = "name: once\nsteps:\n  - id: x\n    set: { y: 1 }\n";
     let body = json!({ "definition": definition }).to_string();
     let start = |server: &Client, key: &str, body: &str| {
@@ -547,8 +540,7 @@ fn an_idempotency_key_starts_one_execution_even_across_a_restart() {
 
 #[test]
 fn tokens_decide_who_may_do_what_and_name_the_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let mode = std::fs::metadata(dir.path().join("config/wayline/token")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
@@ -626,14 +618,10 @@ fn tokens_decide_who_may_do_what_and_name_the_actor() {
 
 #[test]
 fn metrics_count_executions_attempts_and_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: counted\nsteps:\n  - id: flaky\n    run: test \"$WAYLINE_ATTEMPT\" = 2\n    retry: { max_attempts: 2, delay: 0s }\n  - id: then\n    needs: [flaky]\n    set: { ok: true }\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     eventually("the execution to end", || status_of(&server, &id) == "succeeded");
     // Loopback needs no token for the metrics.
     let anonymous = Client { address: server.address.clone(), token: None };
@@ -675,18 +663,10 @@ fn one_websocket_follows_many_executions_and_resumes_after_a_sequence_number() {
     use tungstenite::Message;
     use tungstenite::client::IntoClientRequest as _;
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: ws\nsteps:\n  - id: a\n    run: sleep 0.2\n  - id: b\n    needs: [a]\n    set: { x: 1 }\n";
-    let ids: Vec<String> = (0..3)
-        .map(|_| {
-            server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids: Vec<String> = (0..3).map(|_| server.start(definition)).collect();
 
     let connect = |token: Option<&str>| {
         let mut request =
@@ -763,8 +743,7 @@ fn one_websocket_follows_many_executions_and_resumes_after_a_sequence_number() {
 
 #[test]
 fn workflows_are_registered_in_versions_and_started_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let put = |client: &Client, name: &str, text: &str| {
         client.request(
@@ -851,8 +830,7 @@ fn workflows_are_registered_in_versions_and_started_by_name() {
 
 #[test]
 fn the_lifecycle_stream_shows_every_execution_of_a_workflow_as_it_goes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     // A raw connection that reads the stream as it comes.
     let mut stream = TcpStream::connect(&server.address).unwrap();
@@ -900,8 +878,7 @@ fn the_lifecycle_stream_shows_every_execution_of_a_workflow_as_it_goes() {
 
 #[test]
 fn after_kill_9_of_a_server_running_50_executions_no_committed_step_runs_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let runs = dir.path().join("runs.log");
     let definition = format!(
         "name: crash\ninputs:\n  tag: {{ type: string }}\nsteps:\n  - id: s1\n    run: echo \"${{{{ inputs.tag }}}} s1\" >> {runs}\n  - id: s2\n    needs: [s1]\n    run: echo \"${{{{ inputs.tag }}}} s2\" >> {runs}; sleep 1\n    retry: {{ max_attempts: 3, delay: 0s }}\n  - id: s3\n    needs: [s2]\n    run: echo \"${{{{ inputs.tag }}}} s3\" >> {runs}\n",
@@ -957,8 +934,7 @@ fn after_kill_9_of_a_server_running_50_executions_no_committed_step_runs_again()
 
 #[test]
 fn the_api_is_served_over_tls_with_the_given_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     #[allow(clippy::disallowed_methods)]
     let made = std::process::Command::new("openssl")
@@ -1040,8 +1016,7 @@ fn the_api_is_served_over_tls_with_the_given_certificate() {
 
 #[test]
 fn with_log_format_json_every_line_the_server_writes_is_a_json_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let mut child =
         wayline_in(dir.path(), &db, &["server", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
@@ -1098,14 +1073,10 @@ fn terminate(server: &mut Server) -> Duration {
 
 #[test]
 fn a_stopping_server_lets_running_attempts_end_starts_nothing_new_and_the_next_one_continues() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let mut server = Server::start(dir.path(), &db);
     let definition = "name: drained\nsteps:\n  - id: a\n    run: sleep 1\n  - id: b\n    needs: [a]\n    set: { done: true }\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     eventually("a to run", || {
         server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
     });
@@ -1130,14 +1101,10 @@ fn a_stopping_server_lets_running_attempts_end_starts_nothing_new_and_the_next_o
 
 #[test]
 fn an_attempt_longer_than_the_grace_is_cancelled_and_retried_by_the_next_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let mut server = Server::start_with(dir.path(), &db, &["--grace", "300ms"]);
     let definition = "name: long\nsteps:\n  - id: a\n    run: test \"$WAYLINE_ATTEMPT\" = 2 || sleep 30\n    retry: { max_attempts: 2, delay: 0s }\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     eventually("a to run", || {
         server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
     });
@@ -1157,8 +1124,7 @@ fn an_attempt_longer_than_the_grace_is_cancelled_and_retried_by_the_next_server(
 
 #[test]
 fn local_slots_cap_the_attempts_running_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start_with(dir.path(), &db, &["--local-slots", "2"]);
     let trace = dir.path().join("trace.log");
     let mut definition = "name: slots\nsteps:\n".to_owned();
@@ -1168,10 +1134,7 @@ fn local_slots_cap_the_attempts_running_at_once() {
             t = trace.display()
         ));
     }
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(&definition);
     eventually("the execution", || status_of(&server, &id) == "succeeded");
     // The most processes that were inside their script at once.
     let (mut now, mut most) = (0i32, 0i32);
@@ -1186,14 +1149,10 @@ fn local_slots_cap_the_attempts_running_at_once() {
 
 #[test]
 fn a_token_holds_at_most_64_live_streams() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db").display().to_string();
+    let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
     let definition = "name: held\nsteps:\n  - id: a\n    wait: 1h\n";
-    let id = server.post("/api/v1/executions", &json!({ "definition": definition })).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.start(definition);
     let open = || {
         let mut stream = TcpStream::connect(&server.address).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
