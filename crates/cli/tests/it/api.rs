@@ -111,6 +111,22 @@ impl Client {
         self.request("GET", path, &[], b"")
     }
 
+    /// Opens a server-sent event stream at `path`; returns its status line and the reader of
+    /// the rest, to read as it comes.
+    fn open_stream(&self, path: &str) -> (String, BufReader<TcpStream>) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token.as_deref().unwrap_or_default()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        (status, reader)
+    }
+
     /// Starts an execution of `definition` and returns its id.
     fn start(&self, definition: &str) -> String {
         let started = self.post("/api/v1/executions", &json!({ "definition": definition }));
@@ -832,18 +848,9 @@ fn workflows_are_registered_in_versions_and_started_by_name() {
 fn the_lifecycle_stream_shows_every_execution_of_a_workflow_as_it_goes() {
     let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);
-    // A raw connection that reads the stream as it comes.
-    let mut stream = TcpStream::connect(&server.address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let head = format!(
-        "GET /api/v1/events?workflow=watched HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
-        server.token.as_deref().unwrap()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
+    let (status, mut reader) = server.open_stream("/api/v1/events?workflow=watched");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
 
     let watched = "name: watched\nsteps:\n  - id: a\n    set: { x: 1 }\n";
     let other = "name: other\nsteps:\n  - id: a\n    set: { x: 1 }\n";
@@ -1153,19 +1160,7 @@ fn a_token_holds_at_most_64_live_streams() {
     let server = Server::start(dir.path(), &db);
     let definition = "name: held\nsteps:\n  - id: a\n    wait: 1h\n";
     let id = server.start(definition);
-    let open = || {
-        let mut stream = TcpStream::connect(&server.address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let head = format!(
-            "GET /api/v1/executions/{id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
-            server.token.as_deref().unwrap()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut status = String::new();
-        reader.read_line(&mut status).unwrap();
-        (status, reader)
-    };
+    let open = || server.open_stream(&format!("/api/v1/executions/{id}/events"));
     let mut held = Vec::new();
     for _ in 0..64 {
         let (status, reader) = open();
