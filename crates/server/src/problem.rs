@@ -132,3 +132,34 @@ impl From<EngineError> for Problem {
         }
     }
 }
+
+/// Turns every error response that is not a problem document yet into one: the framework's
+/// own rejections (a path segment that is not UTF-8, a malformed query) answer in plain text,
+/// and a client of this API should never have to parse two kinds of error.
+pub async fn everywhere(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        detail
+    };
+    let mut problem = Problem::new(status, "request", detail).into_response();
+    // Keep what the original said beyond its body (`WWW-Authenticate`, `Allow`, …).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}

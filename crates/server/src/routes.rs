@@ -75,6 +75,7 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
             crate::metrics::count_requests,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(crate::problem::everywhere))
         .with_state(app)
 }
 

@@ -1177,3 +1177,14 @@ fn a_token_holds_at_most_64_live_streams() {
         status.starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn the_frameworks_own_rejections_are_problem_documents_too() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    // A path segment that is not UTF-8, a query of the wrong type, an unknown query field.
+    server.get("/api/v1/executions/%FF%FE").problem(400);
+    server.get("/api/v1/executions?limit=many").problem(422);
+    server.get("/api/v1/executions?colour=red").problem(422);
+    server.get("/api/v1/ws").problem(400);
+}
