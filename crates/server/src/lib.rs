@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod openapi;
 mod problem;
 mod routes;
 pub mod tls;

@@ -56,7 +56,9 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
                 .put(crate::workflows::put::<S>)
                 .delete(crate::workflows::delete::<S>),
         )
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>));
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize::<S>))
+        // Added after the token check: the description of the API is public.
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }));
     Router::new()
         .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1188,3 +1188,60 @@ fn the_frameworks_own_rejections_are_problem_documents_too() {
     server.get("/api/v1/executions?colour=red").problem(422);
     server.get("/api/v1/ws").problem(400);
 }
+
+#[test]
+fn the_committed_openapi_document_is_current() {
+    let path = super::root().join("docs/openapi.json");
+    let document = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&wayline_server::openapi::document()).unwrap()
+    );
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(&path, &document).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == document,
+        "docs/openapi.json is stale: run `UPDATE_EXPECT=1 cargo nextest run -p wayline openapi`"
+    );
+}
+
+#[test]
+fn the_server_answers_every_operation_of_its_openapi_document_and_serves_it() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let anonymous = Client { address: server.address.clone(), token: None };
+    let served = anonymous.get("/api/v1/openapi.json");
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(served.json(), wayline_server::openapi::document());
+    let definition = "name: deploy\nsteps:\n  - id: a\n    set: { x: 1 }\n";
+    let id = server.start(definition);
+    for (method, path) in wayline_server::openapi::operation_list() {
+        let path = path.replace("{id}", &id).replace("{step}", "a").replace("{name}", "deploy");
+        let body: &[u8] = match (method, path.as_str()) {
+            ("put", _) => definition.as_bytes(),
+            ("post", "/api/v1/executions") => {
+                br#"{"definition": "name: x\nsteps:\n  - id: a\n    set: { y: 1 }\n"}"#
+            }
+            ("post", p) if p.ends_with("/decision") => br#"{"action": "retry"}"#,
+            ("post", _) => b"{}",
+            _ => b"",
+        };
+        if path == "/api/v1/events" {
+            // A live stream that never ends: its status line is the answer.
+            let (status, _) = server.open_stream(&path);
+            assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+            continue;
+        }
+        let answer = server.request(
+            &method.to_ascii_uppercase(),
+            &path,
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        let unrouted =
+            answer.status == 405 || (answer.status == 404 && answer.body.contains("no such route"));
+        assert!(!unrouted, "{method} {path}: {answer:?}");
+        assert!(answer.status < 500, "{method} {path}: {answer:?}");
+    }
+}
