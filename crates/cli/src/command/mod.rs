@@ -93,9 +93,12 @@ enum Command {
     /// Serve the HTTP API: start, list, watch (server-sent events) and steer executions from
     /// other programs; this process runs them.
     ///
-    /// Executions whose owner is gone are taken over at start and whenever one turns up. A stop
-    /// signal (Ctrl-C, SIGTERM, SIGHUP) closes the API, cancels the attempts still running and
-    /// releases the leases, so the executions continue where wayline runs next; exit code 0.
+    /// Every /api/v1 route needs a bearer token; the first start writes an admin token to
+    /// $XDG_CONFIG_HOME/wayline/token. Executions whose owner is gone are taken over at start
+    /// and whenever one turns up. A stop signal (Ctrl-C, SIGTERM, SIGHUP) closes the API and
+    /// drains: nothing new starts, the attempts under way get --grace to end, then what is left
+    /// is cancelled and the leases are released, so the executions continue where wayline runs
+    /// next; exit code 0. A second signal stops at once.
     Server(server::Args),
     /// Manage the API tokens of the servers on a database: create (printed once), list, revoke.
     ///

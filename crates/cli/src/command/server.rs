@@ -17,8 +17,9 @@ use crate::{follow, secrets, signals};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on. Loopback unless `--insecure-listen`: there is no TLS yet, so
-    /// tokens and everything else would cross the network in clear text.
+    /// Address to listen on. A non-loopback address needs --tls-cert and --tls-key (or
+    /// --insecure-listen): without TLS, tokens and everything else cross the network in clear
+    /// text.
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     listen: SocketAddr,
     /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
