@@ -404,7 +404,9 @@ fn executions_are_paused_resumed_and_cancelled_and_refusals_say_why() {
     assert_eq!(paused.json()["applied"], true);
     assert_eq!(status_of(&server, &id), "paused");
     // Step a ends meanwhile; b does not start while paused.
-    std::thread::sleep(Duration::from_millis(600));
+    eventually("a to end while paused", || {
+        server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "succeeded"
+    });
     let report = server.get(&format!("/api/v1/executions/{id}")).json();
     assert_eq!(report["steps"][1]["status"], "pending", "{report}");
     assert_eq!(control("resume", json!({})).status, 202);
@@ -483,12 +485,14 @@ fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
     eventually("the attempt to run", || {
         server.get(&format!("/api/v1/executions/{id}")).json()["steps"][0]["status"] == "running"
     });
-    let client = server.client.clone();
-    let path = format!("/api/v1/executions/{id}/events");
+    // The stream is open (its status line came) before the signal.
+    let (status, mut reader) = server.open_stream(&format!("/api/v1/executions/{id}/events"));
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let watcher = std::thread::spawn(move || {
-        client.request("GET", &path, &[("Accept", "text/event-stream")], b"")
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+        Response::parse(&[b"HTTP/1.1 200 OK\r\n".as_slice(), &rest].concat())
     });
-    std::thread::sleep(Duration::from_millis(200));
     let stopped = Instant::now();
     #[allow(clippy::disallowed_methods)]
     let killed = std::process::Command::new("kill")
@@ -601,7 +605,7 @@ fn tokens_decide_who_may_do_what_and_name_the_actor() {
         reader.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).problem(403);
     assert!(forbidden["detail"].as_str().unwrap().contains("dashboard"), "{forbidden}");
 
-    std::thread::sleep(Duration::from_millis(1100));
+    eventually("the brief token to expire", || brief.get("/api/v1/executions").status == 401);
     brief.get("/api/v1/executions").problem(401);
 
     // The token's name is the actor of what it does.
@@ -902,7 +906,13 @@ fn after_kill_9_of_a_server_running_50_executions_no_committed_step_runs_again()
         assert_eq!(started.status, 201, "{started:?}");
         tags.insert(started.json()["id"].as_str().unwrap().to_owned(), tag);
     }
-    std::thread::sleep(Duration::from_millis(600));
+    // Kill once every execution is inside s2 (its s1 committed), some attempts in flight.
+    eventually("every execution to reach s2", || {
+        tags.keys().all(|id| {
+            server.get(&format!("/api/v1/executions/{id}")).json()["steps"][1]["status"]
+                == "running"
+        })
+    });
     server.kill();
 
     // What the journal says had succeeded when the server died.
