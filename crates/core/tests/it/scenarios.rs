@@ -940,3 +940,28 @@ fn a_rejected_request_names_its_reason() {
     "#]]
     .assert_eq(&seen);
 }
+
+#[test]
+fn a_journal_written_in_a_newer_format_is_refused_not_misread() {
+    let h = Harness::new("name: t\nsteps:\n  - id: a\n    run: x\n");
+    let workflow = std::sync::Arc::clone(h.execution.workflow());
+    let mut journal = h.journal.clone();
+    assert!(journal.len() >= 2, "{journal:?}");
+    // The same journal reads back; one event from a newer wayline makes it unreadable.
+    wayline_core::Execution::replay(
+        "ex1".into(),
+        std::sync::Arc::clone(&workflow),
+        Default::default(),
+        &journal,
+    )
+    .unwrap();
+    journal[1].v = wayline_journal::FORMAT + 1;
+    let error =
+        wayline_core::Execution::replay("ex1".into(), workflow, Default::default(), &journal)
+            .err()
+            .expect("a newer format is refused");
+    assert!(
+        error.contains("newer than this wayline reads") && error.contains("upgrade wayline"),
+        "{error}"
+    );
+}
