@@ -958,8 +958,7 @@ fn a_journal_written_in_a_newer_format_is_refused_not_misread() {
     journal[1].v = wayline_journal::FORMAT + 1;
     let error =
         wayline_core::Execution::replay("ex1".into(), workflow, Default::default(), &journal)
-            .err()
-            .expect("a newer format is refused");
+            .expect_err("a newer format is refused");
     assert!(
         error.contains("newer than this wayline reads") && error.contains("upgrade wayline"),
         "{error}"
