@@ -120,3 +120,196 @@ pub fn to_json(execution: &str, event: &Event) -> Value {
     }
     object
 }
+
+/// Reads back an event written by [`to_json`]: the execution id and the journal event, exactly
+/// as they were (a client of the API rebuilds an execution's state from its stream with this,
+/// the same way the engine folds its journal). Refuses what [`to_json`] does not write, with
+/// the reason.
+pub fn from_json(object: &Value) -> Result<(String, Event), String> {
+    let text = |name: &str| {
+        object.get(name).and_then(Value::as_str).ok_or_else(|| format!("no `{name}` string"))
+    };
+    let execution = text("source")?
+        .strip_prefix("/executions/")
+        .ok_or("`source` is not /executions/ID")?
+        .to_owned();
+    let seq = text("id")?.parse::<u64>().map_err(|_| "`id` is not a sequence number")?;
+    let time = crate::Time::parse(text("time")?)?;
+    let kind = text("type")?;
+    let tag = tag_of(kind).ok_or_else(|| format!("unknown event type `{kind}`"))?;
+    let Some(Value::Object(data)) = object.get("data") else {
+        return Err("no `data` object".into());
+    };
+    let mut data = data.clone();
+    if let Some(error) = data.get("error").filter(|error| !error.is_null()) {
+        data.insert("error".into(), error_of(error)?);
+    }
+    if tag == "step_skipped" {
+        data.remove("status");
+    }
+    data.insert("type".into(), Value::String(tag.into()));
+    let kind: EventKind = serde_json::from_value(Value::Object(data))
+        .map_err(|error| format!("`data` does not fit `{kind}`: {error}"))?;
+    Ok((execution, Event::new(seq, time, kind)))
+}
+
+/// The journal's name for the event kind behind a CloudEvents `type`.
+fn tag_of(kind: &str) -> Option<&'static str> {
+    let (family, name) = if let Some(name) = kind.strip_prefix(SW) {
+        (SW, name)
+    } else {
+        (WL, kind.strip_prefix(WL)?)
+    };
+    Some(match (family, name) {
+        (WL, ".workflow.created.v1") => "created",
+        (SW, ".workflow.started.v1") => "started",
+        (WL, ".workflow.recovered.v1") => "recovered",
+        (SW, ".task.started.v1") | (WL, ".task.compensation.started.v1") => "attempt_started",
+        (WL, ".task.running.v1") => "attempt_running",
+        (SW, ".task.completed.v1") | (WL, ".task.compensation.completed.v1") => "attempt_succeeded",
+        (SW, ".task.faulted.v1") | (WL, ".task.compensation.faulted.v1") => "attempt_failed",
+        (SW, ".task.cancelled.v1") | (WL, ".task.compensation.cancelled.v1") => "attempt_cancelled",
+        (SW, ".task.retried.v1") => "retry_scheduled",
+        (WL, ".task.skipped.v1") => "step_skipped",
+        (WL, ".workflow.escalated.v1") => "step_escalated",
+        (WL, ".workflow.decided.v1") => "decided",
+        (SW, ".workflow.suspended.v1") => "paused",
+        (SW, ".workflow.resumed.v1") => "resumed",
+        (WL, ".workflow.stopping.v1") => "stopping",
+        (WL, ".workflow.rollback.started.v1") => "rollback_started",
+        (SW, ".workflow.completed.v1" | ".workflow.cancelled.v1" | ".workflow.faulted.v1") => {
+            "finished"
+        }
+        _ => return None,
+    })
+}
+
+/// The journal's error behind a problem object written by [`problem`].
+fn error_of(problem: &Value) -> Result<Value, String> {
+    let class = problem
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(|url| url.strip_prefix("https://wayline.dev/errors/"))
+        .ok_or("an `error` without a wayline error type")?;
+    let message = problem.get("detail").and_then(Value::as_str).unwrap_or_default();
+    Ok(json!({ "class": class, "message": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Actor, ErrorClass, Process, StopReason};
+    use crate::{Decision, Time};
+
+    fn every_kind() -> Vec<EventKind> {
+        let error = ErrorInfo::new(ErrorClass::Timeout, "ran past 5s");
+        let actor = Actor { by: "ops".into(), reason: Some("window".into()) };
+        let mut outputs = serde_json::Map::new();
+        outputs.insert("version".into(), json!("1.2"));
+        let mut kinds = vec![
+            EventKind::Created {
+                workflow: "deploy".into(),
+                source: "version: 1\n".into(),
+                path: "deploy.yaml".into(),
+                inputs: outputs.clone(),
+            },
+            EventKind::Started,
+            EventKind::Recovered { owner: "host:1".into() },
+            EventKind::StepSkipped {
+                step: "a".into(),
+                reason: "need failed".into(),
+                cancelled: true,
+            },
+            EventKind::StepSkipped {
+                step: "a".into(),
+                reason: "if false".into(),
+                cancelled: false,
+            },
+            EventKind::StepEscalated { step: "a".into(), error: error.clone() },
+            EventKind::Decided {
+                step: "a".into(),
+                decision: Decision::Skip,
+                outputs: outputs.clone(),
+                actor: actor.clone(),
+            },
+            EventKind::Paused { actor: actor.clone(), until: Some(Time::from_micros(7)) },
+            EventKind::Resumed { actor: actor.clone() },
+            EventKind::Stopping {
+                reason: StopReason::Cancelled,
+                rollback: true,
+                actor: Some(actor),
+                error: Some(error.clone()),
+            },
+            EventKind::RollbackStarted,
+            EventKind::Finished { outcome: Outcome::Succeeded, error: None },
+            EventKind::Finished { outcome: Outcome::Cancelled, error: None },
+            EventKind::Finished { outcome: Outcome::Failed, error: Some(error.clone()) },
+            EventKind::Finished { outcome: Outcome::RolledBack, error: Some(error.clone()) },
+        ];
+        for compensation in [false, true] {
+            let step = String::from("b");
+            kinds.extend([
+                EventKind::AttemptStarted {
+                    step: step.clone(),
+                    attempt: 2,
+                    compensation,
+                    until: Some(Time::from_micros(9)),
+                },
+                EventKind::AttemptRunning {
+                    step: step.clone(),
+                    attempt: 2,
+                    compensation,
+                    process: Process { host: "h".into(), pid: 40, started: 77 },
+                },
+                EventKind::AttemptSucceeded {
+                    step: step.clone(),
+                    attempt: 2,
+                    compensation,
+                    outputs: outputs.clone(),
+                },
+                EventKind::AttemptFailed {
+                    step: step.clone(),
+                    attempt: 2,
+                    compensation,
+                    error: error.clone(),
+                    outputs: outputs.clone(),
+                    terminal: compensation,
+                },
+                EventKind::AttemptCancelled { step: step.clone(), attempt: 2, compensation },
+                EventKind::RetryScheduled {
+                    step,
+                    attempt: 3,
+                    compensation,
+                    delay_ms: 250,
+                    at: Time::from_micros(11),
+                },
+            ]);
+        }
+        kinds
+    }
+
+    #[test]
+    fn every_event_reads_back_from_its_cloudevent_exactly() {
+        for (seq, kind) in every_kind().into_iter().enumerate() {
+            let event = Event::new(seq as u64 + 1, Time::from_micros(1_700_000_000_123_456), kind);
+            let written = to_json("01abc", &event);
+            let read = from_json(&written).unwrap_or_else(|error| panic!("{written}: {error}"));
+            assert_eq!(read, ("01abc".to_owned(), event), "{written}");
+        }
+    }
+
+    #[test]
+    fn what_to_json_does_not_write_is_refused_with_the_reason() {
+        let event = Event::new(1, Time::from_micros(0), EventKind::Started);
+        let good = to_json("01abc", &event);
+        let mut unknown = good.clone();
+        unknown["type"] = json!("io.serverlessworkflow.workflow.exploded.v1");
+        assert!(from_json(&unknown).unwrap_err().contains("unknown event type"));
+        let mut bad_seq = good.clone();
+        bad_seq["id"] = json!("x");
+        assert!(from_json(&bad_seq).unwrap_err().contains("sequence number"));
+        let mut bad_data = good;
+        bad_data["type"] = json!("io.serverlessworkflow.task.started.v1");
+        assert!(from_json(&bad_data).unwrap_err().contains("does not fit"));
+    }
+}
