@@ -7,6 +7,8 @@ use crate::event::{ErrorInfo, Event, EventKind, Outcome};
 
 const SW: &str = "io.serverlessworkflow";
 const WL: &str = "dev.wayline";
+/// Where the `type` URLs of the problem objects of errors start; the error class ends them.
+const ERROR_TYPES: &str = "https://wayline.dev/errors/";
 
 /// The CloudEvents `type` of a journal event.
 pub fn type_of(kind: &EventKind) -> String {
@@ -59,7 +61,7 @@ pub fn problem(error: &ErrorInfo, instance: &str) -> Value {
         crate::event::ErrorClass::Expression => ("Expression error", 422),
     };
     json!({
-        "type": format!("https://wayline.dev/errors/{}", error.class.name()),
+        "type": format!("{ERROR_TYPES}{}", error.class.name()),
         "title": title,
         "status": status,
         "detail": error.message,
@@ -189,7 +191,7 @@ fn error_of(problem: &Value) -> Result<Value, String> {
     let class = problem
         .get("type")
         .and_then(Value::as_str)
-        .and_then(|url| url.strip_prefix("https://wayline.dev/errors/"))
+        .and_then(|url| url.strip_prefix(ERROR_TYPES))
         .ok_or("an `error` without a wayline error type")?;
     let message = problem.get("detail").and_then(Value::as_str).unwrap_or_default();
     Ok(json!({ "class": class, "message": message }))
