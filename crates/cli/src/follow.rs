@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
-use wayline_backend::{AnyStore, Location};
+use wayline_backend::AnyStore;
 use wayline_core::execution::{Control, Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_journal::{Decision, Event, EventKind, Status, StepStatus, Time};
@@ -70,7 +70,8 @@ pub async fn retention<S: Store>(store: &S) {
 pub struct Watch {
     pub json: bool,
     pub quiet: bool,
-    pub location: Location,
+    /// Where the execution is kept, as the start message names it (a database, a server).
+    pub place: String,
 }
 
 /// Runs the engine and the user-facing loop side by side until the execution ends.
@@ -102,22 +103,18 @@ async fn follow_execution(
     handle: &EngineHandle<AnyStore>,
     start: Start,
     watch: &Watch,
-    mut events_file: Option<EventsFile>,
+    events_file: Option<EventsFile>,
 ) -> Result<Exit> {
     // Before anything is started, so that no stop signal finds the default action (the end
     // of this process, leaving the execution `running` and its steps orphaned).
-    let mut stop = signals::Stop::listen()?;
+    let stop = signals::Stop::listen()?;
     let (id, workflow, secrets) = match start {
         Start::Submit(submission) => {
             let workflow = Arc::clone(&submission.workflow);
             let secrets = Arc::clone(&submission.secrets);
             let id = handle.submit(submission).await?;
             if !watch.quiet {
-                say!(
-                    "wayline: execution {id} of {} started ({})",
-                    workflow.name,
-                    watch.location.describe()
-                );
+                say!("wayline: execution {id} of {} started ({})", workflow.name, watch.place);
             }
             (id, workflow, secrets)
         }
@@ -148,11 +145,73 @@ async fn follow_execution(
             (id, workflow, secrets)
         }
     };
+    let subscription = handle.subscribe(&id, 0).with_logs(0);
+    let mut runner = Local { handle, id: id.clone(), subscription };
+    watch_execution(&mut runner, stop, &id, &workflow, &secrets, watch, events_file).await
+}
+
+/// Where a watched execution runs: the engine of this process, or a server
+/// ([`crate::remote`]). The user's view of it is the same either way.
+pub trait Runner {
+    /// The next event or log line; `None` once the execution has ended.
+    async fn next(&mut self) -> Result<Option<Item>>;
+    /// Steers the execution.
+    async fn control(&mut self, control: Control) -> Result<()>;
+    /// The result object, once the execution has ended (`fold` is the watcher's own state).
+    async fn report(&mut self, fold: Option<&Execution>) -> Result<Report>;
+    /// The log of one step, for the summary of a failed step.
+    async fn logs(&mut self, step: &str) -> Vec<String>;
+    /// What a second stop signal leaves behind, in words.
+    fn left_behind(&self) -> String;
+}
+
+/// An execution run by this process's engine.
+struct Local<'a> {
+    handle: &'a EngineHandle<AnyStore>,
+    id: String,
+    subscription: wayline_runtime::Subscription<AnyStore>,
+}
+
+impl Runner for Local<'_> {
+    async fn next(&mut self) -> Result<Option<Item>> {
+        Ok(self.subscription.next().await?)
+    }
+
+    async fn control(&mut self, control: Control) -> Result<()> {
+        Ok(self.handle.control(&self.id, control).await?)
+    }
+
+    async fn report(&mut self, _fold: Option<&Execution>) -> Result<Report> {
+        Ok(self.handle.report(&self.id).await?)
+    }
+
+    async fn logs(&mut self, step: &str) -> Vec<String> {
+        let lines = self.handle.store().logs(&self.id, Some(step), 0, 100_000).await;
+        lines.unwrap_or_default().into_iter().map(|line| line.text).collect()
+    }
+
+    fn left_behind(&self) -> String {
+        format!("execution {} stays resumable with `wayline resume {}`", self.id, self.id)
+    }
+}
+
+/// The user's view of a running execution: live progress (a table on a terminal, log lines
+/// elsewhere), the escalation prompt, stop signals; then the summary or the result object and
+/// the exit code.
+pub async fn watch_execution(
+    runner: &mut impl Runner,
+    mut stop: signals::Stop,
+    id: &str,
+    workflow: &Arc<Workflow>,
+    secrets: &Arc<Secrets>,
+    watch: &Watch,
+    mut events_file: Option<EventsFile>,
+) -> Result<Exit> {
+    let id = id.to_owned();
     let clock = Clock::system();
     let terminal = std::io::stderr().is_terminal() && !watch.json && !watch.quiet;
     let interactive = terminal && std::io::stdin().is_terminal();
     let mut progress = Progress::new(terminal, clock.now());
-    let mut subscription = handle.subscribe(&id, 0).with_logs(0);
     let mut fold: Option<Execution> = None;
     let mut redraw = tokio::time::interval(Duration::from_millis(200));
     let mut cancelling = false;
@@ -160,7 +219,7 @@ async fn follow_execution(
     let mut asking: Option<String> = None;
     loop {
         tokio::select! {
-            item = subscription.next() => {
+            item = runner.next() => {
                 let Some(item) = item? else { break };
                 match item {
                     Item::Event(event) => {
@@ -170,7 +229,7 @@ async fn follow_execution(
                             progress.clear();
                             say!("wayline: {message}");
                         }
-                        let execution = follow(&mut fold, &id, &workflow, &secrets, &event)?;
+                        let execution = follow(&mut fold, &id, workflow, secrets, &event)?;
                         if !watch.quiet {
                             progress.event(execution, &event);
                         }
@@ -217,7 +276,7 @@ async fn follow_execution(
                 };
                 if let Some(decision) = decision {
                     let control = Control::Decide { step, decision, outputs: Default::default(), actor: request::actor(None) };
-                    if let Err(error) = handle.control(&id, control).await {
+                    if let Err(error) = runner.control(control).await {
                         say!("wayline: {error}");
                     }
                     asking = None;
@@ -226,14 +285,14 @@ async fn follow_execution(
             signal = stop.next() => {
                 if cancelling {
                     progress.clear();
-                    say!("wayline: stopping now ({signal}); execution {id} stays resumable with `wayline resume {id}`");
+                    say!("wayline: stopping now ({signal}); {}", runner.left_behind());
                     return Ok(Exit::Ended);
                 }
                 cancelling = true;
                 progress.clear();
                 say!("wayline: {signal}: cancelling execution {id} (a second Ctrl-C or SIGTERM stops at once)");
                 let control = Control::Cancel { actor: request::actor(Some(signal.into())), rollback: false };
-                if let Err(error) = handle.control(&id, control).await {
+                if let Err(error) = runner.control(control).await {
                     say!("wayline: {error}");
                 }
             }
@@ -242,11 +301,11 @@ async fn follow_execution(
     if let Some(execution) = &fold {
         progress.draw(execution, clock.now());
     }
-    let report = handle.report(&id).await?;
+    let report = runner.report(fold.as_ref()).await?;
     let exit = if watch.quiet {
         exit_of(&report)
     } else {
-        finish(handle.store(), &report, watch.json, terminal).await?
+        finish(runner, &report, watch.json, terminal).await?
     };
     // The write error was reported when it happened; the exit code says it again.
     Ok(if events_file.as_ref().is_some_and(EventsFile::failed) {
@@ -287,8 +346,8 @@ fn follow<'a>(
 }
 
 /// Prints the result and picks the exit code.
-pub async fn finish<S: Store>(
-    store: &S,
+pub async fn finish(
+    runner: &mut impl Runner,
     report: &Report,
     json: bool,
     terminal: bool,
@@ -297,12 +356,12 @@ pub async fn finish<S: Store>(
         // The exit code reports the execution, even to a reader of stdout that left early.
         output::unless_closed(outln!("{}", serde_json::to_string_pretty(report)?))?;
     } else {
-        print_summary(store, report, terminal).await;
+        print_summary(runner, report, terminal).await;
     }
     Ok(exit_of(report))
 }
 
-async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
+async fn print_summary(runner: &mut impl Runner, report: &Report, terminal: bool) {
     let mut failed = Vec::new();
     say!();
     for step in &report.steps {
@@ -346,14 +405,13 @@ async fn print_summary<S: Store>(store: &S, report: &Report, terminal: bool) {
     // On a terminal the logs were not shown live: show the end of each failed step's log.
     if terminal {
         for step in failed {
-            if let Ok(lines) = store.logs(&report.id, Some(&step), 0, 100_000).await {
-                if lines.is_empty() {
-                    continue;
-                }
-                say!("\n  last lines of `{step}`:");
-                for line in lines.iter().rev().take(20).rev() {
-                    say!("    {}", escape(&line.text));
-                }
+            let lines = runner.logs(&step).await;
+            if lines.is_empty() {
+                continue;
+            }
+            say!("\n  last lines of `{step}`:");
+            for line in lines.iter().rev().take(20).rev() {
+                say!("    {}", escape(line));
             }
         }
     }

@@ -15,6 +15,7 @@ mod definition;
 mod error;
 mod follow;
 mod progress;
+mod remote;
 mod request;
 mod secrets;
 mod signals;

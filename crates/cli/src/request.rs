@@ -1,10 +1,11 @@
 //! Control requests from the command line (`pause`, `resume`, `cancel`, `decide`): sent to the
 //! process that owns the execution through the store, then waited for until the journal shows
-//! their effect (`wayline_runtime::control`), and said in words.
+//! their effect (`wayline_runtime::control`), and said in words; or, with `--server`, posted to
+//! the server, which does the same.
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use wayline_backend::Location;
 use wayline_core::execution::Control;
 use wayline_journal::{Actor, EventKind, Time};
@@ -14,6 +15,7 @@ use wayline_runtime::owner;
 use wayline_store::Store;
 
 use crate::error::{Error, Exit, Result};
+use crate::remote::{Remote, Target};
 
 /// How long a control command waits for the owning process to act on its request.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -64,6 +66,64 @@ pub async fn send(location: &Location, id: &str, control: Control) -> Result<Exi
             say!("wayline: execution {id} {}", describe(&event.kind));
             Ok(Exit::Success)
         }
+    }
+}
+
+/// Sends `control` for execution `id` to where `target` says: the database, or a server.
+pub fn dispatch(target: &Target, id: &str, control: Control) -> Result<Exit> {
+    match target.remote()? {
+        Some(remote) => crate::command::block_on(send_remote(&remote, id, control)),
+        None => {
+            let location = target.db.location()?;
+            crate::command::block_on(send(&location, id, control))
+                .map_err(|error| error.located(&location))
+        }
+    }
+}
+
+/// Posts `control` for execution `id` to the server, which carries it out (or records it for
+/// the engine that owns the execution) and says whether the journal shows it done. The server
+/// records the token's name as the actor; the reason goes along.
+pub async fn send_remote(remote: &Remote, id: &str, control: Control) -> Result<Exit> {
+    let (id, applied) = post_control(remote, id, &control).await?;
+    if applied {
+        say!("wayline: execution {id} {}", describe_request(&control));
+    } else {
+        say!(
+            "wayline: the request is recorded; the engine that runs execution {id} carries it out when it gets to it"
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// Posts `control` to the server's route for it: the execution's full id, and whether the
+/// journal already shows the request carried out.
+pub async fn post_control(remote: &Remote, id: &str, control: &Control) -> Result<(String, bool)> {
+    let (action, body) = match control {
+        Control::Pause { actor, until } => {
+            ("pause".to_owned(), json!({"until": until.map(Time::rfc3339), "reason": actor.reason}))
+        }
+        Control::Resume { actor } => ("resume".to_owned(), json!({"reason": actor.reason})),
+        Control::Cancel { actor, rollback } => {
+            ("cancel".to_owned(), json!({"rollback": rollback, "reason": actor.reason}))
+        }
+        Control::Decide { step, decision, outputs, actor } => (
+            format!("steps/{}/decision", crate::remote::segment(step)),
+            json!({"action": decision.name(), "outputs": outputs, "reason": actor.reason}),
+        ),
+    };
+    remote.steer(id, &action, &body).await
+}
+
+/// What a request carried out did, in the words [`describe`] uses for its event.
+fn describe_request(control: &Control) -> String {
+    match control {
+        Control::Pause { until: Some(until), .. } => format!("paused until {}", until.rfc3339()),
+        Control::Pause { .. } => "paused".into(),
+        Control::Resume { .. } => "resumed".into(),
+        Control::Cancel { rollback: true, .. } => "cancelling and rolling back".into(),
+        Control::Cancel { .. } => "cancelling".into(),
+        Control::Decide { step, decision, .. } => format!("decided {decision} for {step}"),
     }
 }
 

@@ -47,12 +47,17 @@ pub fn definition(events: &[Event]) -> Result<(Workflow, String)> {
 
 /// Rebuilds an execution from its journal (without secrets: for reading, not running).
 pub async fn replay<S: Store>(store: &S, id: &str) -> Result<Execution> {
-    let events = all_events(store, id).await?;
+    fold(id, &all_events(store, id).await?)
+}
+
+/// Rebuilds execution `id` from its whole journal, wherever it was read (a store, or a
+/// server's event stream), without secrets: for reading, not running.
+pub fn fold(id: &str, events: &[Event]) -> Result<Execution> {
     if events.is_empty() {
         return Err(Error::Store(store::Error::NotFound(id.to_owned())));
     }
-    let (workflow, _) = definition(&events)?;
-    Execution::replay(id.to_owned(), Arc::new(workflow), Arc::new(Secrets::default()), &events)
+    let (workflow, _) = definition(events)?;
+    Execution::replay(id.to_owned(), Arc::new(workflow), Arc::new(Secrets::default()), events)
         .map_err(|error| Error::Store(store::Error::Corrupt(format!("execution {id}: {error}"))))
 }
 

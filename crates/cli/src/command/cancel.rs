@@ -1,11 +1,10 @@
 //! `wayline cancel`: running steps are stopped, nothing new starts; with `--rollback`, the
 //! succeeded steps are compensated.
 
-use wayline_backend::Location;
 use wayline_core::execution::Control;
 
-use super::Db;
 use crate::error::{Exit, Result};
+use crate::remote::Target;
 use crate::request;
 
 #[derive(Debug, clap::Args)]
@@ -18,10 +17,10 @@ pub struct Args {
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
-    pub db: Db,
+    pub target: Target,
 }
 
-pub async fn exec(args: Args, location: Location) -> Result<Exit> {
+pub fn exec(args: Args) -> Result<Exit> {
     let control = Control::Cancel { actor: request::actor(args.reason), rollback: args.rollback };
-    request::send(&location, &args.id, control).await
+    request::dispatch(&args.target, &args.id, control)
 }

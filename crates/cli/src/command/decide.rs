@@ -1,12 +1,11 @@
 //! `wayline decide`: what happens to an escalated step — retry, skip (optionally with
 //! outputs), rollback or fail.
 
-use wayline_backend::Location;
 use wayline_core::execution::Control;
 use wayline_journal::Decision;
 
-use super::Db;
 use crate::error::{Error, Exit, Result};
+use crate::remote::Target;
 use crate::request;
 
 #[derive(Debug, clap::Args)]
@@ -23,10 +22,10 @@ pub struct Args {
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
-    pub db: Db,
+    pub target: Target,
 }
 
-pub async fn exec(args: Args, location: Location) -> Result<Exit> {
+pub fn exec(args: Args) -> Result<Exit> {
     let decision = Decision::parse(&args.action).ok_or_else(|| {
         Error::invalid(format!(
             "`{}` is not a decision; use retry, skip, rollback or fail",
@@ -36,5 +35,5 @@ pub async fn exec(args: Args, location: Location) -> Result<Exit> {
     let outputs = request::parse_outputs(&args.outputs)?;
     let actor = request::actor(args.reason);
     let control = Control::Decide { step: args.step, decision, outputs, actor };
-    request::send(&location, &args.id, control).await
+    request::dispatch(&args.target, &args.id, control)
 }

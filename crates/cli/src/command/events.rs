@@ -4,8 +4,8 @@ use wayline_backend::Location;
 use wayline_journal::cloudevents;
 use wayline_runtime::{Item, Subscription, inspect};
 
-use super::Db;
 use crate::error::{Exit, Result};
+use crate::remote::{Remote, Target};
 use crate::request;
 
 #[derive(Debug, clap::Args)]
@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_name = "SEQ")]
     after: u64,
     #[command(flatten)]
-    pub db: Db,
+    pub target: Target,
 }
 
 pub async fn exec(args: Args, location: Location) -> Result<Exit> {
@@ -37,6 +37,26 @@ pub async fn exec(args: Args, location: Location) -> Result<Exit> {
         if let Item::Event(event) = item {
             outln!("{}", cloudevents::to_json(&id, &event))?;
         }
+    }
+    Ok(Exit::Success)
+}
+
+/// `events --server`: the same lines, from the server's event list, or live from its event
+/// stream with `-f` (taken up again where it stopped if the connection drops).
+pub async fn remote(args: Args, remote: Remote) -> Result<Exit> {
+    let Args { id, follow, after, .. } = args;
+    if !follow {
+        for (id, event) in remote.events(&id, after).await? {
+            outln!("{}", cloudevents::to_json(&id, &event))?;
+        }
+        return Ok(Exit::Success);
+    }
+    // The full id, for the lines (the stream's events carry it too, but a prefix may be given).
+    let report = remote.report(&id).await?;
+    let id = report.get("id").and_then(serde_json::Value::as_str).unwrap_or(&id).to_owned();
+    let mut stream = remote.follow(&id, after)?;
+    while let Some(event) = stream.next().await? {
+        outln!("{}", cloudevents::to_json(&id, &event))?;
     }
     Ok(Exit::Success)
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use wayline_backend::Location;
 
 use crate::error::{Exit, Result};
+use crate::remote::{Remote, Target};
 
 pub mod bench;
 pub mod cancel;
@@ -133,26 +134,37 @@ impl Cli {
             Command::Schema => schema::exec(),
             Command::Run(args) => run::exec(args),
             Command::Resume(args) => resume::exec(args),
-            Command::List(args) => with_db(&args.db.clone(), |location| list::exec(args, location)),
-            Command::Show(args) => with_db(&args.db.clone(), |location| show::exec(args, location)),
-            Command::Logs(args) => with_db(&args.db.clone(), |location| logs::exec(args, location)),
+            Command::List(args) => on_target(&args.target.clone(), args, list::exec, list::remote),
+            Command::Show(args) => on_target(&args.target.clone(), args, show::exec, show::remote),
+            Command::Logs(args) => on_target(&args.target.clone(), args, logs::exec, logs::remote),
             Command::Events(args) => {
-                with_db(&args.db.clone(), |location| events::exec(args, location))
+                on_target(&args.target.clone(), args, events::exec, events::remote)
             }
-            Command::Pause(args) => {
-                with_db(&args.db.clone(), |location| pause::exec(args, location))
-            }
-            Command::Cancel(args) => {
-                with_db(&args.db.clone(), |location| cancel::exec(args, location))
-            }
-            Command::Decide(args) => {
-                with_db(&args.db.clone(), |location| decide::exec(args, location))
-            }
+            Command::Pause(args) => pause::exec(args),
+            Command::Cancel(args) => cancel::exec(args),
+            Command::Decide(args) => decide::exec(args),
             Command::Gc(args) => with_db(&args.db.clone(), |location| gc::exec(args, location)),
             Command::Bench(args) => bench::exec(args),
             Command::Server(args) => server::exec(args),
             Command::Token(args) => token::exec(args),
         }
+    }
+}
+
+/// Runs a command on the server `target` names (`--server`), or else on its database.
+fn on_target<A, L, R>(
+    target: &Target,
+    args: A,
+    local: impl FnOnce(A, Location) -> L,
+    remote: impl FnOnce(A, Remote) -> R,
+) -> Result<Exit>
+where
+    L: std::future::Future<Output = Result<Exit>>,
+    R: std::future::Future<Output = Result<Exit>>,
+{
+    match target.remote()? {
+        Some(server) => block_on(remote(args, server)),
+        None => with_db(&target.db, |location| local(args, location)),
     }
 }
 

@@ -1,11 +1,10 @@
 //! `wayline pause`: running steps finish, nothing new starts until `resume` (or `--until`).
 
-use wayline_backend::Location;
 use wayline_core::execution::Control;
 use wayline_runtime::clock::Clock;
 
-use super::Db;
 use crate::error::{Exit, Result};
+use crate::remote::Target;
 use crate::request;
 
 #[derive(Debug, clap::Args)]
@@ -18,14 +17,14 @@ pub struct Args {
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
-    pub db: Db,
+    pub target: Target,
 }
 
-pub async fn exec(args: Args, location: Location) -> Result<Exit> {
+pub fn exec(args: Args) -> Result<Exit> {
     let until = match &args.until {
         Some(text) => Some(request::parse_until(text, Clock::system().now())?),
         None => None,
     };
     let control = Control::Pause { actor: request::actor(args.reason), until };
-    request::send(&location, &args.id, control).await
+    request::dispatch(&args.target, &args.id, control)
 }

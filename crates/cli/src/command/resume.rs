@@ -9,10 +9,11 @@ use wayline_runtime::clock::Clock;
 use wayline_runtime::{inspect, owner};
 use wayline_store::Store;
 
-use super::{Db, block_on};
+use super::block_on;
 use crate::error::{Error, Exit, Result};
 use crate::follow::{self, Start, Watch};
 use crate::output::EventsFile;
+use crate::remote::Target;
 use crate::{request, secrets};
 
 #[derive(Debug, clap::Args)]
@@ -36,14 +37,24 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
-    db: Db,
+    target: Target,
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    let location = args.db.location()?;
+    if let Some(remote) = args.target.remote()? {
+        // A server takes over the executions whose owner is gone by itself.
+        if args.secrets_file.is_some() || args.force {
+            return Err(Error::invalid(
+                "with --server, `resume` resumes a paused execution; --secrets-file and --force are for taking one over here (the server takes over executions whose owner is gone by itself)",
+            ));
+        }
+        let control = Control::Resume { actor: request::actor(None) };
+        return block_on(request::send_remote(&remote, &args.id, control));
+    }
+    let location = args.target.db.location()?;
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
     let events = args.events.as_deref().map(EventsFile::create).transpose()?;
-    let watch = Watch { json: args.json, quiet: args.quiet, location: location.clone() };
+    let watch = Watch { json: args.json, quiet: args.quiet, place: location.describe() };
     let named = location.clone();
     block_on(async move {
         let (store, id) = request::open_execution(&location, &args.id).await?;

@@ -9,24 +9,29 @@ use wayline_backend::Location;
 use wayline_runtime::clock::Clock;
 use wayline_runtime::{Submission, owner, submit};
 
-use super::{Db, block_on};
+use serde_json::{Value, json};
+use wayline_core::execution::Secrets;
+
+use super::block_on;
 use crate::error::{Error, Exit, Result};
 use crate::follow::{self, Start, Watch};
 use crate::output::EventsFile;
-use crate::{definition, secrets};
+use crate::remote::{Remote, Target, Watcher};
+use crate::{definition, secrets, signals};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     definition: definition::WithInputs,
     /// A file of secrets: `NAME=value` lines or a JSON object. Secrets also come from
-    /// `WAYLINE_SECRET_<NAME>` environment variables.
+    /// `WAYLINE_SECRET_<NAME>` environment variables. (With --server, the steps get the
+    /// server's secrets; none are sent.)
     #[arg(long, value_name = "FILE")]
     secrets_file: Option<PathBuf>,
     #[command(flatten)]
-    db: Db,
+    target: Target,
     /// Keep the execution in memory only (nothing is written to disk).
-    #[arg(long, conflicts_with_all = ["db", "detach"])]
+    #[arg(long, conflicts_with_all = ["db", "detach", "server"])]
     ephemeral: bool,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
@@ -40,7 +45,10 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    let location = if args.ephemeral { Location::Ephemeral } else { args.db.location()? };
+    if let Some(remote) = args.target.remote()? {
+        return block_on(remote_run(args, remote));
+    }
+    let location = if args.ephemeral { Location::Ephemeral } else { args.target.db.location()? };
     let (workflow, source, inputs) = args.definition.load()?;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
@@ -61,7 +69,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         return block_on(detach(submission, &location, args.secrets_file.as_deref()))
             .map_err(|error| error.located(&location));
     }
-    let watch = Watch { json: args.json, quiet: false, location: location.clone() };
+    let watch = Watch { json: args.json, quiet: false, place: location.describe() };
     let named = location.clone();
     block_on(async move {
         let store = wayline_backend::open(&location).await?;
@@ -109,4 +117,45 @@ async fn detach(
         "wayline: execution {id} runs in the background; follow it with `wayline show {id}` or `wayline events {id} -f`"
     );
     Ok(Exit::Success)
+}
+
+/// `run --server`: the file goes to the server as an inline definition (checked here first,
+/// so that its errors read as they do without --server), the server runs it, and this process
+/// follows its event stream with the same live view, prompt, stop signals, summary and exit
+/// code as a run here.
+async fn remote_run(args: Args, remote: Remote) -> Result<Exit> {
+    if args.secrets_file.is_some() {
+        return Err(Error::invalid(
+            "--secrets-file does not go with --server: the steps get the server's secrets, and none are sent over the API",
+        ));
+    }
+    let (workflow, source, inputs) = args.definition.load()?;
+    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
+    // Before the execution exists, so that no stop signal finds the default action.
+    let stop = signals::Stop::listen()?;
+    let body = json!({"definition": source, "inputs": inputs});
+    let started = remote.post("/api/v1/executions", &body).await?;
+    let Some(id) = started.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(Error::infrastructure(format!(
+            "the {} started an execution without saying its id: {started}",
+            remote.describe()
+        )));
+    };
+    if args.detach {
+        outln!("{id}")?;
+        say!(
+            "wayline: execution {id} runs on the {}; follow it with `wayline events --server URL {id} -f`",
+            remote.describe()
+        );
+        return Ok(Exit::Success);
+    }
+    let watch = Watch { json: args.json, quiet: false, place: remote.describe() };
+    say!("wayline: execution {id} of {} started ({})", workflow.name, watch.place);
+    use std::io::IsTerminal as _;
+    // Log lines are shown live where the progress table is not.
+    let logs = !args.json && !std::io::stderr().is_terminal();
+    let mut watcher = Watcher::new(remote, &id, logs)?;
+    let secrets = Arc::new(Secrets::default());
+    follow::watch_execution(&mut watcher, stop, &id, &Arc::new(workflow), &secrets, &watch, events)
+        .await
 }

@@ -10,8 +10,8 @@ use wayline_core::report::Report;
 use wayline_runtime::{inspect, owner};
 use wayline_store::Store;
 
-use super::Db;
 use crate::error::{Exit, Result};
+use crate::remote::{Remote, Target};
 use crate::request;
 
 #[derive(Debug, clap::Args)]
@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    pub db: Db,
+    pub target: Target,
 }
 
 pub async fn exec(args: Args, location: Location) -> Result<Exit> {
@@ -36,6 +36,24 @@ pub async fn exec(args: Args, location: Location) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     out!("{}", render_report(&report, &execution, record.owner.as_deref()))?;
+    Ok(Exit::Success)
+}
+
+/// `show --server`: the server's result object with `--json`; otherwise its events, folded
+/// here as the engine folds them, and shown as from a database.
+pub async fn remote(args: Args, remote: Remote) -> Result<Exit> {
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&remote.report(&args.id).await?)?)?;
+        return Ok(Exit::Success);
+    }
+    let events = remote.events(&args.id, 0).await?;
+    let Some((id, _)) = events.first() else {
+        return Err(crate::error::Error::invalid(format!("no execution `{}`", args.id)));
+    };
+    let id = id.clone();
+    let events: Vec<_> = events.into_iter().map(|(_, event)| event).collect();
+    let execution = inspect::fold(&id, &events)?;
+    out!("{}", render_report(&Report::new(&execution), &execution, None))?;
     Ok(Exit::Success)
 }
 

@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 use super::wayline_in;
 
 /// A scratch directory and the SQLite database in it, for one test's servers.
-fn sandbox() -> (tempfile::TempDir, String) {
+pub(super) fn sandbox() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("api.db").display().to_string();
     (dir, db)
 }
 
 /// A `wayline server` on a free loopback port, killed when dropped; it derefs to a client.
-struct Server {
+pub(super) struct Server {
     child: Child,
     client: Client,
 }
@@ -28,10 +28,10 @@ struct Server {
 /// HTTP/1.1 over loopback, one connection per request, written out by hand so that the tests
 /// control every byte (headers like `Last-Event-ID`, oversized bodies).
 #[derive(Clone)]
-struct Client {
-    address: String,
+pub(super) struct Client {
+    pub(super) address: String,
     /// Sent as `Authorization: Bearer …` unless a request names its own.
-    token: Option<String>,
+    pub(super) token: Option<String>,
 }
 
 impl std::ops::Deref for Server {
@@ -43,7 +43,7 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
-    fn start(dir: &Path, db: &str) -> Server {
+    pub(super) fn start(dir: &Path, db: &str) -> Server {
         Server::start_with(dir, db, &[])
     }
 
@@ -107,7 +107,7 @@ impl Client {
         Response::parse(&raw)
     }
 
-    fn get(&self, path: &str) -> Response {
+    pub(super) fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
 
@@ -152,8 +152,8 @@ impl Drop for Server {
 }
 
 #[derive(Debug)]
-struct Response {
-    status: u16,
+pub(super) struct Response {
+    pub(super) status: u16,
     headers: Vec<(String, String)>,
     body: String,
 }
@@ -183,7 +183,7 @@ impl Response {
         self.headers.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value)
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("{error}: {self:?}"))
     }
 
@@ -236,7 +236,7 @@ fn sse_events(body: &str) -> Vec<(u64, Value)> {
     out
 }
 
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(super) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -244,7 +244,7 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn status_of(server: &Server, id: &str) -> String {
+pub(super) fn status_of(server: &Server, id: &str) -> String {
     server.get(&format!("/api/v1/executions/{id}")).json()["status"].as_str().unwrap().to_owned()
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod bench;
+mod client;
 mod durable;
 mod examples;
 mod graph;
