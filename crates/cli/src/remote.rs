@@ -29,7 +29,8 @@ pub struct Target {
     #[command(flatten)]
     pub db: Db,
     /// Talk to the `wayline server` at this URL (http://127.0.0.1:8080) instead of a database.
-    #[arg(long, env = "WAYLINE_SERVER", value_name = "URL", conflicts_with = "db")]
+    /// Also from WAYLINE_SERVER; a flag beats a variable.
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
     server: Option<String>,
     /// The API token for --server (default: the one in $XDG_CONFIG_HOME/wayline/token, which
     /// a server's first start writes).
@@ -43,8 +44,25 @@ pub struct Target {
 
 impl Target {
     /// The server to talk to, when one is named.
+    ///
+    /// Flags beat variables: `--server` or `--db` on the command line decide; without either,
+    /// `WAYLINE_SERVER` names the server, and refuses to guess when `WAYLINE_DB` is set too.
     pub fn remote(&self) -> Result<Option<Remote>> {
-        let Some(url) = &self.server else { return Ok(None) };
+        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let url = match (&self.server, self.db.flag()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(_)) => return Ok(None),
+            (None, None) => match (variable("WAYLINE_SERVER"), variable("WAYLINE_DB")) {
+                (None, _) => return Ok(None),
+                (Some(_), Some(_)) => {
+                    return Err(Error::invalid(
+                        "WAYLINE_SERVER and WAYLINE_DB are both set: give --server or --db to say which to use",
+                    ));
+                }
+                (Some(url), None) => url,
+            },
+        };
+        let url = &url;
         let token = match &self.token {
             Some(token) => token.trim().to_owned(),
             None => read_token_file()?,
@@ -133,14 +151,17 @@ impl Remote {
         Err(problem(status, &body))
     }
 
+    /// A request that got no answer, said by its deepest cause (`Connection refused`), which
+    /// is the one a person can act on.
     fn unreachable(&self, error: &reqwest::Error) -> Error {
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(error);
         while let Some(cause) = source {
-            reason = format!("{reason}: {cause}");
+            reason = cause.to_string();
             source = cause.source();
         }
-        Error::infrastructure(format!("cannot reach the {}: {reason}", self.describe()))
+        let what = if error.is_timeout() { " (timed out)" } else { "" };
+        Error::infrastructure(format!("cannot reach the {}{what}: {reason}", self.describe()))
     }
 
     /// `GET path`, answered with JSON.

@@ -114,14 +114,26 @@ enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Db {
     /// Database URL: sqlite:///path/file.db (default: $XDG_DATA_HOME/wayline/wayline.db) or
-    /// postgres://user@host/db.
-    #[arg(long, env = "WAYLINE_DB", value_name = "URL")]
+    /// postgres://user@host/db. Also from WAYLINE_DB; the flag wins.
+    #[arg(long, value_name = "URL")]
     db: Option<String>,
 }
 
 impl Db {
+    /// The database: `--db`, else `WAYLINE_DB`, else the default one. (The variable is read
+    /// here rather than by clap, so that an exported `WAYLINE_DB` does not conflict with an
+    /// explicit `--server`.)
     pub fn location(&self) -> Result<Location> {
-        Ok(Location::parse(self.db.as_deref())?)
+        Ok(Location::parse(self.url().as_deref())?)
+    }
+
+    /// The URL given with the flag.
+    pub fn flag(&self) -> Option<&str> {
+        self.db.as_deref()
+    }
+
+    fn url(&self) -> Option<String> {
+        self.db.clone().or_else(|| std::env::var("WAYLINE_DB").ok())
     }
 }
 

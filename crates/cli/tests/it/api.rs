@@ -1029,6 +1029,23 @@ fn the_api_is_served_over_tls_with_the_given_certificate() {
     let response = Response::parse(&raw);
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json()["items"], json!([]));
+
+    // The CLI as a client: it trusts the certificate given with --ca-cert, and no other.
+    let url = format!("https://{}", server.address);
+    let cli = |extra: &[&str]| {
+        let mut args = vec!["list", "--server", &url, "--token", &token];
+        args.extend_from_slice(extra);
+        let mut command = wayline_in(dir.path(), &db, &args);
+        command.env_remove("WAYLINE_DB");
+        command.output().unwrap()
+    };
+    let trusted = cli(&["--ca-cert", &cert_arg]);
+    assert_eq!(trusted.status.code(), Some(0), "{trusted:?}");
+    assert!(String::from_utf8_lossy(&trusted.stderr).contains("no executions in server"));
+    let unknown = cli(&[]);
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
+    let not_pem = cli(&["--ca-cert", &db]);
+    assert_eq!(not_pem.status.code(), Some(2), "{not_pem:?}");
 }
 
 #[test]

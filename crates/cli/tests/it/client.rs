@@ -219,7 +219,10 @@ fn an_escalated_step_is_decided_through_the_server() {
         &["decide", &id, "migrate", "skip", "--output", "rows=7", "--reason", "done by hand"],
     );
     assert_eq!(decide.code, 0, "{decide:?}");
-    assert!(decide.stderr.contains(&format!("execution {id} decided skip for migrate")), "{decide:?}");
+    assert!(
+        decide.stderr.contains(&format!("execution {id} decided skip for migrate")),
+        "{decide:?}"
+    );
     eventually("the end", || status_of(&server, &id) == "succeeded");
     let logs = remote(dir.path(), &server, &["logs", &id, "after"]);
     assert_eq!(logs.stdout, "after#1 | got 7\n", "{logs:?}");
@@ -265,4 +268,38 @@ fn a_missing_token_a_wrong_one_and_an_absent_server_say_what_is_wrong() {
     let both = client(&["list", "--server", &url, "--db", &db], Some("x"));
     assert_eq!(both.code, 2, "{both:?}");
     assert!(both.stderr.contains("cannot be used with"), "{both:?}");
+}
+
+#[test]
+fn ctrl_c_of_a_run_through_the_server_cancels_the_execution_there() {
+    use rustix::process::{Pid, Signal, kill_process};
+
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let slow = "name: slow\nsteps:\n  - id: wait\n    run: sleep 30\n";
+    std::fs::write(dir.path().join("slow.yaml"), slow).unwrap();
+    let mut command = wayline_in(dir.path(), "", &["run", "slow.yaml"]);
+    command
+        .env_remove("WAYLINE_DB")
+        .env("WAYLINE_SERVER", format!("http://{}", server.address))
+        .env("WAYLINE_TOKEN", server.token.as_deref().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    let running = || {
+        let listed = server.get("/api/v1/executions").json();
+        let id = listed["items"][0]["id"].as_str().map(str::to_owned)?;
+        let report = server.get(&format!("/api/v1/executions/{id}")).json();
+        (report["steps"][0]["status"] == "running").then_some(id)
+    };
+    eventually("the step to run", || running().is_some());
+    let id = running().unwrap();
+    kill_process(pid, Signal::INT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("Ctrl-C: cancelling execution {id}")), "{stderr}");
+    assert!(stderr.contains(&format!("\nslow {id} cancelled")), "{stderr}");
+    assert_eq!(status_of(&server, &id), "cancelled");
 }
