@@ -164,16 +164,18 @@ impl Remote {
         Error::infrastructure(format!("cannot reach the {}{what}: {reason}", self.describe()))
     }
 
+    fn decode(&self, path: &str, bytes: &[u8]) -> Result<Value> {
+        serde_json::from_slice(bytes).map_err(|error| {
+            let server = self.describe();
+            Error::infrastructure(format!("the {server} answered {path} with bad JSON: {error}"))
+        })
+    }
+
     /// `GET path`, answered with JSON.
     pub async fn get(&self, path: &str) -> Result<Value> {
         let response = self.send(self.client.get(self.url(path)).timeout(TIMEOUT)).await?;
         let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
-        serde_json::from_slice(&bytes).map_err(|error| {
-            Error::infrastructure(format!(
-                "the {} answered {path} with bad JSON: {error}",
-                self.describe()
-            ))
-        })
+        self.decode(path, &bytes)
     }
 
     /// `POST path` with a JSON body, answered with JSON.
@@ -186,12 +188,27 @@ impl Remote {
             .body(body.to_string());
         let response = self.send(request).await?;
         let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
-        serde_json::from_slice(&bytes).map_err(|error| {
-            Error::infrastructure(format!(
-                "the {} answered {path} with bad JSON: {error}",
-                self.describe()
-            ))
-        })
+        self.decode(path, &bytes)
+    }
+
+    /// `PUT path` with a text body (a workflow file): the answer's status and JSON.
+    pub async fn put(&self, path: &str, body: String) -> Result<(u16, Value)> {
+        let request = self
+            .client
+            .put(self.url(path))
+            .timeout(TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(body);
+        let response = self.send(request).await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
+        let json = self.decode(path, &bytes)?;
+        Ok((status, json))
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.client.delete(self.url(path)).timeout(TIMEOUT)).await.map(|_| ())
     }
 
     /// An execution's full state, the result object of `show --json` and `run --json`.

@@ -27,6 +27,7 @@ pub mod server;
 pub mod show;
 pub mod token;
 pub mod validate;
+pub mod workflows;
 
 const ABOUT: &str = "wayline: a durable workflow engine in one binary.\n\n\
 Validate, plan and run multi-step workflows (commands, HTTP calls, waits, conditions, computed \
@@ -108,6 +109,9 @@ enum Command {
     /// On its first start a server makes an admin token and writes it to
     /// $XDG_CONFIG_HOME/wayline/token (0600).
     Token(token::Args),
+    /// Register workflow files under their names, for a server to start by name (`push`);
+    /// list, show and delete what is registered. On a server (--server) or its database.
+    Workflows(workflows::Args),
 }
 
 /// Where executions are stored.
@@ -159,6 +163,7 @@ impl Cli {
             Command::Bench(args) => bench::exec(args),
             Command::Server(args) => server::exec(args),
             Command::Token(args) => token::exec(args),
+            Command::Workflows(args) => workflows::exec(args),
         }
     }
 }
@@ -198,4 +203,15 @@ pub fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result
     // A read of stdin for an escalation prompt may still be blocked; do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks a command line's definition only when it is used; this checks all of it.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -134,6 +134,13 @@ impl Client {
         started.json()["id"].as_str().unwrap().to_owned()
     }
 
+    /// `POST path` with a JSON body, expecting a 2xx JSON answer.
+    pub(super) fn post_json(&self, path: &str, body: &Value) -> Value {
+        let response = self.post(path, body);
+        assert!((200..300).contains(&response.status), "{response:?}");
+        response.json()
+    }
+
     fn post(&self, path: &str, body: &Value) -> Response {
         self.request(
             "POST",

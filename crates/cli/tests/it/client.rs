@@ -303,3 +303,72 @@ fn ctrl_c_of_a_run_through_the_server_cancels_the_execution_there() {
     assert!(stderr.contains(&format!("\nslow {id} cancelled")), "{stderr}");
     assert_eq!(status_of(&server, &id), "cancelled");
 }
+
+#[test]
+fn workflows_are_pushed_in_versions_listed_shown_and_deleted_through_the_server_or_the_database() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let first = "name: deploy\nsteps:\n  - id: a\n    run: echo one\n";
+    let second = "name: deploy\nsteps:\n  - id: a\n    run: echo two\n";
+    let other = "name: other\nsteps:\n  - id: a\n    set: { x: 1 }\n";
+    std::fs::write(dir.path().join("deploy.yaml"), first).unwrap();
+    std::fs::write(dir.path().join("other.yaml"), other).unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "name: bad\nsteps: []\nnope: 1\n").unwrap();
+
+    let pushed = remote(dir.path(), &server, &["workflows", "push", "deploy.yaml", "other.yaml"]);
+    assert_eq!(pushed.code, 0, "{pushed:?}");
+    assert_eq!(pushed.stdout, "deploy 1\nother 1\n");
+    // The same file again is the same version; a changed one is the next.
+    let again = remote(dir.path(), &server, &["workflows", "push", "deploy.yaml"]);
+    assert_eq!(again.stdout, "deploy 1\n", "{again:?}");
+    assert!(again.stderr.contains("already this file"), "{again:?}");
+    std::fs::write(dir.path().join("deploy.yaml"), second).unwrap();
+    // Through the database, the same registry.
+    let changed = local(dir.path(), &db, &["workflows", "push", "deploy.yaml"]);
+    assert_eq!(changed.stdout, "deploy 2\n", "{changed:?}");
+    // One invalid file and nothing is registered, with the file's line and column.
+    let refused = remote(dir.path(), &server, &["workflows", "push", "other.yaml", "bad.yaml"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("bad.yaml:3:1"), "{refused:?}");
+    assert!(refused.stderr.contains("nothing is registered"), "{refused:?}");
+
+    let listed = remote(dir.path(), &server, &["workflows", "list"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let rows: Vec<Vec<&str>> = listed
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(rows, [vec!["deploy", "2"], vec!["other", "1"]], "{listed:?}");
+    let here = local(dir.path(), &db, &["workflows", "list", "--json"]);
+    let there = remote(dir.path(), &server, &["workflows", "list", "--json"]);
+    assert_eq!(here.stdout, there.stdout);
+
+    let shown = remote(dir.path(), &server, &["workflows", "show", "deploy", "1"]);
+    assert_eq!(shown.stdout, first, "{shown:?}");
+    let json = remote(dir.path(), &server, &["workflows", "show", "deploy", "--json"]);
+    let json: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (json["version"].clone(), json["versions"].clone()),
+        (2.into(), serde_json::json!([1, 2]))
+    );
+    assert_eq!(json["source"], second);
+    for args in [
+        vec!["workflows", "show", "deploy", "9"],
+        vec!["workflows", "show", "nothing"],
+        vec!["workflows", "delete", "nothing"],
+    ] {
+        let there = remote(dir.path(), &server, &args);
+        let here = local(dir.path(), &db, &args);
+        assert_eq!((there.code, here.code), (2, 2), "{args:?}: {there:?} {here:?}");
+    }
+    // A server starts a registered workflow by name.
+    let started =
+        server.post_json("/api/v1/executions", &serde_json::json!({"workflow": "deploy"}));
+    assert_eq!(started["version"], 2, "{started}");
+    let deleted = remote(dir.path(), &server, &["workflows", "delete", "deploy"]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    let after = remote(dir.path(), &server, &["workflows", "list"]);
+    assert!(!after.stdout.contains("deploy"), "{after:?}");
+}
