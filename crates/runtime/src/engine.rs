@@ -44,6 +44,14 @@ pub struct Options {
     pub store_patience: Duration,
     /// How many command and http attempts run at once here (`None`: no limit).
     pub local_slots: Option<usize>,
+    /// Told about every group commit (a server's metrics).
+    pub observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Watches the engine's group commits: how many executions and events each carried, and how
+/// long the store took to make it durable. Called on the engine's task: it must be quick.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    fn committed(&self, executions: usize, events: usize, took: Duration);
 }
 
 impl Default for Options {
@@ -55,6 +63,7 @@ impl Default for Options {
             requests: Requests::Wakeups { at_most_every: Duration::from_millis(50) },
             store_patience: Duration::from_secs(30),
             local_slots: None,
+            observer: None,
         }
     }
 }
@@ -518,12 +527,19 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         let store = &self.store;
+        let began = std::time::Instant::now();
         let results = futures_util::future::join_all(
             creating
                 .iter()
                 .map(|(prepared, _)| store.create(prepared.new.clone(), prepared.events.clone())),
         )
         .await;
+        // The store's writer takes the creations of one turn together: one group commit.
+        if let Some(observer) = &self.options.observer {
+            let created = creating.iter().zip(&results).filter(|(_, result)| result.is_ok());
+            let events = created.clone().map(|((prepared, _), _)| prepared.events.len()).sum();
+            observer.committed(created.count(), events, began.elapsed());
+        }
         let mut unavailable = None;
         let mut starts = Vec::new();
         for ((prepared, reply), result) in creating.into_iter().zip(results) {
@@ -959,7 +975,13 @@ impl<S: Store> Engine<S> {
         let mut pause = Duration::from_millis(50);
         let mut retried = false;
         loop {
-            match self.store.commit(commits.clone()).await {
+            let began = std::time::Instant::now();
+            let result = self.store.commit(commits.clone()).await;
+            if let (Ok(_), Some(observer)) = (&result, &self.options.observer) {
+                let events = commits.iter().map(|commit| commit.events.len()).sum();
+                observer.committed(commits.len(), events, began.elapsed());
+            }
+            match result {
                 Ok(mut results) if retried => {
                     // A try that failed as `Unavailable` may still have landed (the connection
                     // dropped during COMMIT): then this retry is refused as fenced although the

@@ -23,7 +23,8 @@ pub mod subscription;
 pub mod workload;
 
 pub use engine::{
-    Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered, Requests,
+    CommitObserver, Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered,
+    Requests,
 };
 pub use submit::Submission;
 pub use subscription::{Item, Subscription};

@@ -29,6 +29,10 @@ use wayline_runtime::control::{self, Sent, Settled};
 use wayline_runtime::{Error as EngineError, Submission, inspect};
 use wayline_store::{Error as StoreError, Filter, Store};
 
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::trace::TraceLayer;
+
 use crate::api::{self, Accepted, ExecutionSummary, Page, Started};
 use crate::problem::{FieldError, Problem};
 use crate::tokens::{self, Caller, Refused, Role};
@@ -77,9 +81,22 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
             crate::metrics::count_requests,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A request body that trickles in is cut off; so is an answer that takes too long to
+        // begin (the streams begin at once, then run as long as they are read).
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, ANSWER_TIMEOUT))
         .layer(middleware::from_fn(crate::problem::everywhere))
+        .layer(TraceLayer::new_for_http())
+        // Event streams are left uncompressed (each event must go out as it happens).
+        .layer(CompressionLayer::new())
         .with_state(app)
 }
+
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an answer may take to begin: more than a control request's wait for another
+/// engine (`PATIENCE`).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The metrics: open to loopback peers (a local Prometheus or agent), and to a `read` token
 /// from anywhere else.

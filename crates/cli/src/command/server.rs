@@ -85,15 +85,16 @@ pub fn exec(args: Args) -> Result<Exit> {
         }
         let mut stop = signals::Stop::listen()?;
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(wayline_server::metrics::Metrics::new());
         let options = wayline_runtime::Options {
             local_slots: Some(args.local_slots as usize),
+            observer: Some(Arc::clone(&metrics) as Arc<dyn wayline_runtime::CommitObserver>),
             ..follow::engine_options(&store)
         };
         let closed = store.closed();
         let clock = Clock::system();
         let (engine, handle) = Engine::new(store, options, shutdown.clone());
         let serving = CancellationToken::new();
-        let metrics = Arc::new(wayline_server::metrics::Metrics::new());
         let counting = wayline_server::metrics::keep_counting(
             handle.clone(),
             Arc::clone(&metrics),

@@ -214,7 +214,8 @@ fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || rest.len() < size {
+        // (A binary body, gzip, is not text: it is left as it is.)
+        if size == 0 || rest.len() < size || !rest.is_char_boundary(size) {
             break;
         }
         out.push_str(&rest[..size]);
@@ -674,6 +675,8 @@ fn metrics_count_executions_attempts_and_requests() {
         (r#"wayline_attempts_total{status="succeeded",class=""}"#, 2.0),
         ("wayline_attempts_running ", 0.0),
         ("wayline_attempt_duration_seconds_count", 3.0),
+        // The two command attempts each waited for a slot once (the set step has no process).
+        ("wayline_attempt_queue_seconds_count", 2.0),
         (
             r#"wayline_http_requests_total{route="/api/v1/executions",method="POST",status="201"}"#,
             1.0,
@@ -683,6 +686,14 @@ fn metrics_count_executions_attempts_and_requests() {
         assert_eq!(line(&text, name), Some(value), "{name} in\n{text}");
     }
     assert!(line(&text, r#"wayline_http_requests_total{route="/api/v1/executions/{id}",method="GET",status="200"}"#).is_some_and(|n| n >= 1.0), "{text}");
+    // Every event went through a group commit (the creation's too), each carrying at least one
+    // execution.
+    let commits = line(&text, "wayline_store_commit_seconds_count").unwrap_or(0.0);
+    assert!(commits >= 1.0, "{text}");
+    assert_eq!(line(&text, "wayline_store_commit_executions_count"), Some(commits), "{text}");
+    let events = line(&text, "wayline_store_commit_events_sum").unwrap_or(0.0);
+    let journal = server.get(&format!("/api/v1/executions/{id}/events")).json();
+    assert_eq!(events, journal.as_array().unwrap().len() as f64, "{events} events in\n{text}");
 }
 
 #[test]
@@ -1278,4 +1289,28 @@ fn the_server_answers_every_operation_of_its_openapi_document_and_serves_it() {
         assert!(!unrouted, "{method} {path}: {answer:?}");
         assert!(answer.status < 500, "{method} {path}: {answer:?}");
     }
+}
+
+#[test]
+fn answers_are_gzipped_for_clients_that_ask_and_event_streams_never_are() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let id = server.start("name: quick\nsteps:\n  - id: a\n    run: echo hi\n  - id: b\n    needs: [a]\n    set: { x: 1 }\n");
+    eventually("the end", || status_of(&server, &id) == "succeeded");
+    let gzip = [("Accept-Encoding", "gzip")];
+    let report = server.request("GET", &format!("/api/v1/executions/{id}"), &gzip, b"");
+    assert_eq!(report.status, 200, "{report:?}");
+    assert_eq!(report.header("content-encoding"), "gzip", "{report:?}");
+    let plain = server.get(&format!("/api/v1/executions/{id}"));
+    assert_eq!(plain.header("content-encoding"), "", "{plain:?}");
+    assert_eq!(plain.json()["id"], id.as_str());
+    // The stream of a finished execution ends after its last event: read it whole.
+    let stream = server.request(
+        "GET",
+        &format!("/api/v1/executions/{id}/events"),
+        &[("Accept-Encoding", "gzip"), ("Accept", "text/event-stream")],
+        b"",
+    );
+    assert_eq!(stream.header("content-encoding"), "", "{stream:?}");
+    assert!(sse_events(&stream.body).len() > 5, "{stream:?}");
 }
