@@ -8,8 +8,12 @@
 //!   durable, so this is submit-to-first-step;
 //! - 1,000 concurrent 5-step chains, one step of which is `run: sleep 1`: the batch's time
 //!   against its critical path (target ≤ 1.5× + 2 s), and the server's RSS;
+//! - 1,000 event-stream subscribers on 100 running executions (10 each): every subscriber
+//!   gets every event of its execution, in order, none lost, none twice; the delivery time of
+//!   the events from their time in the journal to their arrival, p50 and p99;
 //! - 10,000 executions parked on `wait`: the server's RSS per execution (target ≤ 4 KiB).
 //!
+//! With `WAYLINE_TEST_POSTGRES_URL`, the throughput is measured on PostgreSQL too.
 //! The server runs with `--local-slots 1000`. `WAYLINE_BENCH_SCALE=0.1` runs a tenth of every count, for a quick look.
 
 #![allow(clippy::disallowed_methods)] // a benchmark starts its server and client threads
@@ -26,13 +30,14 @@ struct Server {
     child: Child,
     address: String,
     token: String,
+    /// Its `--db`.
+    db: String,
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
+    fn start(dir: &Path, db: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wayline"))
-            .args(["server", "--listen", "127.0.0.1:0", "--local-slots", "1000", "--db"])
-            .arg(dir.join("bench.db"))
+            .args(["server", "--listen", "127.0.0.1:0", "--local-slots", "1000", "--db", db])
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("WAYLINE_RETENTION", "off")
             .env("TMPDIR", dir)
@@ -54,7 +59,7 @@ impl Server {
             let _ = stderr.read_to_string(&mut sink);
         });
         let token = std::fs::read_to_string(dir.join("config/wayline/token")).unwrap();
-        Server { child, address, token: token.trim().to_owned() }
+        Server { child, address, token: token.trim().to_owned(), db: db.to_owned() }
     }
 
     fn connect(&self) -> Connection<'_> {
@@ -154,6 +159,134 @@ fn submit_all(server: &Server, body: &str, count: usize, connections: usize) -> 
     started.elapsed()
 }
 
+/// 1,000 subscribers of the event streams of 100 executions, which wait 3 s (while the
+/// subscribers connect) and then run 20 short steps each.
+fn subscribers(server: &Server) {
+    let executions = scaled(100);
+    let per_execution = 10;
+    // A token holds at most 64 streams: the subscribers use 16 tokens (read role).
+    let tokens: Vec<String> = (0..16)
+        .map(|n| {
+            let made = Command::new(env!("CARGO_BIN_EXE_wayline"))
+                .args(["token", "create", &format!("reader{n}"), "--role", "read", "--db"])
+                .arg(&server.db)
+                .output()
+                .expect("a token is made");
+            assert!(made.status.success(), "{made:?}");
+            String::from_utf8(made.stdout).unwrap().trim().to_owned()
+        })
+        .collect();
+    let mut definition = String::from("name: watched\nsteps:\n  - id: gate\n    wait: 3s\n");
+    for n in 0..20 {
+        let needs = if n == 0 { "gate".to_owned() } else { format!("s{}", n - 1) };
+        definition.push_str(&format!("  - id: s{n}\n    needs: [{needs}]\n    wait: 50ms\n"));
+    }
+    let body = start_body(&definition);
+    let mut connection = server.connect();
+    let ids: Vec<String> = (0..executions)
+        .map(|_| {
+            let (status, answer) = connection.request("POST", "/api/v1/executions", Some(&body));
+            assert_eq!(status, 201, "{answer}");
+            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            answer["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let started = Instant::now();
+    let results: Vec<(Vec<u64>, Vec<Duration>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..executions * per_execution)
+            .map(|n| {
+                let id = &ids[n / per_execution];
+                let token = &tokens[n % tokens.len()];
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || subscribe(&server.address, token, id))
+                    .unwrap()
+            })
+            .collect();
+        threads.into_iter().map(|thread| thread.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    // Every subscriber saw its execution's whole journal: 1, 2, 3, … up to its last event.
+    let mut journal_lengths = std::collections::HashMap::new();
+    for id in &ids {
+        let (status, events) =
+            connection.request("GET", &format!("/api/v1/executions/{id}/events"), None);
+        assert_eq!(status, 200);
+        let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+        journal_lengths.insert(id.clone(), events.as_array().unwrap().len() as u64);
+    }
+    let mut delays = Vec::new();
+    for (n, (seqs, delivered)) in results.into_iter().enumerate() {
+        let length = journal_lengths[&ids[n / per_execution]];
+        let expected: Vec<u64> = (1..=length).collect();
+        assert_eq!(seqs, expected, "subscriber {n}: every event, in order, once");
+        delays.extend(delivered);
+    }
+    println!(
+        "  {} subscribers on {executions} executions: every one got every event in order ({} deliveries in {:.1} s); delivery p50 {:.2} ms, p99 {:.2} ms",
+        executions * per_execution,
+        delays.len(),
+        took.as_secs_f64(),
+        percentile(&mut delays, 0.5).as_secs_f64() * 1e3,
+        percentile(&mut delays, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+/// Follows one execution's event stream to its end: the sequence numbers seen, and for each
+/// event committed after the subscription opened, how long after its time it arrived.
+fn subscribe(address: &str, token: &str, id: &str) -> (Vec<u64>, Vec<Duration>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "GET /api/v1/executions/{id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let opened = now_micros();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    // The body is chunked: gather the chunks, then cut them into messages.
+    let mut text = String::new();
+    let (mut seqs, mut delays) = (Vec::new(), Vec::new());
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let size = usize::from_str_radix(line.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        let arrived = now_micros();
+        text.push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            let id = message.lines().find_map(|l| l.strip_prefix("id: "));
+            let data = message.lines().find_map(|l| l.strip_prefix("data: "));
+            let (Some(id), Some(data)) = (id, data) else { continue };
+            seqs.push(id.parse().unwrap());
+            let event: serde_json::Value = serde_json::from_str(data).unwrap();
+            let time = wayline_journal::Time::parse(event["time"].as_str().unwrap()).unwrap();
+            if time.as_micros() > opened {
+                delays.push(Duration::from_micros((arrived - time.as_micros()).max(0) as u64));
+            }
+        }
+    }
+    (seqs, delays)
+}
+
+fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    since.as_micros() as i64
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
@@ -183,23 +316,10 @@ fn load_average() -> String {
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter this target ignores.
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &dir.path().join("bench.db").display().to_string());
     println!("wayline server over HTTP loopback, SQLite; load average {}", load_average());
     let empty = server.rss_kib();
-
-    // Throughput: 1-step set executions from 16 connections.
-    let count = scaled(6000);
-    let body = start_body("name: one\nsteps:\n  - id: x\n    set: { y: 1 }\n");
-    let submitted = submit_all(&server, &body, count, 16);
-    let finished = wait_for("the set executions", Duration::from_secs(120), || {
-        server.metric(r#"wayline_executions_finished_total{workflow="one",status="succeeded"}"#)
-            >= count as f64
-    });
-    println!(
-        "  {count} one-step set executions, 16 connections: {:.0} submitted/s, {:.0} finished/s (target ≥ 3,000/s)",
-        count as f64 / submitted.as_secs_f64(),
-        count as f64 / (submitted + finished).as_secs_f64()
-    );
+    throughput(&server, "sqlite");
 
     // Latency at 200 submissions/s: 4 connections, each 50/s on its own clock.
     let count = scaled(1000);
@@ -258,6 +378,8 @@ fn main() {
         peak / 1024
     );
 
+    subscribers(&server);
+
     // 10,000 executions parked on a wait.
     let count = scaled(10_000);
     let before = server.rss_kib();
@@ -273,4 +395,49 @@ fn main() {
     );
     let running = server.metric("wayline_executions_running ");
     assert!(running >= count as f64, "{running} running");
+    drop(server);
+
+    // The same throughput on PostgreSQL, in a schema of its own.
+    match std::env::var("WAYLINE_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let schema = format!("bench_api_{}", std::process::id());
+            let join = if url.contains('?') { '&' } else { '?' };
+            let postgres = tempfile::tempdir().unwrap();
+            let server = Server::start(postgres.path(), &format!("{url}{join}schema={schema}"));
+            throughput(&server, "postgres");
+            drop(server);
+            drop_schema(&url, &schema);
+        }
+        Err(_) => println!("  postgres skipped: set WAYLINE_TEST_POSTGRES_URL"),
+    }
+}
+
+fn drop_schema(url: &str, schema: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+        else {
+            return;
+        };
+        let driver = tokio::spawn(connection);
+        let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+        drop(client);
+        let _ = driver.await;
+    });
+}
+
+/// 1-step `set` executions submitted by 16 connections: per second submitted, and finished.
+fn throughput(server: &Server, label: &str) {
+    let count = scaled(6000);
+    let body = start_body("name: one\nsteps:\n  - id: x\n    set: { y: 1 }\n");
+    let submitted = submit_all(server, &body, count, 16);
+    let finished = wait_for("the set executions", Duration::from_secs(120), || {
+        server.metric(r#"wayline_executions_finished_total{workflow="one",status="succeeded"}"#)
+            >= count as f64
+    });
+    println!(
+        "  {label:<8} {count} one-step set executions, 16 connections: {:.0} submitted/s, {:.0} finished/s (target ≥ 3,000/s on SQLite)",
+        count as f64 / submitted.as_secs_f64(),
+        count as f64 / (submitted + finished).as_secs_f64()
+    );
 }

@@ -316,8 +316,13 @@ pub struct Watcher {
     /// Whether log lines are wanted (they are shown live only when stderr is not a terminal).
     logs: bool,
     after: u64,
+    /// Ready to hand out.
     pending: std::collections::VecDeque<Item>,
+    /// An event that ends an attempt, held back until the log has been read up to it.
+    held: Option<Event>,
+    /// The stream has ended: the log is read once more, then nothing follows.
     ended: bool,
+    drained: bool,
 }
 
 /// How often the log is looked at while no event comes.
@@ -333,7 +338,9 @@ impl Watcher {
             logs,
             after: 0,
             pending: Default::default(),
+            held: None,
             ended: false,
+            drained: false,
         })
     }
 
@@ -357,20 +364,27 @@ impl Watcher {
 }
 
 impl Runner for Watcher {
+    /// Cancel-safe (the watch loop drops it for every redraw): whatever has been taken from
+    /// the server is in `pending` or `held` before the next await.
     async fn next(&mut self) -> Result<Option<Item>> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(Some(item));
+            }
+            if self.held.is_some() || (self.ended && !self.drained) {
+                self.poll_logs().await;
+                if let Some(event) = self.held.take() {
+                    self.pending.push_back(Item::Event(event));
+                }
+                self.drained = self.ended;
+                continue;
             }
             if self.ended {
                 return Ok(None);
             }
             tokio::select! {
                 event = self.stream.next() => match event? {
-                    None => {
-                        self.ended = true;
-                        self.poll_logs().await;
-                    }
+                    None => self.ended = true,
                     Some(event) => {
                         let ends_attempt = matches!(
                             event.kind,
@@ -380,10 +394,11 @@ impl Runner for Watcher {
                                 | EventKind::StepEscalated { .. }
                                 | EventKind::Finished { .. }
                         );
-                        if ends_attempt {
-                            self.poll_logs().await;
+                        if ends_attempt && self.logs {
+                            self.held = Some(event);
+                        } else {
+                            self.pending.push_back(Item::Event(event));
                         }
-                        self.pending.push_back(Item::Event(event));
                     }
                 },
                 () = tokio::time::sleep(LOG_POLL), if self.logs => self.poll_logs().await,
