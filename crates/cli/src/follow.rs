@@ -15,7 +15,7 @@ use wayline_core::report::Report;
 use wayline_journal::{Decision, Event, EventKind, Status, StepStatus, Time};
 use wayline_lang::Workflow;
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Submission};
+use wayline_runtime::{Engine, EngineHandle, Item, Options, Requests, Rerun, Submission};
 use wayline_store::Store;
 
 use crate::error::{Error, Exit, Result};
@@ -33,6 +33,13 @@ pub enum Start {
         workflow: Arc<Workflow>,
         /// Take it over even from a live owner on this host.
         force: bool,
+    },
+    /// Rerun a finished execution in place.
+    Rerun {
+        id: String,
+        rerun: Rerun,
+        secrets: Arc<Secrets>,
+        workflow: Arc<Workflow>,
     },
 }
 
@@ -72,6 +79,9 @@ pub struct Watch {
     pub quiet: bool,
     /// Where the execution is kept, as the start message names it (a database, a server).
     pub place: String,
+    /// Events up to this sequence number are history (a rerun's earlier run): folded, not
+    /// shown or written to the events file.
+    pub shown_after: u64,
 }
 
 /// Runs the engine and the user-facing loop side by side until the execution ends.
@@ -108,6 +118,7 @@ async fn follow_execution(
     // Before anything is started, so that no stop signal finds the default action (the end
     // of this process, leaving the execution `running` and its steps orphaned).
     let stop = signals::Stop::listen()?;
+    let mut logs_after = 0;
     let (id, workflow, secrets) = match start {
         Start::Submit(submission) => {
             let workflow = Arc::clone(&submission.workflow);
@@ -144,8 +155,21 @@ async fn follow_execution(
             }
             (id, workflow, secrets)
         }
+        Start::Rerun { id, rerun, secrets, workflow } => {
+            // The earlier run's log lines are history, as its events are.
+            while let Ok(lines) = handle.store().logs(&id, None, logs_after, 10_000).await
+                && let Some(last) = lines.last()
+            {
+                logs_after = last.line;
+            }
+            handle.rerun(&id, rerun, Arc::clone(&secrets)).await?;
+            if !watch.quiet {
+                say!("wayline: execution {id} of {} runs again ({})", workflow.name, watch.place);
+            }
+            (id, workflow, secrets)
+        }
     };
-    let subscription = handle.subscribe(&id, 0).with_logs(0);
+    let subscription = handle.subscribe(&id, 0).with_logs(logs_after);
     let mut runner = Local { handle, id: id.clone(), subscription };
     watch_execution(&mut runner, stop, &id, &workflow, &secrets, watch, events_file).await
 }
@@ -223,14 +247,16 @@ pub async fn watch_execution(
                 let Some(item) = item? else { break };
                 match item {
                     Item::Event(event) => {
-                        if let Some(file) = &mut events_file
+                        let history = event.seq <= watch.shown_after;
+                        if !history
+                            && let Some(file) = &mut events_file
                             && let Err(message) = file.write(&id, &event)
                         {
                             progress.clear();
                             say!("wayline: {message}");
                         }
                         let execution = follow(&mut fold, &id, workflow, secrets, &event)?;
-                        if !watch.quiet {
+                        if !watch.quiet && !history {
                             progress.event(execution, &event);
                         }
                         if let EventKind::StepEscalated { step, error } = &event.kind

@@ -156,6 +156,9 @@ fn describe(execution: &Execution, event: &Event) -> Option<String> {
             )
         }
         EventKind::RollbackStarted => "rolling back".to_owned(),
+        EventKind::Redriven { actor, steps, .. } => {
+            format!("rerun by {}: {} run again", actor.by, steps.join(", "))
+        }
         EventKind::Finished { outcome, .. } => format!("{} {}", workflow.name, outcome.name()),
         EventKind::Created { .. } | EventKind::AttemptRunning { .. } => return None,
     })

@@ -292,6 +292,7 @@ impl Remote {
             last: after,
             response: None,
             buffer: Vec::new(),
+            finished: false,
             ended: false,
             lost_since: None,
         })
@@ -329,6 +330,12 @@ pub struct Watcher {
 const LOG_POLL: Duration = Duration::from_millis(250);
 
 impl Watcher {
+    /// Log lines up to line `after` are history (a rerun's earlier run): not shown.
+    pub fn with_logs_after(mut self, after: u64) -> Watcher {
+        self.after = after;
+        self
+    }
+
     pub fn new(remote: Remote, id: &str, logs: bool) -> Result<Watcher> {
         let stream = remote.follow(id, 0)?;
         Ok(Watcher {
@@ -507,7 +514,7 @@ fn problem(status: reqwest::StatusCode, body: &[u8]) -> Error {
 /// The API path of execution `id` (any unique prefix). Ids are letters and digits; anything
 /// else names no execution, and is refused here rather than sent as a path of another meaning
 /// (`..`).
-fn execution_path(id: &str) -> Result<String> {
+pub fn execution_path(id: &str) -> Result<String> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::invalid(format!("no execution `{id}`")));
     }
@@ -538,6 +545,9 @@ pub struct EventStream {
     last: u64,
     response: Option<reqwest::Response>,
     buffer: Vec<u8>,
+    /// The last event given out was a `finished` event: the stream ends when the server
+    /// closes it next (unless a rerun's events follow).
+    finished: bool,
     ended: bool,
     /// Since when the server has been out of reach, while it is.
     lost_since: Option<std::time::Instant>,
@@ -569,7 +579,7 @@ impl EventStream {
                 })?;
                 let (_, event) = self.remote.event(&json)?;
                 self.last = seq;
-                self.ended = matches!(event.kind, EventKind::Finished { .. });
+                self.finished = matches!(event.kind, EventKind::Finished { .. });
                 return Ok(Some(event));
             }
             let chunk = match &mut self.response {
@@ -596,6 +606,9 @@ impl EventStream {
                 Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
                 // The server closed the stream before the final event (it stopped, or it
                 // dropped a reader that fell behind): take it up again where it stopped.
+                Ok(None) | Err(_) if self.finished => {
+                    self.ended = true;
+                }
                 Ok(None) | Err(_) => {
                     self.response = None;
                     self.buffer.clear();

@@ -6,6 +6,10 @@ use std::time::Duration;
 use wayline_journal::duration::MAX as MAX_DURATION;
 use wayline_lang::model::{Backoff, Jitter, Retry};
 
+/// How many lost attempts (their owner or agent died) a step retries, at once and outside its
+/// `max_attempts`, before the next loss fails it with class `lost` (docs/design.md §2.3).
+pub const MAX_LOST: u32 = 3;
+
 /// The pause before retry number `n` (n ≥ 1: the pause before attempt n + 1), given two uniform
 /// samples in [0, 1): `pick` for `random` backoff and `jitter` for the jitter.
 ///

@@ -41,6 +41,7 @@ pub fn type_of(kind: &EventKind) -> String {
         EventKind::Resumed { .. } => format!("{SW}.workflow.resumed.v1"),
         EventKind::Stopping { .. } => format!("{WL}.workflow.stopping.v1"),
         EventKind::RollbackStarted => format!("{WL}.workflow.rollback.started.v1"),
+        EventKind::Redriven { .. } => format!("{WL}.workflow.redriven.v1"),
         EventKind::Finished { outcome: Outcome::Succeeded, .. } => {
             format!("{SW}.workflow.completed.v1")
         }
@@ -179,6 +180,7 @@ fn tag_of(kind: &str) -> Option<&'static str> {
         (SW, ".workflow.resumed.v1") => "resumed",
         (WL, ".workflow.stopping.v1") => "stopping",
         (WL, ".workflow.rollback.started.v1") => "rollback_started",
+        (WL, ".workflow.redriven.v1") => "redriven",
         (SW, ".workflow.completed.v1" | ".workflow.cancelled.v1" | ".workflow.faulted.v1") => {
             "finished"
         }
@@ -239,10 +241,20 @@ mod tests {
             EventKind::Stopping {
                 reason: StopReason::Cancelled,
                 rollback: true,
-                actor: Some(actor),
+                actor: Some(actor.clone()),
                 error: Some(error.clone()),
             },
             EventKind::RollbackStarted,
+            EventKind::Redriven {
+                actor: actor.clone(),
+                steps: vec!["a".into(), "b".into()],
+                inputs: outputs.clone(),
+            },
+            EventKind::Redriven {
+                actor: actor.clone(),
+                steps: vec!["a".into()],
+                inputs: Default::default(),
+            },
             EventKind::Finished { outcome: Outcome::Succeeded, error: None },
             EventKind::Finished { outcome: Outcome::Cancelled, error: None },
             EventKind::Finished { outcome: Outcome::Failed, error: Some(error.clone()) },

@@ -290,6 +290,15 @@ pub enum EventKind {
     },
     /// Compensation of the succeeded steps begins.
     RollbackStarted,
+    /// A finished execution was opened again (`wayline rerun`): `steps` run again with a
+    /// fresh attempt budget (their attempt numbers continue), the rest keep what they have;
+    /// `inputs` are the inputs whose values the rerun changed.
+    Redriven {
+        actor: Actor,
+        steps: Vec<String>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        inputs: Map<String, Value>,
+    },
     Finished {
         outcome: Outcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]

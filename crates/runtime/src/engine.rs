@@ -15,11 +15,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wayline_core::execution::{
-    Attempt, AttemptResult, Control, Effect, Execution, Input, Rejected, Secrets, Timer,
+    Attempt, AttemptResult, Control, Effect, Execution, Input, Redrive, Rejected, Secrets, Timer,
 };
 use wayline_core::report::Report;
 use wayline_exec as exec;
 use wayline_journal::{AttemptId, AttemptKind, ErrorInfo, Event, Status, Time};
+use wayline_lang::inputs::Given;
 use wayline_store::{self as store, Commit, Lease, LogLine, NewExecution, Store, Summary};
 
 use crate::clock::Clock;
@@ -116,7 +117,18 @@ enum Command {
     Control(String, Control, oneshot::Sender<Result<()>>),
     Report(String, oneshot::Sender<Option<Report>>),
     Recover(String, Arc<Secrets>, bool, oneshot::Sender<Result<Recovered>>),
+    Rerun(String, Box<Rerun>, Arc<Secrets>, oneshot::Sender<Result<()>>),
     Drain(Duration, oneshot::Sender<()>),
+}
+
+/// What a rerun asks for, before its inputs are checked against the workflow.
+#[derive(Debug, Clone, Default)]
+pub struct Rerun {
+    /// Steps to run again with everything downstream; empty: what did not succeed.
+    pub from: Vec<String>,
+    /// New values of inputs (`-i name=value`, or JSON from the API).
+    pub inputs: Vec<(String, Given)>,
+    pub actor: wayline_journal::Actor,
 }
 
 /// The outcome of [`EngineHandle::recover`].
@@ -159,6 +171,14 @@ impl<S: Store> EngineHandle<S> {
     /// have lapsed, but it may well go on.
     pub async fn recover(&self, id: &str, secrets: Arc<Secrets>, force: bool) -> Result<Recovered> {
         self.ask(|reply| Command::Recover(id.to_owned(), secrets, force, reply)).await?
+    }
+
+    /// Reruns a finished execution in place (`wayline rerun`): takes it into this engine and
+    /// records what runs again; returns once that is committed. Refused with the reason
+    /// ([`Error::Rejected`], [`Error::Invalid`]) without changing anything when it does not
+    /// apply.
+    pub async fn rerun(&self, id: &str, rerun: Rerun, secrets: Arc<Secrets>) -> Result<()> {
+        self.ask(|reply| Command::Rerun(id.to_owned(), Box::new(rerun), secrets, reply)).await?
     }
 
     /// Stops the engine gently: from now on it takes no submission or takeover and starts no
@@ -609,6 +629,24 @@ impl<S: Store> Engine<S> {
                 };
                 let _ = reply.send(result);
             }
+            Command::Rerun(id, rerun, secrets, reply) => {
+                let taken = match self.draining {
+                    Some(_) => Err(Error::Stopped),
+                    None => self.rerun(&id, *rerun, secrets).await,
+                };
+                match taken {
+                    // Decided again in the next round, where its commit is awaited.
+                    Ok(redrive) => self.inputs.push_back(Pending {
+                        execution: id.as_str().into(),
+                        input: Some(Input::Redrive(redrive)),
+                        reply: Some(reply),
+                        request: None,
+                    }),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
             Command::Drain(grace, reply) => {
                 let deadline = tokio::time::Instant::now() + grace;
                 self.draining = Some(self.draining.map_or(deadline, |at| at.min(deadline)));
@@ -709,6 +747,61 @@ impl<S: Store> Engine<S> {
             self.poll_requests().await;
         }
         Ok(Recovered::Resumed)
+    }
+
+    /// Takes a finished execution into this engine for a rerun, once the rerun is known to
+    /// apply: the lease first (so nobody else writes), then the journal as it is, then the
+    /// decision, tried on a copy. Returns the rerun to decide for real.
+    async fn rerun(&mut self, id: &str, rerun: Rerun, secrets: Arc<Secrets>) -> Result<Redrive> {
+        if self.executions.contains_key(id) {
+            return Err(Error::Conflict(format!(
+                "execution {id} is running in this process; only a finished execution can be rerun"
+            )));
+        }
+        let record = self.store.get(id).await?;
+        if !record.status.is_final() {
+            return Err(Error::Rejected(Rejected::NotFinished {
+                id: id.to_owned(),
+                status: record.status,
+            }));
+        }
+        let now = self.clock.now();
+        let lease =
+            self.store.acquire(id, &self.options.owner, self.options.lease_ttl, now, None).await?;
+        match self.prepare_rerun(id, rerun, secrets, now).await {
+            Ok((execution, redrive)) => {
+                self.finished.remove(id);
+                let key: Arc<str> = id.into();
+                self.own(key, Owned { execution, lease, attempts: HashSet::new() });
+                Ok(redrive)
+            }
+            Err(error) => {
+                let _ = self.store.release(lease).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare_rerun(
+        &self,
+        id: &str,
+        rerun: Rerun,
+        secrets: Arc<Secrets>,
+        now: Time,
+    ) -> Result<(Execution, Redrive)> {
+        let events = crate::inspect::all_events(&self.store, id).await?;
+        let (workflow, _) = crate::inspect::definition(&events)?;
+        if let Some(message) = render::missing_secrets(&workflow, &secrets) {
+            return Err(Error::Invalid(message));
+        }
+        let execution = Execution::replay(id.to_owned(), Arc::new(workflow), secrets, &events)
+            .map_err(|error| {
+                Error::Store(store::Error::Corrupt(format!("execution {id}: {error}")))
+            })?;
+        let inputs = changed_inputs(&execution, rerun.inputs).map_err(Error::Invalid)?;
+        let redrive = Redrive { from: rerun.from, inputs, actor: rerun.actor };
+        execution.clone().handle(Input::Redrive(redrive.clone()), now).map_err(Error::Rejected)?;
+        Ok((execution, redrive))
     }
 
     /// What an attempt reported. Reports of attempts this engine no longer owns (another
@@ -1188,6 +1281,24 @@ impl<S: Store> Engine<S> {
 }
 
 /// The durable name of one of `execution`'s attempts.
+/// The inputs a rerun changes: the given values checked against the declared inputs (typed,
+/// allowed values) on top of the execution's current ones, keeping those that differ.
+fn changed_inputs(
+    execution: &Execution,
+    given: Vec<(String, Given)>,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+    if given.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let current = execution.inputs().as_object().cloned().unwrap_or_default();
+    let mut all: Vec<(String, Given)> =
+        current.iter().map(|(name, value)| (name.clone(), Given::Json(value.clone()))).collect();
+    all.extend(given);
+    let resolved = wayline_lang::inputs::resolve(execution.workflow(), all)
+        .map_err(|errors| errors.join("; "))?;
+    Ok(resolved.into_iter().filter(|(name, value)| current.get(name) != Some(value)).collect())
+}
+
 fn attempt_id(execution: &Execution, attempt: Attempt) -> AttemptId {
     AttemptId {
         execution: execution.id().to_owned(),

@@ -24,7 +24,7 @@ pub mod workload;
 
 pub use engine::{
     CommitObserver, Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered,
-    Requests,
+    Requests, Rerun,
 };
 pub use submit::Submission;
 pub use subscription::{Item, Subscription};

@@ -96,12 +96,27 @@ impl<S: Store> Subscription<S> {
         self
     }
 
-    /// The next event or log line; `None` after the execution's last event.
+    /// Whether the store holds events after the last one delivered (read into the buffer).
+    async fn reopened(&mut self) -> Result<bool> {
+        let events = self.store.events(&self.id, self.after, PAGE).await.map_err(Error::Store)?;
+        let found = !events.is_empty();
+        for event in events {
+            self.after = event.seq;
+            self.buffer.push_back(Item::Event(event));
+        }
+        Ok(found)
+    }
+
+    /// The next event or log line; `None` after the execution's last event (a `finished`
+    /// event that no rerun followed when it was read).
     pub async fn next(&mut self) -> Result<Option<Item>> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 if let Item::Event(Event { kind: EventKind::Finished { .. }, .. }) = &item {
-                    self.ended = true;
+                    // The end, unless a rerun opened the execution again after it: its
+                    // `redriven` event is already in the store.
+                    let more = self.buffer.iter().any(|item| matches!(item, Item::Event(_)));
+                    self.ended = !more && !self.reopened().await?;
                 }
                 return Ok(Some(item));
             }

@@ -122,6 +122,29 @@ pub struct DecisionRequest {
     pub reason: Option<String>,
 }
 
+/// `POST …/rerun`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// Run these steps and everything downstream of them again; empty: what did not succeed.
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// New input values, checked against the workflow's declared inputs.
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
+    pub reason: Option<String>,
+}
+
+/// The answer to a rerun: committed, and running.
+#[derive(Debug, Serialize)]
+pub struct Rerun {
+    pub id: String,
+    /// The sequence number of the `redriven` event: what came before is the earlier run.
+    pub seq: u64,
+    /// The last log line of the earlier run.
+    pub log_after: u64,
+}
+
 /// The answer to a control request.
 #[derive(Debug, Serialize)]
 pub struct Accepted {

@@ -139,6 +139,16 @@ fn operations() -> Vec<Operation> {
         control("cancel", "Cancel, or cancel and roll back.", "CancelRequest"),
         Operation {
             method: "post",
+            path: "/api/v1/executions/{id}/rerun",
+            summary: "Rerun a finished execution in place: what did not succeed, or `from` steps and everything downstream.",
+            role: Some("operate"),
+            parameters: &[ID],
+            body: Some((json_type, reference("RerunRequest"))),
+            ok: ("202", json_type, reference("Rerun")),
+            errors: &["400", "401", "403", "404", "409", "422"],
+        },
+        Operation {
+            method: "post",
             path: "/api/v1/executions/{id}/steps/{step}/decision",
             summary: "Decide an escalated step: retry, skip, rollback or fail.",
             role: Some("operate"),
@@ -322,6 +332,20 @@ fn schemas() -> Value {
                 "outputs": { "type": "object" },
                 "reason": reason
             }
+        },
+        "RerunRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "from": { "type": "array", "items": string },
+                "inputs": { "type": "object" },
+                "reason": reason
+            }
+        },
+        "Rerun": {
+            "type": "object",
+            "required": ["id", "seq", "log_after"],
+            "properties": { "id": string, "seq": { "type": "integer" }, "log_after": { "type": "integer" } }
         },
         "Accepted": {
             "type": "object",

@@ -110,7 +110,10 @@ impl From<Rejected> for Problem {
             | Rejected::Stopping
             | Rejected::NotPaused { .. }
             | Rejected::AlreadyStopping
-            | Rejected::NotEscalated { .. } => {
+            | Rejected::NotEscalated { .. }
+            | Rejected::NotFinished { .. }
+            | Rejected::NothingToRerun { .. }
+            | Rejected::NeedNotRerun { .. } => {
                 Problem::new(StatusCode::CONFLICT, "rejected", detail)
             }
         }

@@ -26,7 +26,7 @@ use wayline_core::execution::Control;
 use wayline_journal::{Actor, Decision, EventKind, Status, cloudevents};
 use wayline_lang::inputs::{self, Given};
 use wayline_runtime::control::{self, Sent, Settled};
-use wayline_runtime::{Error as EngineError, Submission, inspect};
+use wayline_runtime::{Error as EngineError, Rerun, Submission, inspect};
 use wayline_store::{Error as StoreError, Filter, Store};
 
 use tower_http::compression::CompressionLayer;
@@ -50,6 +50,7 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/pause", post(pause::<S>))
         .route("/executions/{id}/resume", post(resume::<S>))
         .route("/executions/{id}/cancel", post(cancel::<S>))
+        .route("/executions/{id}/rerun", post(rerun::<S>))
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
         .route("/ws", get(socket::<S>))
         .route("/events", get(lifecycle::<S>))
@@ -453,6 +454,7 @@ fn is_lifecycle(kind: &EventKind) -> bool {
             | EventKind::StepEscalated { .. }
             | EventKind::Decided { .. }
             | EventKind::Stopping { .. }
+            | EventKind::Redriven { .. }
             | EventKind::Finished { .. }
     )
 }
@@ -502,7 +504,7 @@ async fn lifecycle<S: Store>(
                             workflows.insert(Arc::clone(execution), workflow.clone());
                         }
                         // A taken-over execution's workflow is in the store.
-                        EventKind::Recovered { .. } => {
+                        EventKind::Recovered { .. } | EventKind::Redriven { .. } => {
                             if let Ok(record) = store.get(execution).await {
                                 workflows.insert(Arc::clone(execution), record.workflow);
                             }
@@ -717,6 +719,36 @@ async fn cancel<S: Store>(
         Control::Cancel { actor: actor(&caller, request.reason), rollback: request.rollback },
     )
     .await
+}
+
+/// Reruns a finished execution on this server's engine (which takes it over for that).
+async fn rerun<S: Store>(
+    State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::RerunRequest = body(bytes, Some(api::RerunRequest::default()))?;
+    let store = app.handle.store();
+    let id = store.resolve(&id).await?;
+    let seq = inspect::all_events(store, &id).await?.len() as u64 + 1;
+    let mut log_after = 0;
+    loop {
+        let lines = store.logs(&id, None, log_after, 10_000).await?;
+        let Some(last) = lines.last() else { break };
+        log_after = last.line;
+    }
+    let rerun = Rerun {
+        from: request.from,
+        inputs: request
+            .inputs
+            .into_iter()
+            .map(|(name, value)| (name, Given::Json(value)))
+            .collect(),
+        actor: actor(&caller, request.reason),
+    };
+    app.handle.rerun(&id, rerun, Arc::clone(&app.secrets)).await?;
+    Ok((StatusCode::ACCEPTED, Json(api::Rerun { id, seq, log_after })).into_response())
 }
 
 async fn decide<S: Store>(

@@ -20,6 +20,7 @@ pub mod list;
 pub mod logs;
 pub mod pause;
 pub mod plan;
+pub mod rerun;
 pub mod resume;
 pub mod run;
 pub mod schema;
@@ -80,6 +81,9 @@ enum Command {
     Pause(pause::Args),
     /// Resume a paused execution, or take over one whose process is gone and continue it here.
     Resume(resume::Args),
+    /// Run part of a finished execution again, in place: what failed (fixed since), or
+    /// everything from a step on. Same id; the journal goes on.
+    Rerun(rerun::Args),
     /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
     ///
     /// The running steps' process groups get SIGTERM, then SIGKILL 5 seconds later if they are
@@ -150,6 +154,7 @@ impl Cli {
             Command::Schema => schema::exec(),
             Command::Run(args) => run::exec(args),
             Command::Resume(args) => resume::exec(args),
+            Command::Rerun(args) => rerun::exec(args),
             Command::List(args) => on_target(&args.target.clone(), args, list::exec, list::remote),
             Command::Show(args) => on_target(&args.target.clone(), args, show::exec, show::remote),
             Command::Logs(args) => on_target(&args.target.clone(), args, logs::exec, logs::remote),

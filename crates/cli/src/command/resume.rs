@@ -54,7 +54,8 @@ pub fn exec(args: Args) -> Result<Exit> {
     let location = args.target.db.location()?;
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
     let events = args.events.as_deref().map(EventsFile::create).transpose()?;
-    let watch = Watch { json: args.json, quiet: args.quiet, place: location.describe() };
+    let watch =
+        Watch { json: args.json, quiet: args.quiet, place: location.describe(), shown_after: 0 };
     let named = location.clone();
     block_on(async move {
         let (store, id) = request::open_execution(&location, &args.id).await?;

@@ -69,7 +69,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         return block_on(detach(submission, &location, args.secrets_file.as_deref()))
             .map_err(|error| error.located(&location));
     }
-    let watch = Watch { json: args.json, quiet: false, place: location.describe() };
+    let watch = Watch { json: args.json, quiet: false, place: location.describe(), shown_after: 0 };
     let named = location.clone();
     block_on(async move {
         let store = wayline_backend::open(&location).await?;
@@ -149,7 +149,7 @@ async fn remote_run(args: Args, remote: Remote) -> Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    let watch = Watch { json: args.json, quiet: false, place: remote.describe() };
+    let watch = Watch { json: args.json, quiet: false, place: remote.describe(), shown_after: 0 };
     say!("wayline: execution {id} of {} started ({})", workflow.name, watch.place);
     use std::io::IsTerminal as _;
     // Log lines are shown live where the progress table is not.

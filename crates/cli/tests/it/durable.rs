@@ -110,22 +110,22 @@ pub(crate) fn step_status(report: &Value, id: &str) -> String {
         .to_owned()
 }
 
-/// A deterministic pseudo-random sequence for kill points (reproducible failures).
-fn kill_points(count: usize) -> Vec<Duration> {
+/// A deterministic pseudo-random sequence for kill points (reproducible failures), between
+/// 20 ms and 20 + `span` ms.
+fn kill_points(count: usize, span: u64) -> Vec<Duration> {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     (0..count)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            Duration::from_millis(20 + state % 500)
+            Duration::from_millis(20 + state % span)
         })
         .collect()
 }
 
 const CRASHY: &str = r#"
 name: crashy
-retry: { max_attempts: 3, delay: 10ms, on: [lost] }
 steps:
   - id: s1
     run: sleep 0.05; echo s1 >> effects.txt
@@ -156,7 +156,7 @@ steps:
 fn kill_9_at_random_points_then_resume_runs_every_committed_step_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut interrupted = 0;
-    for (round, point) in kill_points(20).into_iter().enumerate() {
+    for (round, point) in kill_points(20, 500).into_iter().enumerate() {
         assert!(Instant::now() < deadline, "the crash test took too long");
         let sandbox = Sandbox::new();
         let flow = sandbox.write("flow.yaml", CRASHY);
@@ -207,6 +207,75 @@ fn kill_9_at_random_points_then_resume_runs_every_committed_step_exactly_once() 
             events.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
         assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
         assert_eq!(events.last().unwrap()["type"], "io.serverlessworkflow.workflow.completed.v1");
+    }
+    assert!(interrupted >= 10, "only {interrupted} of 20 kills hit a running execution");
+}
+
+/// A chain of 25 command steps with no retry policy (one attempt each).
+fn chain_of_25() -> String {
+    let mut yaml = String::from("name: chain\nsteps:\n");
+    for n in 1..=25 {
+        yaml.push_str(&format!(
+            "  - id: s{n:02}\n    run: sleep 0.02; echo s{n:02} >> effects.txt\n"
+        ));
+        if n > 1 {
+            yaml.push_str(&format!("    needs: [s{:02}]\n", n - 1));
+        }
+    }
+    yaml
+}
+
+#[test]
+fn a_chain_without_retries_killed_anywhere_and_resumed_succeeds() {
+    // A lost attempt is wayline's failure, not the step's: it runs again without a retry
+    // policy, and `resume` finishes the job.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut interrupted = 0;
+    for (round, point) in kill_points(20, 900).into_iter().enumerate() {
+        assert!(Instant::now() < deadline, "the crash test took too long");
+        let sandbox = Sandbox::new();
+        let flow = sandbox.write("flow.yaml", &chain_of_25());
+        let (mut child, id, _stderr) = start(&sandbox, &flow, &[]);
+        std::thread::sleep(point);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let before = sandbox.events(&id);
+        let committed: Vec<String> = before
+            .iter()
+            .filter(|e| e["type"] == "io.serverlessworkflow.task.completed.v1")
+            .map(|e| e["subject"].as_str().unwrap().to_owned())
+            .collect();
+        let finished =
+            before.iter().any(|e| e["type"] == "io.serverlessworkflow.workflow.completed.v1");
+        interrupted += usize::from(!finished);
+        let resumed = sandbox.output(&["resume", &id]);
+        let report = sandbox.report(&id);
+        assert_eq!(
+            report["status"],
+            "succeeded",
+            "round {round} (kill at {point:?}): {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        // An execution that had finished before the kill has nothing to resume (exit 2).
+        assert_eq!(resumed.status.code(), Some(if finished { 2 } else { 0 }), "round {round}");
+        let effects = sandbox.read("effects.txt");
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for line in effects.lines() {
+            *counts.entry(line).or_default() += 1;
+        }
+        let mut twice = 0;
+        for n in 1..=25 {
+            let step = format!("s{n:02}");
+            let count = counts.get(step.as_str()).copied().unwrap_or(0);
+            if committed.contains(&step) {
+                assert_eq!(count, 1, "round {round}: committed {step} ran again: {effects}");
+            } else {
+                assert!((1..=2).contains(&count), "round {round}: {step} ran {count} times");
+                twice += usize::from(count == 2);
+            }
+        }
+        // In a chain at most one step is in flight when the owner dies.
+        assert!(twice <= 1, "round {round}: {twice} steps ran twice: {effects}");
     }
     assert!(interrupted >= 10, "only {interrupted} of 20 kills hit a running execution");
 }

@@ -291,11 +291,14 @@ impl Execution {
         let compensation = attempt.is_compensation();
         let definition = &self.workflow.steps[attempt.step];
         let run = &self.steps()[attempt.step];
-        let (policy, used, first) = if compensation {
+        // Lost attempts do not count against `max_attempts`.
+        let (policy, used, lost, first) = if compensation {
             let comp = definition.compensate.as_ref()?;
-            (&comp.retry, run.compensation_attempts, None)
+            let used = run.compensation_attempts - run.compensation_base - run.compensation_lost;
+            (&comp.retry, used, run.compensation_lost, None)
         } else {
-            (&definition.retry, run.attempts - run.budget_base, run.budget_started)
+            let used = run.attempts - run.budget_base - run.lost;
+            (&definition.retry, used, run.lost, run.budget_started)
         };
         let allowed = match class {
             ErrorClass::Failure => policy.on.failure,
@@ -303,7 +306,15 @@ impl Execution {
             ErrorClass::Lost => policy.on.lost,
             ErrorClass::Fatal | ErrorClass::Expression => false,
         };
-        if !allowed || used >= policy.max_attempts {
+        if !allowed {
+            return None;
+        }
+        if class == ErrorClass::Lost {
+            // The attempt died with its owner, through no fault of the step: it runs again
+            // at once, outside the budget, a bounded number of times.
+            return (lost < retry::MAX_LOST).then_some(Duration::ZERO);
+        }
+        if used >= policy.max_attempts {
             return None;
         }
         let attempt = if compensation { run.compensation_attempts + 1 } else { run.attempts + 1 };

@@ -49,6 +49,8 @@ pub(super) struct State {
     source: Arc<str>,
     created_at: Time,
     started_at: Option<Time>,
+    /// When the latest rerun opened the execution again.
+    redriven_at: Option<Time>,
     finished_at: Option<Time>,
     seq: u64,
     steps: Vec<StepRun>,
@@ -92,6 +94,7 @@ impl State {
             source: created.source,
             created_at: now,
             started_at: None,
+            redriven_at: None,
             finished_at: None,
             seq: 1,
             position,
@@ -136,6 +139,10 @@ impl State {
 
     pub(super) fn finished_at(&self) -> Option<Time> {
         self.finished_at
+    }
+
+    pub(super) fn redriven_at(&self) -> Option<Time> {
+        self.redriven_at
     }
 
     pub(super) fn seq(&self) -> u64 {
@@ -285,8 +292,10 @@ impl State {
             }
             EventKind::AttemptFailed { step, compensation, error, outputs, terminal, .. } => {
                 let index = index(workflow, step)?;
+                let lost = u32::from(error.class == ErrorClass::Lost);
                 if *compensation {
                     self.release_compensation_slot(index);
+                    self.steps[index].compensation_lost += lost;
                     if *terminal {
                         self.steps[index].compensation = Compensation::Failed(error.clone());
                         self.compensation_done(workflow, index);
@@ -294,6 +303,7 @@ impl State {
                 } else {
                     self.release_slot(workflow, index);
                     let run = &mut self.steps[index];
+                    run.lost += lost;
                     run.error = Some(error.clone());
                     run.outputs = outputs.clone();
                     if *terminal {
@@ -366,6 +376,7 @@ impl State {
                         run.state = StepState::Pending;
                         run.budget_base = run.attempts;
                         run.budget_started = None;
+                        run.lost = 0;
                         run.finished_at = None;
                         self.ready.insert(self.position[index]);
                     }
@@ -399,6 +410,16 @@ impl State {
                 self.pause = None;
             }
             EventKind::RollbackStarted => self.begin_rollback(workflow),
+            EventKind::Redriven { steps, inputs, .. } => {
+                if self.outcome.is_none() {
+                    return Err("`redriven` can only follow the end of the execution".into());
+                }
+                let mut reset = Vec::with_capacity(steps.len());
+                for step in steps {
+                    reset.push(index(workflow, step)?);
+                }
+                self.redrive(workflow, &reset, inputs, now);
+            }
             EventKind::Finished { outcome, error } => {
                 self.outcome = Some((*outcome, error.clone()));
                 self.finished_at = Some(now);
@@ -437,6 +458,60 @@ impl State {
             self.missing[dependent] = self.missing[dependent].saturating_sub(1);
             if self.missing[dependent] == 0 && self.steps[dependent].state == StepState::Pending {
                 self.ready.insert(self.position[dependent]);
+            }
+        }
+    }
+
+    /// A rerun opens the finished execution again: `reset` run again with a fresh attempt
+    /// budget (their numbering continues), every other step keeps what it has, and the
+    /// execution is as if just started, with no stop, pause or rollback.
+    fn redrive(
+        &mut self,
+        workflow: &Workflow,
+        reset: &[StepIndex],
+        inputs: &serde_json::Map<String, Value>,
+        now: Time,
+    ) {
+        if let Value::Object(current) = &mut self.inputs {
+            for (name, value) in inputs {
+                current.insert(name.clone(), value.clone());
+            }
+        }
+        for &index in reset {
+            let run = &mut self.steps[index];
+            run.state = StepState::Pending;
+            run.budget_base = run.attempts;
+            run.budget_started = None;
+            run.lost = 0;
+            run.started_at = None;
+            run.finished_at = None;
+            run.outputs.clear();
+            run.error = None;
+            run.decision = None;
+        }
+        for run in &mut self.steps {
+            run.compensation = Compensation::None;
+            run.compensation_base = run.compensation_attempts;
+            run.compensation_lost = 0;
+            run.compensation_missing = 0;
+        }
+        self.compensations_ready.clear();
+        self.escalated.clear();
+        self.running = 0;
+        self.group_running.iter_mut().for_each(|count| *count = 0);
+        self.pause = None;
+        self.stop = None;
+        self.rolling_back = false;
+        self.outcome = None;
+        self.finished_at = None;
+        self.redriven_at = Some(now);
+        self.ready.clear();
+        for index in 0..self.steps.len() {
+            let missing =
+                workflow.steps[index].needs.iter().filter(|&&n| !self.steps[n].state.is_done());
+            self.missing[index] = missing.count() as u32;
+            if self.missing[index] == 0 && self.steps[index].state == StepState::Pending {
+                self.ready.insert(self.position[index]);
             }
         }
     }

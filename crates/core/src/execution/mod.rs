@@ -19,6 +19,7 @@ mod control;
 mod finish;
 mod fold;
 mod recover;
+mod redrive;
 mod rollback;
 mod schedule;
 mod scope;
@@ -154,12 +155,19 @@ pub struct StepRun {
     pub budget_base: u32,
     /// When the first attempt of the current budget started.
     pub budget_started: Option<Time>,
+    /// Attempts of the current budget that were lost (their owner died): they are retried at
+    /// once and do not count against `max_attempts`, up to [`crate::retry::MAX_LOST`].
+    pub lost: u32,
     pub started_at: Option<Time>,
     pub finished_at: Option<Time>,
     pub outputs: Map<String, Value>,
     pub error: Option<ErrorInfo>,
     pub compensation: Compensation,
     pub compensation_attempts: u32,
+    /// Compensation attempts that belong to earlier rollbacks (a rerun rolls back afresh).
+    pub compensation_base: u32,
+    /// Compensation attempts of the current rollback that were lost.
+    pub compensation_lost: u32,
     /// The last decision a person (or the escalation timeout) made about the step.
     pub decision: Option<(Decision, Actor)>,
     /// Compensations of succeeded dependents not yet finished.
@@ -198,12 +206,15 @@ impl StepRun {
             attempts: 0,
             budget_base: 0,
             budget_started: None,
+            lost: 0,
             started_at: None,
             finished_at: None,
             outputs: Map::new(),
             error: None,
             compensation: Compensation::None,
             compensation_attempts: 0,
+            compensation_base: 0,
+            compensation_lost: 0,
             decision: None,
             compensation_missing: 0,
         }
@@ -296,6 +307,20 @@ pub enum Input {
     },
     Timer(Timer),
     Control(Control),
+    /// Open a finished execution again (`wayline rerun`).
+    Redrive(Redrive),
+}
+
+/// A request to run part of a finished execution again, in place.
+#[derive(Debug, Clone, Default)]
+pub struct Redrive {
+    /// Run these steps and everything downstream of them again. Empty: every step that did
+    /// not succeed (failed, cancelled, skipped because of a failure or a stop), and what
+    /// depends on them.
+    pub from: Vec<String>,
+    /// Inputs whose values change (already checked against the declared inputs).
+    pub inputs: Map<String, Value>,
+    pub actor: Actor,
 }
 
 /// How an attempt ended, as the runtime reports it.
@@ -333,6 +358,13 @@ pub enum Rejected {
     NotEscalated { step: String, status: StepStatus },
     /// Outputs given with a decision other than `skip`.
     OutputsWithoutSkip,
+    /// A rerun of an execution that has not finished.
+    NotFinished { id: String, status: Status },
+    /// A rerun without `--from` of an execution in which every step succeeded.
+    NothingToRerun { id: String },
+    /// A rerun `--from` a step whose need did not succeed and does not run again: the step
+    /// would be skipped again.
+    NeedNotRerun { step: String, need: String, status: StepStatus },
 }
 
 impl std::fmt::Display for Rejected {
@@ -354,6 +386,18 @@ impl std::fmt::Display for Rejected {
                 "step `{step}` is not escalated (it is {status}); only escalated steps take a decision"
             ),
             Rejected::OutputsWithoutSkip => f.write_str("outputs can only be given with `skip`"),
+            Rejected::NotFinished { id, status } => write!(
+                f,
+                "execution {id} is {status}; only a finished execution can be rerun (pause, cancel or wait for it first)"
+            ),
+            Rejected::NothingToRerun { id } => write!(
+                f,
+                "every step of execution {id} succeeded; name the steps to run again with --from STEP"
+            ),
+            Rejected::NeedNotRerun { step, need, status } => write!(
+                f,
+                "step `{step}` needs `{need}`, which {status} and does not run again, so `{step}` would be skipped again; add --from {need}, or rerun without --from"
+            ),
         }
     }
 }
@@ -542,6 +586,11 @@ impl Execution {
     /// after the commit. Control requests that do not apply are rejected without events.
     pub fn handle(&mut self, input: Input, now: Time) -> Result<Transition, Rejected> {
         let mut out = Transition::default();
+        if let Input::Redrive(redrive) = input {
+            self.redrive(&mut out, redrive, now)?;
+            self.schedule(&mut out, now);
+            return Ok(out);
+        }
         if self.state.outcome().is_some() {
             return match input {
                 Input::Control(_) => {
@@ -567,6 +616,7 @@ impl Execution {
             }
             Input::Timer(timer) => self.timer(&mut out, timer, now),
             Input::Control(control) => self.control(&mut out, control, now)?,
+            Input::Redrive(_) => {} // handled above: the only input a finished execution takes
         }
         self.schedule(&mut out, now);
         Ok(out)

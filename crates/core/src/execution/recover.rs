@@ -45,14 +45,21 @@ impl Execution {
                         out.effects.push(Effect::Timer { at: until, timer });
                     }
                     AttemptState::Running { attempt: number, .. } => {
-                        let what = match kind {
-                            AttemptKind::Compensation => "compensation",
-                            _ => "attempt",
+                        let run = &self.steps()[index];
+                        let (what, lost) = match kind {
+                            AttemptKind::Compensation => ("compensation", run.compensation_lost),
+                            _ => ("attempt", run.lost),
                         };
-                        let error = ErrorInfo::new(
-                            ErrorClass::Lost,
-                            format!("the process running this {what} stopped before it finished"),
-                        );
+                        let mut message =
+                            format!("the process running this {what} stopped before it finished");
+                        if lost >= crate::retry::MAX_LOST {
+                            message.push_str(&format!(
+                                " (lost {} times: a lost attempt is retried at most {} times)",
+                                lost + 1,
+                                crate::retry::MAX_LOST
+                            ));
+                        }
+                        let error = ErrorInfo::new(ErrorClass::Lost, message);
                         self.attempt_failed(out, attempt(number), Failure::of(error), now);
                     }
                     AttemptState::Retrying { next, at } => {
@@ -63,10 +70,11 @@ impl Execution {
         }
     }
 
-    /// What starting and recovering share: the workflow `env` is evaluated (an `env` that
-    /// cannot be evaluated fails the execution at once) and the execution's deadline armed.
+    /// What starting, recovering and rerunning share: the workflow `env` is evaluated (an
+    /// `env` that cannot be evaluated fails the execution at once) and the execution's deadline
+    /// armed.
     /// Returns whether scheduling goes on.
-    fn begin(&mut self, out: &mut Transition, now: Time) -> bool {
+    pub(super) fn begin(&mut self, out: &mut Transition, now: Time) -> bool {
         if let Err(error) = self.evaluate_env() {
             let error =
                 ErrorInfo::new(ErrorClass::Expression, format!("workflow env: {}", error.message));
@@ -78,7 +86,9 @@ impl Execution {
             out.effects.push(Effect::Finished);
             return false;
         }
-        if let (Some(timeout), Some(started)) = (self.workflow.timeout, self.state.started_at()) {
+        // A rerun has the whole timeout again, from the rerun.
+        let started = self.state.redriven_at().or(self.state.started_at());
+        if let (Some(timeout), Some(started)) = (self.workflow.timeout, started) {
             out.effects.push(Effect::Timer { at: started.after(timeout), timer: Timer::Deadline });
         }
         true

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use wayline_core::execution::{
-    Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Secrets, Timer,
+    Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Redrive, Secrets, Timer,
 };
 use wayline_journal::Decision;
 use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind};
@@ -192,6 +192,20 @@ impl Harness {
         self.input(Input::Finished { attempt: Attempt::compensation(index, attempt), result });
     }
 
+    /// `wayline rerun`: opens the finished execution again.
+    pub fn rerun(&mut self, from: &[&str], inputs: Map<String, Value>) -> Result<(), String> {
+        let redrive = Redrive {
+            from: from.iter().map(|step| step.to_string()).collect(),
+            inputs,
+            actor: actor("ops"),
+        };
+        let step =
+            self.execution.handle(Input::Redrive(redrive), self.now).map_err(|e| e.to_string())?;
+        self.finished = false;
+        self.absorb(step);
+        Ok(())
+    }
+
     /// Moves the clock forward, firing every timer that falls due, in order.
     pub fn advance(&mut self, by: Duration) {
         let until = self.now.after(by);
@@ -282,6 +296,14 @@ impl Harness {
                     format!("stopping ({reason:?}, rollback: {rollback})")
                 }
                 EventKind::RollbackStarted => "rollback started".to_owned(),
+                EventKind::Redriven { actor, steps, inputs } => {
+                    let inputs = if inputs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {}", Value::Object(inputs.clone()))
+                    };
+                    format!("rerun by {}: {}{inputs}", actor.by, steps.join(", "))
+                }
                 EventKind::Finished { outcome, error } => {
                     let error =
                         error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();

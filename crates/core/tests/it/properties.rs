@@ -61,6 +61,8 @@ proptest! {
         let workflow = std::sync::Arc::clone(h.execution.workflow());
         let mut choices = script.into_iter().cycle();
         let mut rounds = 0;
+        let mut reruns = 0;
+        loop {
         while !h.finished {
             rounds += 1;
             prop_assert!(rounds < 2_000, "the execution does not end:\n{}", h.timeline());
@@ -103,6 +105,24 @@ proptest! {
         for run in h.execution.steps() {
             prop_assert!(run.state.is_done(), "step left in {:?}", run.state);
         }
+        // A rerun, now and then: of what did not succeed, or from a random step.
+        let choice = choices.next().unwrap_or(0);
+        if reruns == 2 || choice % 3 == 0 {
+            break;
+        }
+        reruns += 1;
+        let from = workflow.steps[choice as usize % workflow.steps.len()].id.clone();
+        let from: Vec<&str> = if choice % 3 == 1 { vec![] } else { vec![from.as_str()] };
+        let before = h.journal.len();
+        match h.rerun(&from, Default::default()) {
+            Ok(()) => prop_assert!(h.journal.len() > before),
+            // Refused: nothing changed, and the execution stays finished.
+            Err(_) => {
+                prop_assert_eq!(h.journal.len(), before);
+                break;
+            }
+        }
+        }
     }
 }
 
@@ -133,9 +153,10 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
             prop_assert!(members as u32 <= cap, "group {} has {members} running", group.name);
         }
     }
-    // Needs: a step that runs or ran has all its needs finished.
+    // Needs: a step in flight (or between attempts) has all its needs finished. (A step that
+    // succeeded keeps its outputs when a rerun runs one of its needs again.)
     for (index, run) in h.execution.steps().iter().enumerate() {
-        if run.attempts > 0 {
+        if matches!(run.state, wayline_core::execution::StepState::Active(_)) {
             for &need in &workflow.steps[index].needs {
                 let state = &h.execution.steps()[need].state;
                 prop_assert!(

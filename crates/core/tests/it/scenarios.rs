@@ -867,6 +867,72 @@ fn recovery_marks_in_flight_attempts_lost_and_retries_them() {
 }
 
 #[test]
+fn lost_attempts_run_again_at_once_outside_the_attempt_budget() {
+    // The default policy: one attempt. A crash is not the step's fault, so it runs again.
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    run: x\n  - id: b\n    needs: [a]\n    run: y\n",
+    );
+    for lost in 1..=wayline_core::retry::MAX_LOST {
+        h.crash_and_recover();
+        h.advance(Duration::ZERO);
+        assert_eq!(h.step_status("a"), "running", "after {lost} lost attempts");
+        assert!(h.running.contains(&("a".to_owned(), lost + 1, false)), "{:?}", h.running);
+    }
+    h.succeed("a");
+    h.succeed("b");
+    assert_eq!(h.status(), "succeeded");
+    let timeline = h.timeline();
+    assert!(timeline.contains("failed a#1 lost\n"), "{timeline}");
+    assert!(timeline.contains("retry a#2 in 0ms\n"), "{timeline}");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_step_lost_more_than_three_times_fails_with_class_lost() {
+    let mut h = Harness::new("name: t\nsteps:\n  - id: a\n    run: x\n");
+    for _ in 0..wayline_core::retry::MAX_LOST {
+        h.crash_and_recover();
+        h.advance(Duration::ZERO);
+    }
+    h.crash_and_recover();
+    assert_eq!(h.step_status("a"), "failed");
+    assert_eq!(h.status(), "failed");
+    let error = h.execution.steps()[h.index("a")].error.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Lost);
+    assert!(error.message.contains("lost 4 times"), "{}", error.message);
+    h.assert_replay_matches();
+}
+
+#[test]
+fn lost_attempts_leave_the_budget_and_the_backoff_to_real_failures() {
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    run: x\n    retry: { max_attempts: 2, backoff: linear, delay: 10s }\n",
+    );
+    h.crash_and_recover();
+    h.advance(Duration::ZERO);
+    // Attempt 2 fails for real: the first retry of the budget, 10 s (not the second, 20 s).
+    h.fail("a", ErrorClass::Failure);
+    assert!(h.timeline().ends_with("retry a#3 in 10000ms\n"), "{}", h.timeline());
+    h.advance(Duration::from_secs(10));
+    h.fail("a", ErrorClass::Failure);
+    assert_eq!(h.step_status("a"), "failed", "two attempts that did not die count, and no more");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_step_that_must_not_run_twice_fails_when_lost() {
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: charge\n    run: x\n    retry: { max_attempts: 3, on: [failure, timeout] }\n",
+    );
+    h.crash_and_recover();
+    assert_eq!(h.step_status("charge"), "failed");
+    assert!(h.running.is_empty());
+    let error = h.execution.steps()[h.index("charge")].error.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Lost);
+    h.assert_replay_matches();
+}
+
+#[test]
 fn expression_errors_fail_without_retry() {
     let h = Harness::new(
         "name: t\nsteps:\n  - id: a\n    set: { x: 1 }\n  - id: b\n    needs: [a]\n    set: { y: \"${{ steps.a.outputs.x / 0 }}\" }\n    retry: { max_attempts: 3 }\n",
@@ -963,4 +1029,126 @@ fn a_journal_written_in_a_newer_format_is_refused_not_misread() {
         error.contains("newer than this wayline reads") && error.contains("upgrade wayline"),
         "{error}"
     );
+}
+
+const CHAIN: &str = "name: t\ninputs:\n  version: { type: string, default: '1' }\nsteps:\n  - id: a\n    run: x\n  - id: b\n    needs: [a]\n    run: y\n  - id: c\n    needs: [b]\n    run: z\n  - id: side\n    run: w\n";
+
+#[test]
+fn a_rerun_runs_what_failed_and_what_it_held_up_and_keeps_what_succeeded() {
+    let mut h = Harness::new(CHAIN);
+    h.succeed_with("a", outputs(json!({ "built": "a-1" })));
+    h.succeed("side");
+    h.fail("b", ErrorClass::Failure);
+    assert_eq!(h.status(), "failed");
+    assert_eq!(h.step_status("c"), "skipped");
+    let before = h.journal.len();
+    h.rerun(&[], Map::new()).unwrap();
+    assert!(h.timeline().lines().nth(before - 1).unwrap().ends_with("rerun by ops: b, c"));
+    assert_eq!(h.status(), "running");
+    // The numbering of b's attempts continues; a and side are untouched.
+    assert!(h.running.contains(&("b".to_owned(), 2, false)), "{:?}", h.running);
+    assert_eq!(h.step_status("a"), "succeeded");
+    assert_eq!(h.execution.steps()[h.index("a")].outputs["built"], "a-1");
+    h.assert_replay_matches();
+    h.succeed("b");
+    h.succeed("c");
+    assert_eq!(h.status(), "succeeded");
+    assert_eq!(h.execution.steps()[h.index("b")].attempts, 2);
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_rerun_from_a_step_runs_it_and_everything_downstream() {
+    let mut h = Harness::new(CHAIN);
+    for step in ["a", "side", "b", "c"] {
+        h.succeed(step);
+    }
+    assert_eq!(h.status(), "succeeded");
+    assert_eq!(
+        h.rerun(&[], Map::new()).unwrap_err(),
+        "every step of execution ex1 succeeded; name the steps to run again with --from STEP"
+    );
+    h.rerun(&["b"], Map::new()).unwrap();
+    assert_eq!(h.step_status("a"), "succeeded");
+    assert_eq!(h.step_status("side"), "succeeded");
+    assert_eq!(h.step_status("c"), "pending");
+    assert!(h.running.contains(&("b".to_owned(), 2, false)));
+    h.succeed("b");
+    h.succeed("c");
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_rerun_is_refused_with_the_reason_and_changes_nothing() {
+    let mut h = Harness::new(CHAIN);
+    assert_eq!(
+        h.rerun(&[], Map::new()).unwrap_err(),
+        "execution ex1 is running; only a finished execution can be rerun (pause, cancel or wait for it first)"
+    );
+    h.succeed("a");
+    h.succeed("side");
+    h.fail("b", ErrorClass::Failure);
+    let before = h.journal.len();
+    assert_eq!(
+        h.rerun(&["c"], Map::new()).unwrap_err(),
+        "step `c` needs `b`, which failed and does not run again, so `c` would be skipped again; add --from b, or rerun without --from"
+    );
+    assert_eq!(h.rerun(&["nope"], Map::new()).unwrap_err(), "workflow `t` has no step `nope`");
+    assert_eq!(h.journal.len(), before);
+    assert_eq!(h.status(), "failed");
+}
+
+#[test]
+fn a_rerun_records_new_inputs_for_the_steps_that_run_again() {
+    let mut h = Harness::new(CHAIN);
+    h.succeed("a");
+    h.succeed("side");
+    h.fail("b", ErrorClass::Failure);
+    h.rerun(&[], outputs(json!({ "version": "2" }))).unwrap();
+    assert_eq!(h.execution.inputs()["version"], "2");
+    assert!(
+        h.timeline().contains("rerun by ops: b, c with {\"version\":\"2\"}"),
+        "{}",
+        h.timeline()
+    );
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_rerun_after_a_rollback_redoes_what_was_undone() {
+    let mut h = Harness::new(
+        "name: t\non_failure: rollback\nsteps:\n  - id: a\n    run: x\n    compensate: { run: undo, retry: { max_attempts: 2, delay: 1s } }\n  - id: b\n    needs: [a]\n    run: y\n",
+    );
+    h.succeed("a");
+    h.fail("b", ErrorClass::Failure);
+    h.compensated("a", false);
+    h.advance(S);
+    h.compensated("a", true);
+    assert_eq!(h.status(), "rolled_back");
+    h.rerun(&[], Map::new()).unwrap();
+    assert_eq!(h.step_status("a"), "running");
+    h.succeed("a");
+    h.fail("b", ErrorClass::Failure);
+    // The second rollback has the compensation's whole budget again.
+    h.compensated("a", false);
+    h.advance(S);
+    assert!(h.running.contains(&("a".to_owned(), 4, true)), "{:?}", h.running);
+    h.compensated("a", true);
+    assert_eq!(h.status(), "rolled_back");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_rerun_has_the_whole_execution_timeout_again() {
+    let mut h = Harness::new("name: t\ntimeout: 1m\nsteps:\n  - id: a\n    run: x\n");
+    h.advance(Duration::from_secs(60));
+    h.cancelled("a");
+    assert_eq!(h.status(), "failed");
+    h.advance(Duration::from_secs(600));
+    h.rerun(&[], Map::new()).unwrap();
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.status(), "running");
+    h.succeed("a");
+    assert_eq!(h.status(), "succeeded");
 }
