@@ -372,3 +372,43 @@ fn workflows_are_pushed_in_versions_listed_shown_and_deleted_through_the_server_
     let after = remote(dir.path(), &server, &["workflows", "list"]);
     assert!(!after.stdout.contains("deploy"), "{after:?}");
 }
+
+#[test]
+fn a_rerun_through_the_server_runs_again_what_failed_with_the_exit_codes_of_a_rerun_here() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let effects = dir.path().join("effects.txt");
+    let fixed = dir.path().join("fixed");
+    let flow = format!(
+        "name: fixable\nsteps:\n  - id: prep\n    run: echo prep >> {effects}\n  - id: build\n    needs: [prep]\n    run: test -f {fixed} && echo build >> {effects}\n",
+        effects = effects.display(),
+        fixed = fixed.display()
+    );
+    std::fs::write(dir.path().join("flow.yaml"), flow).unwrap();
+    let failed = remote(dir.path(), &server, &["run", "flow.yaml"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    let id = started_id(&failed.stderr);
+
+    std::fs::write(&fixed, "").unwrap();
+    let rerun = remote(dir.path(), &server, &["rerun", &id, "--reason", "fixed"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(rerun.stderr.contains("build run again"), "{rerun:?}");
+    assert!(!rerun.stderr.contains("build: failed"), "the earlier run is history: {rerun:?}");
+    assert!(rerun.stderr.trim_end().ends_with(&format!("fixable {id} succeeded")), "{rerun:?}");
+    assert_eq!(std::fs::read_to_string(&effects).unwrap(), "prep\nbuild\n");
+    // The journal records the server token's name as the actor, with the reason.
+    let events = local(dir.path(), &db, &["events", &id]);
+    let redriven: Vec<Value> = events
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|event| event["type"] == "dev.wayline.workflow.redriven.v1")
+        .collect();
+    assert_eq!(redriven.len(), 1, "{}", events.stdout);
+    assert_eq!(redriven[0]["data"]["actor"]["reason"], "fixed");
+
+    let nothing = remote(dir.path(), &server, &["rerun", &id]);
+    let here = local(dir.path(), &db, &["rerun", &id]);
+    assert_eq!((nothing.code, here.code), (2, 2), "{nothing:?} {here:?}");
+    assert!(nothing.stderr.contains("every step of execution"), "{nothing:?}");
+}

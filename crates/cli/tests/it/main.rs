@@ -13,6 +13,7 @@ mod graph;
 mod hostile;
 mod plan;
 mod postgres;
+mod rerun;
 mod run;
 mod schema;
 mod server;
