@@ -61,6 +61,27 @@ pub fn fold(id: &str, events: &[Event]) -> Result<Execution> {
         .map_err(|error| Error::Store(store::Error::Corrupt(format!("execution {id}: {error}"))))
 }
 
+/// Execution `id` as it was right after event `at` (`show --at`): the fold of the journal
+/// prefix, statuses, attempts and waiting reasons as they were then.
+pub fn fold_at(id: &str, events: &[Event], at: u64) -> Result<Execution> {
+    let count = events.len() as u64;
+    if at == 0 || at > count {
+        return Err(Error::Invalid(format!(
+            "execution {id} has {count} events; --at takes a sequence number from 1 to {count}"
+        )));
+    }
+    fold(id, &events[..at as usize])
+}
+
+/// Whether the workflow of a journal has step `step`; the reason when it does not.
+pub fn check_step(events: &[Event], step: &str) -> Result<()> {
+    let (workflow, _) = definition(events)?;
+    match workflow.step(step) {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!("workflow `{}` has no step `{step}`", workflow.name))),
+    }
+}
+
 /// The report of an execution, from the store.
 pub async fn report<S: Store>(store: &S, id: &str) -> Result<Report> {
     Ok(Report::new(&replay(store, id).await?))

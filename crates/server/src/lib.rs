@@ -47,14 +47,20 @@ pub(crate) enum Followed {
 pub(crate) fn follow<S: Store>(
     id: String,
     subscription: wayline_runtime::Subscription<S>,
+    wanted: impl Fn(&wayline_journal::EventKind) -> bool + Send + Sync + 'static,
 ) -> futures_util::stream::BoxStream<'static, Followed> {
     use futures_util::StreamExt as _;
+    let wanted = Arc::new(wanted);
     futures_util::stream::unfold(Some(subscription), move |state| {
         let id = id.clone();
+        let wanted = Arc::clone(&wanted);
         async move {
             let mut subscription = state?;
             loop {
                 return match subscription.next().await {
+                    Ok(Some(wayline_runtime::Item::Event(event))) if !wanted(&event.kind) => {
+                        continue;
+                    }
                     Ok(Some(wayline_runtime::Item::Event(event))) => {
                         let json = wayline_journal::cloudevents::to_json(&id, &event);
                         Some((Followed::Event(event.seq, json), Some(subscription)))

@@ -102,9 +102,16 @@ fn operations() -> Vec<Operation> {
         Operation {
             method: "get",
             path: "/api/v1/executions/{id}",
-            summary: "An execution's result object (status, inputs, steps, why steps wait).",
+            summary: "An execution's result object (status, inputs, steps, why steps wait); with `at`, as it was right after that event.",
             role: Some("read"),
-            parameters: &[ID],
+            parameters: &[
+                ID,
+                (
+                    "at",
+                    "query",
+                    "A sequence number: the execution as it was right after that event.",
+                ),
+            ],
             body: None,
             ok: ("200", json_type, reference("Report")),
             errors: &["401", "403", "404"],
@@ -114,7 +121,11 @@ fn operations() -> Vec<Operation> {
             path: "/api/v1/executions/{id}/events",
             summary: "CloudEvents as a JSON array, or server-sent events with `Accept: text/event-stream` (resume with `Last-Event-ID`).",
             role: Some("read"),
-            parameters: &[ID, ("after", "query", "A sequence number: only the events after it.")],
+            parameters: &[
+                ID,
+                ("after", "query", "A sequence number: only the events after it."),
+                ("step", "query", "Only the events of this step."),
+            ],
             body: None,
             ok: ("200", json_type, json!({ "type": "array", "items": reference("CloudEvent") })),
             errors: &["400", "401", "403", "404", "422", "429"],

@@ -421,9 +421,26 @@ async fn list<S: Store>(
     }))
 }
 
-async fn show<S: Store>(State(app): State<Shared<S>>, Path(id): Path<String>) -> Answer<Response> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    /// A sequence number: the execution as it was right after that event.
+    at: Option<u64>,
+}
+
+async fn show<S: Store>(
+    State(app): State<Shared<S>>,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Response> {
+    let Query(query) = query.map_err(|rejection| Problem::invalid(rejection.body_text()))?;
     let id = app.handle.store().resolve(&id).await?;
-    Ok(Json(app.handle.report(&id).await?).into_response())
+    let Some(at) = query.at else {
+        return Ok(Json(app.handle.report(&id).await?).into_response());
+    };
+    let events = inspect::all_events(app.handle.store(), &id).await?;
+    let execution = inspect::fold_at(&id, &events, at)?;
+    Ok(Json(wayline_core::report::Report::new(&execution)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +448,8 @@ async fn show<S: Store>(State(app): State<Shared<S>>, Path(id): Path<String>) ->
 struct EventsQuery {
     #[serde(default)]
     after: u64,
+    /// Only the events of this step.
+    step: Option<String>,
 }
 
 /// How often an idle stream says it is alive.
@@ -545,11 +564,18 @@ async fn events<S: Store>(
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
+    let step = query.step.clone();
+    if let Some(step) = &step {
+        let first = app.handle.store().events(&id, 0, 1).await?;
+        inspect::check_step(&first, step)?;
+    }
+    let wanted =
+        move |kind: &EventKind| step.as_deref().is_none_or(|step| kind.step() == Some(step));
     if !streaming {
         let events = inspect::all_events(app.handle.store(), &id).await?;
         let out: Vec<Value> = events
             .iter()
-            .filter(|event| event.seq > query.after)
+            .filter(|event| event.seq > query.after && wanted(&event.kind))
             .map(|event| cloudevents::to_json(&id, event))
             .collect();
         return Ok(Json(out).into_response());
@@ -567,7 +593,7 @@ async fn events<S: Store>(
     let slot = app.streams.open(&caller.name)?;
     let subscription = app.handle.subscribe(&id, resume_after);
     let counted = (app.metrics.stream(), slot);
-    let stream = event_stream(id, subscription)
+    let stream = event_stream(id, subscription, wanted)
         .take_until(app.stopping.clone().cancelled_owned())
         // The guard goes with the stream: the gauge counts streams, not requests.
         .map(move |item| {
@@ -583,8 +609,9 @@ async fn events<S: Store>(
 fn event_stream<S: Store>(
     id: String,
     subscription: wayline_runtime::Subscription<S>,
+    wanted: impl Fn(&EventKind) -> bool + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    crate::follow(id, subscription)
+    crate::follow(id, subscription, wanted)
         .take_while(|followed| std::future::ready(!matches!(followed, crate::Followed::Ended)))
         .map(|followed| {
             Ok(match followed {

@@ -60,7 +60,7 @@ fn follow<S: Store>(
     subscription: Subscription<S>,
     stop: CancellationToken,
 ) -> BoxStream<'static, Outgoing> {
-    crate::follow(id.clone(), subscription)
+    crate::follow(id.clone(), subscription, |_| true)
         .map(move |followed| match followed {
             Followed::Event(_, json) => (json, false),
             Followed::Ended => (json!({ "ended": id }), true),

@@ -21,6 +21,10 @@ pub struct Args {
     /// Print the result object as JSON.
     #[arg(long)]
     json: bool,
+    /// Show the execution as it was right after event SEQ (`wayline events ID` numbers them):
+    /// statuses, attempts and waiting reasons then.
+    #[arg(long, value_name = "SEQ")]
+    at: Option<u64>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -29,21 +33,40 @@ pub async fn exec(args: Args, location: Location) -> Result<Exit> {
     let (store, id) = request::open_execution(&location, &args.id).await?;
     let json = args.json;
     let record = store.get(&id).await?;
-    let execution = inspect::replay(&store, &id).await?;
+    let events = inspect::all_events(&store, &id).await?;
+    let execution = match args.at {
+        Some(at) => inspect::fold_at(&id, &events, at)?,
+        None => inspect::fold(&id, &events)?,
+    };
     let report = Report::new(&execution);
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(Exit::Success);
     }
-    out!("{}", render_report(&report, &execution, record.owner.as_deref()))?;
+    // Then, the owner of now means nothing.
+    let owner = if args.at.is_some() { None } else { record.owner.as_deref() };
+    out!("{}", render_report(&report, &execution, owner, at_of(&events, args.at)))?;
     Ok(Exit::Success)
+}
+
+/// `as of event SEQ (TIME)`, for `--at`.
+fn at_of(events: &[wayline_journal::Event], at: Option<u64>) -> Option<String> {
+    let event = events.get(at? as usize - 1)?;
+    Some(format!("as of event {} ({})", event.seq, event.time.rfc3339()))
 }
 
 /// `show --server`: the server's result object with `--json`; otherwise its events, folded
 /// here as the engine folds them, and shown as from a database.
 pub async fn remote(args: Args, remote: Remote) -> Result<Exit> {
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&remote.report(&args.id).await?)?)?;
+        let report = match args.at {
+            Some(at) => {
+                let path = format!("{}?at={at}", crate::remote::execution_path(&args.id)?);
+                remote.get(&path).await?
+            }
+            None => remote.report(&args.id).await?,
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(Exit::Success);
     }
     let events = remote.events(&args.id, 0).await?;
@@ -52,14 +75,29 @@ pub async fn remote(args: Args, remote: Remote) -> Result<Exit> {
     };
     let id = id.clone();
     let events: Vec<_> = events.into_iter().map(|(_, event)| event).collect();
-    let execution = inspect::fold(&id, &events)?;
-    out!("{}", render_report(&Report::new(&execution), &execution, None))?;
+    let execution = match args.at {
+        Some(at) => inspect::fold_at(&id, &events, at)?,
+        None => inspect::fold(&id, &events)?,
+    };
+    let at = at_of(&events, args.at);
+    out!("{}", render_report(&Report::new(&execution), &execution, None, at))?;
     Ok(Exit::Success)
 }
 
-fn render_report(report: &Report, execution: &Execution, owner: Option<&str>) -> String {
+fn render_report(
+    report: &Report,
+    execution: &Execution,
+    owner: Option<&str>,
+    at: Option<String>,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} {}  {}", report.workflow, report.id, report.status);
+    let _ = write!(out, "{} {}  {}", report.workflow, report.id, report.status);
+    match at {
+        Some(at) => {
+            let _ = writeln!(out, "  {at}");
+        }
+        None => out.push('\n'),
+    }
     let _ = writeln!(out, "  file       {}", execution.path());
     if let Some(started) = &report.started_at {
         let _ = writeln!(out, "  started    {started}");

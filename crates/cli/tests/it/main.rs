@@ -10,6 +10,7 @@ mod client;
 mod durable;
 mod examples;
 mod graph;
+mod history;
 mod hostile;
 mod plan;
 mod postgres;

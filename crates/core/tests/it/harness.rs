@@ -29,6 +29,9 @@ pub struct Harness {
     pub finished: bool,
     /// Highest number of attempts in flight at once, overall and per group.
     pub peak: usize,
+    /// The live state after every input, with the journal's length then: what `show --at`
+    /// must find again by folding that prefix.
+    pub snapshots: Vec<(usize, String)>,
 }
 
 pub fn load(yaml: &str) -> Arc<wayline_lang::Workflow> {
@@ -67,6 +70,7 @@ impl Harness {
             notified: Vec::new(),
             finished: false,
             peak: 0,
+            snapshots: Vec::new(),
         };
         harness.input(Input::Start);
         harness
@@ -97,6 +101,8 @@ impl Harness {
             );
         }
         self.journal.extend(step.events);
+        let state = format!("{:?}", self.execution.journal_state());
+        self.snapshots.push((self.journal.len(), state));
         for effect in step.effects {
             match effect {
                 Effect::Start(attempt) => {
@@ -328,6 +334,20 @@ impl Harness {
         self.timers.clear();
         self.cancels.clear();
         self.input(Input::Recover { owner: "new-owner".into() });
+    }
+
+    /// Every past state is the fold of the journal up to then (time travel: `show --at`).
+    pub fn assert_history_folds(&self) {
+        for (length, state) in &self.snapshots {
+            let replayed = Execution::replay(
+                "ex1".into(),
+                Arc::clone(self.execution.workflow()),
+                Arc::new(Secrets::default()),
+                &self.journal[..*length],
+            )
+            .expect("a prefix of the journal folds");
+            assert_eq!(&format!("{:?}", replayed.journal_state()), state, "after {length} events");
+        }
     }
 
     /// Folding the journal from scratch gives the same state as the live execution: all of

@@ -105,6 +105,7 @@ proptest! {
         for run in h.execution.steps() {
             prop_assert!(run.state.is_done(), "step left in {:?}", run.state);
         }
+        h.assert_history_folds();
         // A rerun, now and then: of what did not succeed, or from a random step.
         let choice = choices.next().unwrap_or(0);
         if reruns == 2 || choice % 3 == 0 {
