@@ -156,6 +156,28 @@ fn describe(execution: &Execution, event: &Event) -> Option<String> {
             )
         }
         EventKind::RollbackStarted => "rolling back".to_owned(),
+        EventKind::BreakpointsSet { steps, every: true, .. } if steps.is_empty() => {
+            "breaks before every step".to_owned()
+        }
+        EventKind::BreakpointsSet { steps, every, .. } => format!(
+            "breaks before {}{}",
+            steps.join(", "),
+            if *every { " and every step" } else { "" }
+        ),
+        EventKind::BreakpointHit { steps } => format!(
+            "BREAKPOINT before {}: paused (wayline step {id} runs the next steps, wayline resume {id} goes on, wayline inspect {id} STEP shows what a step will do)",
+            steps.join(", "),
+            id = execution.id()
+        ),
+        EventKind::Stepped { actor } => format!("step by {}", actor.by),
+        EventKind::Patched { step, outputs, inputs, actor } => {
+            let mut changed: Vec<String> = Vec::new();
+            if let Some(step) = step {
+                changed.extend(outputs.keys().map(|key| format!("steps.{step}.outputs.{key}")));
+            }
+            changed.extend(inputs.keys().map(|key| format!("inputs.{key}")));
+            format!("patched by {}: {}", actor.by, changed.join(", "))
+        }
         EventKind::Redriven { actor, steps, .. } => {
             format!("rerun by {}: {} run again", actor.by, steps.join(", "))
         }

@@ -39,12 +39,7 @@ pub async fn open_execution(
 /// Sends `control` for execution `id` and waits for its effect.
 pub async fn send(location: &Location, id: &str, control: Control) -> Result<Exit> {
     let (store, id) = open_execution(location, id).await?;
-    let by = match &control {
-        Control::Pause { actor, .. }
-        | Control::Resume { actor }
-        | Control::Cancel { actor, .. }
-        | Control::Decide { actor, .. } => actor.by.clone(),
-    };
+    let by = control.actor().by.clone();
     let after = match control::send(&store, &id, control, Clock::system().now()).await? {
         Sent::Orphaned => {
             say!(
@@ -111,6 +106,14 @@ pub async fn post_control(remote: &Remote, id: &str, control: &Control) -> Resul
             format!("steps/{}/decision", crate::remote::segment(step)),
             json!({"action": decision.name(), "outputs": outputs, "reason": actor.reason}),
         ),
+        Control::Break { steps, actor, .. } => {
+            ("pause".to_owned(), json!({"before": steps, "reason": actor.reason}))
+        }
+        Control::Step { actor } => ("step".to_owned(), json!({"reason": actor.reason})),
+        Control::Patch { step, outputs, inputs, actor } => (
+            "patch".to_owned(),
+            json!({"step": step, "outputs": outputs, "inputs": inputs, "reason": actor.reason}),
+        ),
     };
     remote.steer(id, &action, &body).await
 }
@@ -124,6 +127,9 @@ fn describe_request(control: &Control) -> String {
         Control::Cancel { rollback: true, .. } => "cancelling and rolling back".into(),
         Control::Cancel { .. } => "cancelling".into(),
         Control::Decide { step, decision, .. } => format!("decided {decision} for {step}"),
+        Control::Break { steps, .. } => format!("pauses before {}", steps.join(", ")),
+        Control::Step { .. } => "steps".into(),
+        Control::Patch { .. } => "patched".into(),
     }
 }
 
@@ -136,6 +142,9 @@ fn describe(kind: &EventKind) -> String {
         EventKind::Stopping { rollback: true, .. } => "cancelling and rolling back".into(),
         EventKind::Stopping { .. } => "cancelling".into(),
         EventKind::Decided { step, decision, .. } => format!("decided {decision} for {step}"),
+        EventKind::BreakpointsSet { steps, .. } => format!("pauses before {}", steps.join(", ")),
+        EventKind::Stepped { .. } => "steps".into(),
+        EventKind::Patched { .. } => "patched".into(),
         EventKind::Finished { outcome, .. } => outcome.name().into(),
         other => format!("{other:?}"),
     }

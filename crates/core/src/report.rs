@@ -16,7 +16,20 @@ pub struct Report {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<ReportError>,
+    /// While paused: by whom (`breakpoint` at a breakpoint), why, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseReport>,
     pub steps: Vec<StepReport>,
+}
+
+/// Who did something by hand, and why (and, for a pause, until when).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PauseReport {
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +52,9 @@ pub struct StepReport {
     /// led there, also when the decision made it succeed (`skip` with outputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionReport>,
+    /// Who changed the step's outputs by hand (`wayline patch`), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patched: Option<PauseReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,6 +113,11 @@ impl Report {
                         StepState::Skipped { reason } => Some(reason.clone()),
                         _ => None,
                     },
+                    patched: run.patched.as_ref().map(|actor| PauseReport {
+                        by: actor.by.clone(),
+                        reason: actor.reason.clone(),
+                        until: None,
+                    }),
                     decision: run.decision.as_ref().map(|(decision, actor)| DecisionReport {
                         action: *decision,
                         by: actor.by.clone(),
@@ -113,6 +134,11 @@ impl Report {
             started_at: execution.started_at().map(|t| t.rfc3339()),
             finished_at: execution.finished_at().map(|t| t.rfc3339()),
             error: execution.outcome().and_then(|(_, e)| e.as_ref()).map(error),
+            paused: execution.paused().map(|(actor, until)| PauseReport {
+                by: actor.by.clone(),
+                reason: actor.reason.clone(),
+                until: until.map(|t| t.rfc3339()),
+            }),
             steps,
         }
     }

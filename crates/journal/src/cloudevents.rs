@@ -42,6 +42,10 @@ pub fn type_of(kind: &EventKind) -> String {
         EventKind::Stopping { .. } => format!("{WL}.workflow.stopping.v1"),
         EventKind::RollbackStarted => format!("{WL}.workflow.rollback.started.v1"),
         EventKind::Redriven { .. } => format!("{WL}.workflow.redriven.v1"),
+        EventKind::BreakpointsSet { .. } => format!("{WL}.workflow.breakpoints.set.v1"),
+        EventKind::BreakpointHit { .. } => format!("{WL}.workflow.breakpoint.hit.v1"),
+        EventKind::Stepped { .. } => format!("{WL}.workflow.stepped.v1"),
+        EventKind::Patched { .. } => format!("{WL}.workflow.patched.v1"),
         EventKind::Finished { outcome: Outcome::Succeeded, .. } => {
             format!("{SW}.workflow.completed.v1")
         }
@@ -181,6 +185,10 @@ fn tag_of(kind: &str) -> Option<&'static str> {
         (WL, ".workflow.stopping.v1") => "stopping",
         (WL, ".workflow.rollback.started.v1") => "rollback_started",
         (WL, ".workflow.redriven.v1") => "redriven",
+        (WL, ".workflow.breakpoints.set.v1") => "breakpoints_set",
+        (WL, ".workflow.breakpoint.hit.v1") => "breakpoint_hit",
+        (WL, ".workflow.stepped.v1") => "stepped",
+        (WL, ".workflow.patched.v1") => "patched",
         (SW, ".workflow.completed.v1" | ".workflow.cancelled.v1" | ".workflow.faulted.v1") => {
             "finished"
         }
@@ -254,6 +262,26 @@ mod tests {
                 actor: actor.clone(),
                 steps: vec!["a".into()],
                 inputs: Default::default(),
+            },
+            EventKind::BreakpointsSet {
+                steps: vec!["a".into()],
+                every: false,
+                actor: actor.clone(),
+            },
+            EventKind::BreakpointsSet { steps: vec![], every: true, actor: actor.clone() },
+            EventKind::BreakpointHit { steps: vec!["a".into(), "b".into()] },
+            EventKind::Stepped { actor: actor.clone() },
+            EventKind::Patched {
+                step: Some("a".into()),
+                outputs: outputs.clone(),
+                inputs: Default::default(),
+                actor: actor.clone(),
+            },
+            EventKind::Patched {
+                step: None,
+                outputs: Default::default(),
+                inputs: outputs.clone(),
+                actor: actor.clone(),
             },
             EventKind::Finished { outcome: Outcome::Succeeded, error: None },
             EventKind::Finished { outcome: Outcome::Cancelled, error: None },

@@ -290,6 +290,35 @@ pub enum EventKind {
     },
     /// Compensation of the succeeded steps begins.
     RollbackStarted,
+    /// Breakpoints were added (`run --break`, `run --step`, `pause --before`): the execution
+    /// pauses before these steps start, or before every step with `every`.
+    BreakpointsSet {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        every: bool,
+        actor: Actor,
+    },
+    /// The execution paused at a breakpoint, before these steps (ready to start).
+    BreakpointHit {
+        steps: Vec<String>,
+    },
+    /// `wayline step`: the steps held at the breakpoint (or, after a pause, those ready) start,
+    /// and the execution pauses again before the next ones once they finished.
+    Stepped {
+        actor: Actor,
+    },
+    /// A person changed what the steps still to run see (`wayline patch`): the outputs of a
+    /// finished step, inputs. Recorded with who and why, so the change is never silent.
+    Patched {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        inputs: Map<String, Value>,
+        actor: Actor,
+    },
     /// A finished execution was opened again (`wayline rerun`): `steps` run again with a
     /// fresh attempt budget (their attempt numbers continue), the rest keep what they have;
     /// `inputs` are the inputs whose values the rerun changed.
@@ -323,6 +352,7 @@ impl EventKind {
             | EventKind::StepSkipped { step, .. }
             | EventKind::StepEscalated { step, .. }
             | EventKind::Decided { step, .. } => Some(step),
+            EventKind::Patched { step, .. } => step.as_deref(),
             _ => None,
         }
     }

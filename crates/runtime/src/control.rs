@@ -69,7 +69,11 @@ pub async fn wait<S: Store>(
             EventKind::Paused { actor, .. } | EventKind::Resumed { actor } if ours(actor) => {
                 return Ok(Settled::Applied(event));
             }
-            EventKind::Stopping { actor: Some(actor), .. } | EventKind::Decided { actor, .. }
+            EventKind::Stopping { actor: Some(actor), .. }
+            | EventKind::Decided { actor, .. }
+            | EventKind::BreakpointsSet { actor, .. }
+            | EventKind::Stepped { actor }
+            | EventKind::Patched { actor, .. }
                 if ours(actor) =>
             {
                 return Ok(Settled::Applied(event));
@@ -94,6 +98,14 @@ pub fn request(control: &Control) -> Request {
             },
             actor,
         ),
+        Control::Break { steps, every, actor } => {
+            (Action::Break { steps: steps.clone(), every: *every }, actor)
+        }
+        Control::Step { actor } => (Action::Step, actor),
+        Control::Patch { step, outputs, inputs, actor } => (
+            Action::Patch { step: step.clone(), outputs: outputs.clone(), inputs: inputs.clone() },
+            actor,
+        ),
     };
     Request { action, by: actor.by.clone(), reason: actor.reason.clone() }
 }
@@ -111,6 +123,16 @@ pub fn control(stored: &StoredRequest) -> Option<Control> {
             step: step.clone(),
             decision: Decision::parse(decision)?,
             outputs: outputs.clone(),
+            actor,
+        },
+        Action::Break { steps, every } => {
+            Control::Break { steps: steps.clone(), every: *every, actor }
+        }
+        Action::Step => Control::Step { actor },
+        Action::Patch { step, outputs, inputs } => Control::Patch {
+            step: step.clone(),
+            outputs: outputs.clone(),
+            inputs: inputs.clone(),
             actor,
         },
     })

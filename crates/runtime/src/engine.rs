@@ -662,11 +662,15 @@ impl<S: Store> Engine<S> {
     fn prepare(&self, submission: Submission) -> Result<Prepared> {
         let now = self.clock.now();
         let idempotency_key = submission.idempotency_key.clone();
+        let breakpoints = submission.breakpoints.clone();
         let (mut execution, first) = submission.create(now)?;
+        let mut events = vec![first];
+        if !breakpoints.steps.is_empty() || breakpoints.every {
+            events.extend(breakpoints.set(&mut execution, now)?);
+        }
         // The start is decided before anything is stored, so one commit creates the execution
         // and starts its first steps.
         let start = execution.handle(Input::Start, now).map_err(Error::Rejected)?;
-        let mut events = vec![first];
         events.extend(start.events);
         let new = NewExecution {
             id: execution.id().to_owned(),
@@ -798,7 +802,8 @@ impl<S: Store> Engine<S> {
             .map_err(|error| {
                 Error::Store(store::Error::Corrupt(format!("execution {id}: {error}")))
             })?;
-        let inputs = changed_inputs(&execution, rerun.inputs).map_err(Error::Invalid)?;
+        let inputs =
+            crate::inspect::changed_inputs(&execution, rerun.inputs).map_err(Error::Invalid)?;
         let redrive = Redrive { from: rerun.from, inputs, actor: rerun.actor };
         execution.clone().handle(Input::Redrive(redrive.clone()), now).map_err(Error::Rejected)?;
         Ok((execution, redrive))
@@ -1281,24 +1286,6 @@ impl<S: Store> Engine<S> {
 }
 
 /// The durable name of one of `execution`'s attempts.
-/// The inputs a rerun changes: the given values checked against the declared inputs (typed,
-/// allowed values) on top of the execution's current ones, keeping those that differ.
-fn changed_inputs(
-    execution: &Execution,
-    given: Vec<(String, Given)>,
-) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
-    if given.is_empty() {
-        return Ok(serde_json::Map::new());
-    }
-    let current = execution.inputs().as_object().cloned().unwrap_or_default();
-    let mut all: Vec<(String, Given)> =
-        current.iter().map(|(name, value)| (name.clone(), Given::Json(value.clone()))).collect();
-    all.extend(given);
-    let resolved = wayline_lang::inputs::resolve(execution.workflow(), all)
-        .map_err(|errors| errors.join("; "))?;
-    Ok(resolved.into_iter().filter(|(name, value)| current.get(name) != Some(value)).collect())
-}
-
 fn attempt_id(execution: &Execution, attempt: Attempt) -> AttemptId {
     AttemptId {
         execution: execution.id().to_owned(),

@@ -7,6 +7,7 @@ use wayline_core::execution::{Execution, Secrets};
 use wayline_core::report::Report;
 use wayline_journal::{Event, EventKind};
 use wayline_lang::Workflow;
+use wayline_lang::inputs::Given;
 use wayline_store::{self as store, Store};
 
 use crate::engine::{Error, Result};
@@ -82,7 +83,154 @@ pub fn check_step(events: &[Event], step: &str) -> Result<()> {
     }
 }
 
+/// The inputs a rerun or a patch changes: the given values checked against the declared inputs (typed,
+/// allowed values) on top of the execution's current ones, keeping those that differ.
+pub fn changed_inputs(
+    execution: &Execution,
+    given: Vec<(String, Given)>,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+    if given.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let current = execution.inputs().as_object().cloned().unwrap_or_default();
+    let mut all: Vec<(String, Given)> =
+        current.iter().map(|(name, value)| (name.clone(), Given::Json(value.clone()))).collect();
+    all.extend(given);
+    let resolved = wayline_lang::inputs::resolve(execution.workflow(), all)
+        .map_err(|errors| errors.join("; "))?;
+    Ok(resolved.into_iter().filter(|(name, value)| current.get(name) != Some(value)).collect())
+}
+
 /// The report of an execution, from the store.
 pub async fn report<S: Store>(store: &S, id: &str) -> Result<Report> {
     Ok(Report::new(&replay(store, id).await?))
+}
+
+/// What a step will do when it next starts (`wayline inspect`): the command or HTTP request
+/// rendered against the execution as it is, secrets masked, and what it reads from upstream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Inspection {
+    pub step: String,
+    /// The attempt this is for: the next one, or the one running.
+    pub attempt: u32,
+    /// `run`, `http`, `wait`, `condition` or `set`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<InspectedCommand>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<InspectedHttp>,
+    /// Why the request cannot be made (an expression that fails, a missing value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The outputs of the steps it needs, and the execution's inputs.
+    pub reads: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InspectedCommand {
+    /// The script for `sh -c`, or the program and its arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The whole environment the process gets (besides `WAYLINE_*`).
+    pub env: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InspectedHttp {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Vec<u16>>,
+    pub timeout: String,
+}
+
+/// Renders what `step` will do next. The execution should carry the secrets it will run with
+/// (missing ones may be stand-ins): every secret value is masked in what comes back.
+pub fn inspection(execution: &Execution, step: &str) -> Result<Inspection> {
+    use wayline_core::execution::{Attempt, AttemptState, StepState};
+    let workflow = execution.workflow();
+    let Some(index) = workflow.step(step) else {
+        return Err(Error::Invalid(format!("workflow `{}` has no step `{step}`", workflow.name)));
+    };
+    let run = &execution.steps()[index];
+    let definition = &workflow.steps[index];
+    let attempt = match &run.state {
+        StepState::Active(AttemptState::Running { attempt, .. }) => *attempt,
+        StepState::Active(AttemptState::Retrying { next, .. }) => *next,
+        _ => run.attempts + 1,
+    };
+    let masked = |text: &str| execution.secrets().mask(text);
+    let mut reads = serde_json::Map::new();
+    let mut upstream = serde_json::Map::new();
+    for &need in &definition.needs {
+        let mut outputs = execution.steps()[need].outputs.clone();
+        execution.secrets().masker().mask_map(&mut outputs);
+        upstream.insert(workflow.steps[need].id.clone(), serde_json::Value::Object(outputs));
+    }
+    reads.insert("steps".into(), serde_json::Value::Object(upstream));
+    reads.insert("inputs".into(), execution.inputs().clone());
+    let mut inspection = Inspection {
+        step: step.to_owned(),
+        attempt,
+        kind: definition.body.kind(),
+        command: None,
+        http: None,
+        error: None,
+        reads: serde_json::Value::Object(reads),
+    };
+    if !matches!(
+        definition.body,
+        wayline_lang::model::Body::Run(_) | wayline_lang::model::Body::Http(_)
+    ) {
+        return Ok(inspection);
+    }
+    let limits = crate::render::Limits::default();
+    match crate::render::attempt(execution, Attempt::step(index, attempt), &limits) {
+        Ok(crate::render::Request::Command(command)) => {
+            let (script, argv) = match &command.program {
+                wayline_exec::Program::Shell(script) => (Some(masked(script)), None),
+                wayline_exec::Program::Argv(argv) => {
+                    (None, Some(argv.iter().map(|arg| masked(arg)).collect()))
+                }
+            };
+            inspection.command = Some(InspectedCommand {
+                script,
+                argv,
+                cwd: command.cwd.as_ref().map(|cwd| cwd.display().to_string()),
+                env: command.env.iter().map(|(k, v)| (k.clone(), masked(v))).collect(),
+                timeout: command.timeout.map(wayline_journal::duration::format),
+            });
+        }
+        Ok(crate::render::Request::Http(http)) => {
+            let body = http.body.as_ref().map(|body| match body {
+                wayline_exec::http::Body::Json(value) => {
+                    let mut value = value.clone();
+                    execution.secrets().masker().mask_value(&mut value);
+                    value
+                }
+                wayline_exec::http::Body::Text(text) => serde_json::Value::String(masked(text)),
+            });
+            inspection.http = Some(InspectedHttp {
+                method: http.method.clone(),
+                url: masked(&http.url),
+                headers: http.headers.iter().map(|h| (h.name.clone(), masked(&h.value))).collect(),
+                query: http.query.iter().map(|(k, v)| (k.clone(), masked(v))).collect(),
+                body,
+                expect_status: http.expect_status.clone(),
+                timeout: wayline_journal::duration::format(http.timeout),
+            });
+        }
+        Err(error) => inspection.error = Some(masked(&error.message)),
+    }
+    Ok(inspection)
 }

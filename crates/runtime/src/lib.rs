@@ -26,6 +26,6 @@ pub use engine::{
     CommitObserver, Engine, EngineHandle, Error, LEASE_TTL, Options, REQUEST_SAFETY_NET, Recovered,
     Requests, Rerun,
 };
-pub use submit::Submission;
+pub use submit::{Breakpoints, Submission};
 pub use subscription::{Item, Subscription};
 pub use workload::Workload;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use wayline_core::execution::{Created, Execution, Secrets};
+use wayline_core::execution::{Control, Created, Execution, Input, Secrets};
 use wayline_journal::{Event, Time};
 use wayline_lang::Workflow;
 use wayline_store::{NewExecution, Store};
@@ -25,6 +25,27 @@ pub struct Submission {
     /// The client's key for this start (`Idempotency-Key`): a second submission with the same
     /// key is refused by the store ([`wayline_store::Error::Exists`]).
     pub idempotency_key: Option<String>,
+    /// Breakpoints from the start (`run --break`, `run --step`): recorded before the first
+    /// step can start.
+    pub breakpoints: Breakpoints,
+}
+
+/// Where an execution pauses before steps.
+#[derive(Debug, Clone, Default)]
+pub struct Breakpoints {
+    pub steps: Vec<String>,
+    /// Before every step (`--step`).
+    pub every: bool,
+}
+
+impl Breakpoints {
+    /// Records the breakpoints on a new execution, before it starts: their events.
+    pub fn set(self, execution: &mut Execution, now: Time) -> Result<Vec<Event>> {
+        let actor = wayline_journal::Actor { by: "run --break".into(), reason: None };
+        let control = Control::Break { steps: self.steps, every: self.every, actor };
+        let set = execution.handle(Input::Control(control), now).map_err(Error::Rejected)?;
+        Ok(set.events)
+    }
 }
 
 impl Submission {
@@ -55,7 +76,12 @@ pub async fn enqueue<S: Store>(
     now: Time,
 ) -> Result<String> {
     let idempotency_key = submission.idempotency_key.clone();
-    let (execution, first) = submission.create(now)?;
+    let breakpoints = submission.breakpoints.clone();
+    let (mut execution, first) = submission.create(now)?;
+    let mut events = vec![first];
+    if !breakpoints.steps.is_empty() || breakpoints.every {
+        events.extend(breakpoints.set(&mut execution, now)?);
+    }
     let id = execution.id().to_owned();
     let new = NewExecution {
         id: id.clone(),
@@ -66,7 +92,7 @@ pub async fn enqueue<S: Store>(
         summary: summary(&execution),
         idempotency_key,
     };
-    let lease = store.create(new, vec![first]).await?;
+    let lease = store.create(new, events).await?;
     store.release(lease).await?;
     Ok(id)
 }

@@ -77,6 +77,7 @@ impl Workload {
             inputs: Default::default(),
             secrets: Arc::new(Secrets::default()),
             idempotency_key: None,
+            breakpoints: Default::default(),
         }
     }
 }

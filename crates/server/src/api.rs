@@ -20,6 +20,12 @@ pub struct StartRequest {
     /// Input values, already typed (as an input file gives them).
     #[serde(default)]
     pub inputs: Map<String, Value>,
+    /// Pause before these steps (`run --break`).
+    #[serde(default)]
+    pub breakpoints: Vec<String>,
+    /// Pause before every step (`run --step`).
+    #[serde(default)]
+    pub step: bool,
 }
 
 /// The answer to a start.
@@ -92,6 +98,30 @@ pub struct Page<T> {
 pub struct PauseRequest {
     /// An RFC 3339 time or a duration from now (`30m`).
     pub until: Option<String>,
+    /// Not now: before these steps start (`pause --before`).
+    #[serde(default)]
+    pub before: Vec<String>,
+    pub reason: Option<String>,
+}
+
+/// `POST …/step`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    pub reason: Option<String>,
+}
+
+/// `POST …/patch`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRequest {
+    /// The succeeded step whose outputs change.
+    pub step: Option<String>,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+    /// Input values, typed.
+    #[serde(default)]
+    pub inputs: Map<String, Value>,
     pub reason: Option<String>,
 }
 

@@ -148,6 +148,16 @@ fn operations() -> Vec<Operation> {
         control("pause", "Pause: running steps finish, nothing new starts.", "PauseRequest"),
         control("resume", "Resume a paused execution.", "ResumeRequest"),
         control("cancel", "Cancel, or cancel and roll back.", "CancelRequest"),
+        control(
+            "step",
+            "At a breakpoint (or a pause): start the next ready steps; pause again once they finished.",
+            "StepRequest",
+        ),
+        control(
+            "patch",
+            "While paused: change the outputs of a succeeded step, or inputs, for the steps still to run (recorded with the actor).",
+            "PatchRequest",
+        ),
         Operation {
             method: "post",
             path: "/api/v1/executions/{id}/rerun",
@@ -167,6 +177,20 @@ fn operations() -> Vec<Operation> {
             body: Some((json_type, reference("DecisionRequest"))),
             ok: ("202", json_type, reference("Accepted")),
             errors: &["400", "401", "403", "404", "409", "422"],
+        },
+        Operation {
+            method: "get",
+            path: "/api/v1/executions/{id}/steps/{step}/inspect",
+            summary: "What a step will do when it next starts: the rendered command (script or argv, cwd, env) or HTTP request, secrets masked, and the upstream outputs and inputs it reads.",
+            role: Some("read"),
+            parameters: &[ID, ("step", "path", "The step's id.")],
+            body: None,
+            ok: (
+                "200",
+                json_type,
+                json!({ "type": "object", "required": ["step", "attempt", "kind", "reads"] }),
+            ),
+            errors: &["401", "403", "404"],
         },
         Operation {
             method: "get",
@@ -246,6 +270,8 @@ fn control(action: &'static str, summary: &'static str, body: &'static str) -> O
     let path = match action {
         "pause" => "/api/v1/executions/{id}/pause",
         "resume" => "/api/v1/executions/{id}/resume",
+        "step" => "/api/v1/executions/{id}/step",
+        "patch" => "/api/v1/executions/{id}/patch",
         _ => "/api/v1/executions/{id}/cancel",
     };
     Operation {
@@ -288,7 +314,9 @@ fn schemas() -> Value {
                 "definition": { "type": "string", "description": "A workflow file's text (YAML or JSON)." },
                 "workflow": string,
                 "version": { "type": "integer", "minimum": 1 },
-                "inputs": { "type": "object" }
+                "inputs": { "type": "object" },
+                "breakpoints": { "type": "array", "items": string, "description": "Pause before these steps." },
+                "step": { "type": "boolean", "description": "Pause before every step." }
             }
         },
         "Started": {
@@ -326,7 +354,22 @@ fn schemas() -> Value {
         "PauseRequest": {
             "type": "object",
             "additionalProperties": false,
-            "properties": { "until": { "type": "string", "description": "An RFC 3339 time or a duration (`30m`)." }, "reason": reason }
+            "properties": {
+                "until": { "type": "string", "description": "An RFC 3339 time or a duration (`30m`)." },
+                "before": { "type": "array", "items": string, "description": "Not now: before these steps start." },
+                "reason": reason
+            }
+        },
+        "StepRequest": { "type": "object", "additionalProperties": false, "properties": { "reason": reason } },
+        "PatchRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "step": string,
+                "outputs": { "type": "object" },
+                "inputs": { "type": "object" },
+                "reason": reason
+            }
         },
         "ResumeRequest": { "type": "object", "additionalProperties": false, "properties": { "reason": reason } },
         "CancelRequest": {

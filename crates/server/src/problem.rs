@@ -105,7 +105,7 @@ impl From<Rejected> for Problem {
             Rejected::UnknownStep { .. } => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown-step", detail)
             }
-            Rejected::OutputsWithoutSkip => Problem::invalid(detail),
+            Rejected::OutputsWithoutSkip | Rejected::BadPatch(_) => Problem::invalid(detail),
             Rejected::Finished { .. }
             | Rejected::Stopping
             | Rejected::NotPaused { .. }
@@ -113,7 +113,10 @@ impl From<Rejected> for Problem {
             | Rejected::NotEscalated { .. }
             | Rejected::NotFinished { .. }
             | Rejected::NothingToRerun { .. }
-            | Rejected::NeedNotRerun { .. } => {
+            | Rejected::NeedNotRerun { .. }
+            | Rejected::AlreadyStarted { .. }
+            | Rejected::NotPausedForPatch { .. }
+            | Rejected::NotSucceeded { .. } => {
                 Problem::new(StatusCode::CONFLICT, "rejected", detail)
             }
         }

@@ -51,7 +51,10 @@ pub fn router<S: Store>(app: Shared<S>) -> Router {
         .route("/executions/{id}/resume", post(resume::<S>))
         .route("/executions/{id}/cancel", post(cancel::<S>))
         .route("/executions/{id}/rerun", post(rerun::<S>))
+        .route("/executions/{id}/step", post(step::<S>))
+        .route("/executions/{id}/patch", post(patch::<S>))
         .route("/executions/{id}/steps/{step}/decision", post(decide::<S>))
+        .route("/executions/{id}/steps/{step}/inspect", get(inspect_step::<S>))
         .route("/ws", get(socket::<S>))
         .route("/events", get(lifecycle::<S>))
         .route("/workflows", get(crate::workflows::list::<S>))
@@ -307,6 +310,12 @@ async fn start<S: Store>(
         }
     };
     let workflow = validated(&definition)?;
+    if let Some(step) = request.breakpoints.iter().find(|step| workflow.step(step).is_none()) {
+        return Err(Problem::invalid(format!(
+            "`breakpoints`: workflow `{}` has no step `{step}`",
+            workflow.name
+        )));
+    }
     let given =
         request.inputs.into_iter().map(|(name, value)| (name, Given::Json(value))).collect();
     let inputs = inputs::resolve(&workflow, given).map_err(|errors| {
@@ -339,6 +348,10 @@ async fn start<S: Store>(
         inputs: inputs.clone(),
         secrets: Arc::clone(&app.secrets),
         idempotency_key: key.clone(),
+        breakpoints: wayline_runtime::Breakpoints {
+            steps: request.breakpoints,
+            every: request.step,
+        },
     };
     let id = match app.handle.submit(submission).await {
         Ok(id) => id,
@@ -680,7 +693,7 @@ async fn steer<S: Store>(app: &App<S>, id: &str, control: Control) -> Answer<Res
         Err(EngineError::Conflict(_)) => {}
         Err(error) => return Err(error.into()),
     }
-    let by = actor_of(&control).by.clone();
+    let by = control.actor().by.clone();
     match control::send(app.handle.store(), &id, control, app.clock.now()).await? {
         Sent::Orphaned => Ok(accepted(false)),
         Sent::Delivered { after } => {
@@ -692,15 +705,6 @@ async fn steer<S: Store>(app: &App<S>, id: &str, control: Control) -> Answer<Res
     }
 }
 
-fn actor_of(control: &Control) -> &Actor {
-    match control {
-        Control::Pause { actor, .. }
-        | Control::Resume { actor }
-        | Control::Cancel { actor, .. }
-        | Control::Decide { actor, .. } => actor,
-    }
-}
-
 async fn pause<S: Store>(
     State(app): State<Shared<S>>,
     Extension(caller): Extension<Caller>,
@@ -708,6 +712,17 @@ async fn pause<S: Store>(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Response> {
     let request: api::PauseRequest = body(bytes, Some(api::PauseRequest::default()))?;
+    if !request.before.is_empty() {
+        if request.until.is_some() {
+            return Err(Problem::invalid("`until` and `before` do not go together"));
+        }
+        let control = Control::Break {
+            steps: request.before,
+            every: false,
+            actor: actor(&caller, request.reason),
+        };
+        return steer(&app, &id, control).await;
+    }
     let now = app.clock.now();
     let until = match request.until.as_deref() {
         None => None,
@@ -746,6 +761,60 @@ async fn cancel<S: Store>(
         Control::Cancel { actor: actor(&caller, request.reason), rollback: request.rollback },
     )
     .await
+}
+
+/// What a step will do when it next starts, rendered with this server's secrets, masked.
+async fn inspect_step<S: Store>(
+    State(app): State<Shared<S>>,
+    Path((id, step)): Path<(String, String)>,
+) -> Answer<Response> {
+    let id = app.handle.store().resolve(&id).await?;
+    let events = inspect::all_events(app.handle.store(), &id).await?;
+    let (workflow, _) = inspect::definition(&events)?;
+    let execution = wayline_core::Execution::replay(
+        id.clone(),
+        Arc::new(workflow),
+        Arc::clone(&app.secrets),
+        &events,
+    )
+    .map_err(|error| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt",
+            format!("execution {id}: {error}"),
+        )
+    })?;
+    let inspection = inspect::inspection(&execution, &step).map_err(|error| match error {
+        EngineError::Invalid(detail) => Problem::new(StatusCode::NOT_FOUND, "unknown-step", detail),
+        other => other.into(),
+    })?;
+    Ok(Json(inspection).into_response())
+}
+
+async fn step<S: Store>(
+    State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::StepRequest = body(bytes, Some(api::StepRequest::default()))?;
+    steer(&app, &id, Control::Step { actor: actor(&caller, request.reason) }).await
+}
+
+async fn patch<S: Store>(
+    State(app): State<Shared<S>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
+    let request: api::PatchRequest = body(bytes, None)?;
+    let control = Control::Patch {
+        step: request.step,
+        outputs: request.outputs,
+        inputs: request.inputs,
+        actor: actor(&caller, request.reason),
+    };
+    steer(&app, &id, control).await
 }
 
 /// Reruns a finished execution on this server's engine (which takes it over for that).

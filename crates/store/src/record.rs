@@ -126,6 +126,21 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         outputs: Map<String, Value>,
     },
+    Break {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<String>,
+        #[serde(default)]
+        every: bool,
+    },
+    Step,
+    Patch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        inputs: Map<String, Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,8 +16,10 @@ pub mod decide;
 pub mod events;
 pub mod gc;
 pub mod graph;
+pub mod inspect;
 pub mod list;
 pub mod logs;
+pub mod patch;
 pub mod pause;
 pub mod plan;
 pub mod rerun;
@@ -26,6 +28,7 @@ pub mod run;
 pub mod schema;
 pub mod server;
 pub mod show;
+pub mod step;
 pub mod token;
 pub mod validate;
 pub mod workflows;
@@ -84,6 +87,14 @@ enum Command {
     /// Run part of a finished execution again, in place: what failed (fixed since), or
     /// everything from a step on. Same id; the journal goes on.
     Rerun(rerun::Args),
+    /// At a breakpoint: let the next ready steps start, and pause again once they finished.
+    Step(step::Args),
+    /// While paused at a breakpoint: change the outputs of a succeeded step, or inputs, for the
+    /// steps still to run (recorded with who and why).
+    Patch(patch::Args),
+    /// What a step will do when it next starts: the rendered command, env and cwd, or the HTTP
+    /// request, secrets masked, and the upstream outputs it reads.
+    Inspect(inspect::Args),
     /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
     ///
     /// The running steps' process groups get SIGTERM, then SIGKILL 5 seconds later if they are
@@ -123,7 +134,7 @@ enum Command {
 pub struct Db {
     /// Database URL: sqlite:///path/file.db (default: $XDG_DATA_HOME/wayline/wayline.db) or
     /// postgres://user@host/db. Also from WAYLINE_DB; the flag wins.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     db: Option<String>,
 }
 
@@ -155,6 +166,9 @@ impl Cli {
             Command::Run(args) => run::exec(args),
             Command::Resume(args) => resume::exec(args),
             Command::Rerun(args) => rerun::exec(args),
+            Command::Step(args) => step::exec(args),
+            Command::Patch(args) => patch::exec(args),
+            Command::Inspect(args) => inspect::exec(args),
             Command::List(args) => on_target(&args.target.clone(), args, list::exec, list::remote),
             Command::Show(args) => on_target(&args.target.clone(), args, show::exec, show::remote),
             Command::Logs(args) => on_target(&args.target.clone(), args, logs::exec, logs::remote),

@@ -14,6 +14,9 @@ pub struct Args {
     /// Resume by itself at this time (RFC 3339) or after this long (`30m`).
     #[arg(long, value_name = "WHEN")]
     until: Option<String>,
+    /// Not now: pause before this step starts, a breakpoint (repeatable, or comma-separated).
+    #[arg(long, value_name = "STEP", value_delimiter = ',', conflicts_with = "until")]
+    before: Vec<String>,
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
@@ -21,6 +24,11 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
+    if !args.before.is_empty() {
+        let control =
+            Control::Break { steps: args.before, every: false, actor: request::actor(args.reason) };
+        return request::dispatch(&args.target, &args.id, control);
+    }
     let until = match &args.until {
         Some(text) => Some(request::parse_until(text, Clock::system().now())?),
         None => None,

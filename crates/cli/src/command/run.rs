@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wayline_backend::Location;
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Submission, owner, submit};
+use wayline_runtime::{Breakpoints, Submission, owner, submit};
 
 use serde_json::{Value, json};
 use wayline_core::execution::Secrets;
@@ -42,6 +42,31 @@ pub struct Args {
     /// Start the execution in the background, print its id and return.
     #[arg(long)]
     detach: bool,
+    /// Pause before these steps start, breakpoints (repeatable, or comma-separated): then
+    /// `wayline inspect`, `wayline patch`, `wayline step` or `wayline resume`.
+    #[arg(long = "break", value_name = "STEP", value_delimiter = ',')]
+    breakpoints: Vec<String>,
+    /// Pause before every step; `wayline step ID` runs the next ones.
+    #[arg(long)]
+    step: bool,
+}
+
+/// The breakpoints asked for, checked against the workflow (exit 2 for a step it does not
+/// have).
+fn breakpoints(args: &Args, workflow: &wayline_lang::Workflow) -> Result<Breakpoints> {
+    for step in &args.breakpoints {
+        if workflow.step(step).is_none() {
+            let names = workflow.steps.iter().map(|s| s.id.as_str());
+            let hint = wayline_lang::diagnostic::did_you_mean(step, names)
+                .map(|similar| format!("; did you mean `{similar}`?"))
+                .unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "`--break {step}`: workflow `{}` has no step `{step}`{hint}",
+                workflow.name
+            )));
+        }
+    }
+    Ok(Breakpoints { steps: args.breakpoints.clone(), every: args.step })
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
@@ -57,6 +82,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         );
     }
     let events = args.events.as_deref().map(EventsFile::create).transpose()?;
+    let breakpoints = breakpoints(&args, &workflow)?;
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: source.into(),
@@ -64,6 +90,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         inputs,
         secrets: Arc::new(secrets),
         idempotency_key: None,
+        breakpoints,
     };
     if args.detach {
         return block_on(detach(submission, &location, args.secrets_file.as_deref()))
@@ -130,10 +157,16 @@ async fn remote_run(args: Args, remote: Remote) -> Result<Exit> {
         ));
     }
     let (workflow, source, inputs) = args.definition.load()?;
+    let breakpoints = breakpoints(&args, &workflow)?;
     let events = args.events.as_deref().map(EventsFile::create).transpose()?;
     // Before the execution exists, so that no stop signal finds the default action.
     let stop = signals::Stop::listen()?;
-    let body = json!({"definition": source, "inputs": inputs});
+    let body = json!({
+        "definition": source,
+        "inputs": inputs,
+        "breakpoints": breakpoints.steps,
+        "step": breakpoints.every,
+    });
     let started = remote.post("/api/v1/executions", &body).await?;
     let Some(id) = started.get("id").and_then(Value::as_str).map(str::to_owned) else {
         return Err(Error::infrastructure(format!(

@@ -117,6 +117,11 @@ fn render_report(
     if let Some(error) = &report.error {
         let _ = writeln!(out, "  error      {} ({})", error.message, error.class);
     }
+    if let Some(paused) = &report.paused {
+        let why = paused.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let until = paused.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();
+        let _ = writeln!(out, "  paused     by {}{until}{why}", paused.by);
+    }
     let width = report.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
     out.push('\n');
     for step in &report.steps {
@@ -140,6 +145,10 @@ fn render_report(
                 "  {:<width$}    decision: {} by {}{why}",
                 "", decision.action, decision.by
             );
+        }
+        if let Some(patched) = &step.patched {
+            let why = patched.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let _ = writeln!(out, "  {:<width$}    outputs patched by {}{why}", "", patched.by);
         }
         if let Some(compensation) = &step.compensation {
             let _ = writeln!(out, "  {:<width$}    compensation: {}", "", compensation.status);

@@ -70,12 +70,14 @@ pub(crate) fn start(
     flow: &Path,
     args: &[&str],
 ) -> (Child, String, BufReader<std::process::ChildStderr>) {
-    let mut child = sandbox
-        .wayline(&[&["run", flow.to_str().unwrap()], args].concat())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wayline starts");
+    spawn(sandbox.wayline(&[&["run", flow.to_str().unwrap()], args].concat()))
+}
+
+/// Starts `command` (a `wayline run`) in the background; as [`start`].
+#[allow(clippy::zombie_processes)]
+pub(crate) fn spawn(mut command: Command) -> (Child, String, BufReader<std::process::ChildStderr>) {
+    let mut child =
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("wayline starts");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     loop {

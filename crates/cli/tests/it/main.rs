@@ -7,6 +7,7 @@
 mod api;
 mod bench;
 mod client;
+mod debug;
 mod durable;
 mod examples;
 mod graph;

@@ -56,8 +56,86 @@ impl Execution {
                 }
                 self.decide(out, index, decision, outputs, actor, now);
             }
+            Control::Break { steps, every, actor } => {
+                if self.state.stop().is_some() {
+                    return Err(Rejected::Stopping);
+                }
+                for step in &steps {
+                    let index = self.step_named(step)?;
+                    let run = &self.steps()[index];
+                    if run.state != StepState::Pending {
+                        return Err(Rejected::AlreadyStarted {
+                            step: step.clone(),
+                            status: run.status(),
+                        });
+                    }
+                }
+                self.emit(out, now, EventKind::BreakpointsSet { steps, every, actor });
+            }
+            Control::Step { actor } => {
+                if self.state.pause().is_none() || self.state.stop().is_some() {
+                    return Err(Rejected::NotPaused {
+                        id: self.id().to_owned(),
+                        status: self.status(),
+                    });
+                }
+                self.emit(out, now, EventKind::Stepped { actor });
+            }
+            Control::Patch { step, mut outputs, inputs, actor } => {
+                if self.state.pause().is_none() || self.state.stop().is_some() {
+                    return Err(Rejected::NotPausedForPatch {
+                        id: self.id().to_owned(),
+                        status: self.status(),
+                    });
+                }
+                if outputs.is_empty() && inputs.is_empty() {
+                    return Err(Rejected::BadPatch(
+                        "a patch needs an output or an input to change".into(),
+                    ));
+                }
+                if !outputs.is_empty() {
+                    let Some(name) = &step else {
+                        return Err(Rejected::BadPatch("outputs belong to a step: name it".into()));
+                    };
+                    let index = self.step_named(name)?;
+                    let run = &self.steps()[index];
+                    if run.state != StepState::Succeeded {
+                        return Err(Rejected::NotSucceeded {
+                            step: name.clone(),
+                            status: run.status(),
+                        });
+                    }
+                } else if let Some(name) = &step {
+                    self.step_named(name)?;
+                }
+                for (name, value) in &inputs {
+                    let Some(input) = self.workflow.input(name) else {
+                        return Err(Rejected::BadPatch(format!(
+                            "workflow `{}` has no input `{name}`",
+                            self.workflow.name
+                        )));
+                    };
+                    if !input.ty.accepts(value) {
+                        return Err(Rejected::BadPatch(format!(
+                            "input `{name}` must be of type {}, got {value}",
+                            input.ty.name()
+                        )));
+                    }
+                }
+                for value in outputs.values_mut() {
+                    self.secrets.mask_value(value);
+                }
+                self.emit(out, now, EventKind::Patched { step, outputs, inputs, actor });
+            }
         }
         Ok(())
+    }
+
+    fn step_named(&self, step: &str) -> Result<StepIndex, Rejected> {
+        self.workflow.step(step).ok_or_else(|| Rejected::UnknownStep {
+            workflow: self.workflow.name.clone(),
+            step: step.to_owned(),
+        })
     }
 
     /// Records a decision on an escalated step; `fail` and `rollback` stop the execution.

@@ -71,6 +71,17 @@ pub(super) struct State {
     rolling_back: bool,
     outcome: Option<(Outcome, Option<ErrorInfo>)>,
     owner: Option<String>,
+    /// Steps the execution pauses before (`run --break`, `pause --before`).
+    breakpoints: BTreeSet<StepIndex>,
+    /// Pause before every step (`run --step`).
+    break_every: bool,
+    /// The steps the execution is paused before, at a breakpoint.
+    held: BTreeSet<StepIndex>,
+    /// Steps let past their breakpoint (by `resume` or `step`).
+    released: BTreeSet<StepIndex>,
+    /// After `wayline step`: start only the released steps, and pause before the next ones
+    /// once they finished.
+    stepping: bool,
 }
 
 impl State {
@@ -108,6 +119,11 @@ impl State {
             rolling_back: false,
             outcome: None,
             owner: None,
+            breakpoints: BTreeSet::new(),
+            break_every: false,
+            held: BTreeSet::new(),
+            released: BTreeSet::new(),
+            stepping: false,
         }
     }
 
@@ -199,6 +215,21 @@ impl State {
 
     pub(super) fn owner(&self) -> Option<&str> {
         self.owner.as_deref()
+    }
+
+    /// Whether `step` may not start without a `resume` or a `step` first: it has a
+    /// breakpoint (or every step has, or a `step` is under way) and was not let past it.
+    pub(super) fn breaks_before(&self, step: StepIndex) -> bool {
+        !self.released.contains(&step)
+            && (self.break_every || self.stepping || self.breakpoints.contains(&step))
+    }
+
+    pub(super) fn held(&self) -> &BTreeSet<StepIndex> {
+        &self.held
+    }
+
+    pub(super) fn stepping(&self) -> bool {
+        self.stepping
     }
 
     // ----- folding -----
@@ -403,7 +434,55 @@ impl State {
             EventKind::Paused { actor, until } => {
                 self.pause = Some(Pause { actor: actor.clone(), until: *until })
             }
-            EventKind::Resumed { .. } => self.pause = None,
+            EventKind::Resumed { .. } => {
+                self.pause = None;
+                self.released.append(&mut self.held);
+                self.stepping = false;
+            }
+            EventKind::BreakpointsSet { steps, every, .. } => {
+                for step in steps {
+                    self.breakpoints.insert(index(workflow, step)?);
+                }
+                self.break_every |= *every;
+            }
+            EventKind::BreakpointHit { steps } => {
+                let mut held = BTreeSet::new();
+                for step in steps {
+                    held.insert(index(workflow, step)?);
+                }
+                let reason = format!("breakpoint before {}", steps.join(", "));
+                let actor = Actor { by: "breakpoint".into(), reason: Some(reason) };
+                self.pause = Some(Pause { actor, until: None });
+                self.held = held;
+                self.stepping = false;
+            }
+            EventKind::Stepped { .. } => {
+                self.pause = None;
+                if self.held.is_empty() {
+                    // Paused by a person, not at a breakpoint: the steps ready now go.
+                    for &position in &self.ready {
+                        self.released.insert(workflow.order[position]);
+                    }
+                }
+                self.released.append(&mut self.held);
+                self.stepping = true;
+            }
+            EventKind::Patched { step, outputs, inputs, actor } => {
+                if let Some(step) = step
+                    && !outputs.is_empty()
+                {
+                    let run = &mut self.steps[index(workflow, step)?];
+                    run.patched = Some(actor.clone());
+                    for (key, value) in outputs {
+                        run.outputs.insert(key.clone(), value.clone());
+                    }
+                }
+                if let Value::Object(current) = &mut self.inputs {
+                    for (name, value) in inputs {
+                        current.insert(name.clone(), value.clone());
+                    }
+                }
+            }
             EventKind::Stopping { reason, rollback, error, .. } => {
                 self.stop =
                     Some(Stop { reason: *reason, rollback: *rollback, error: error.clone() });
@@ -477,7 +556,11 @@ impl State {
                 current.insert(name.clone(), value.clone());
             }
         }
+        self.held.clear();
+        self.stepping = false;
         for &index in reset {
+            // A breakpoint before a step that runs again holds again.
+            self.released.remove(&index);
             let run = &mut self.steps[index];
             run.state = StepState::Pending;
             run.budget_base = run.attempts;
@@ -488,6 +571,7 @@ impl State {
             run.outputs.clear();
             run.error = None;
             run.decision = None;
+            run.patched = None;
         }
         for run in &mut self.steps {
             run.compensation = Compensation::None;

@@ -170,6 +170,8 @@ pub struct StepRun {
     pub compensation_lost: u32,
     /// The last decision a person (or the escalation timeout) made about the step.
     pub decision: Option<(Decision, Actor)>,
+    /// Who last changed the step's outputs by hand (`wayline patch`), and why.
+    pub patched: Option<Actor>,
     /// Compensations of succeeded dependents not yet finished.
     compensation_missing: u32,
 }
@@ -216,6 +218,7 @@ impl StepRun {
             compensation_base: 0,
             compensation_lost: 0,
             decision: None,
+            patched: None,
             compensation_missing: 0,
         }
     }
@@ -334,10 +337,56 @@ pub enum AttemptResult {
 /// A request from a person (CLI, API) to steer the execution.
 #[derive(Debug, Clone)]
 pub enum Control {
-    Pause { actor: Actor, until: Option<Time> },
-    Resume { actor: Actor },
-    Cancel { actor: Actor, rollback: bool },
-    Decide { step: String, decision: Decision, outputs: Map<String, Value>, actor: Actor },
+    Pause {
+        actor: Actor,
+        until: Option<Time>,
+    },
+    Resume {
+        actor: Actor,
+    },
+    Cancel {
+        actor: Actor,
+        rollback: bool,
+    },
+    Decide {
+        step: String,
+        decision: Decision,
+        outputs: Map<String, Value>,
+        actor: Actor,
+    },
+    /// Pause before these steps start (before every step with `every`).
+    Break {
+        steps: Vec<String>,
+        every: bool,
+        actor: Actor,
+    },
+    /// At a breakpoint (or a pause): start the next ready steps, pause again once they finish.
+    Step {
+        actor: Actor,
+    },
+    /// While paused: change the outputs of a succeeded step, or inputs, for the steps still
+    /// to run. Input values are already typed (checked again here).
+    Patch {
+        step: Option<String>,
+        outputs: Map<String, Value>,
+        inputs: Map<String, Value>,
+        actor: Actor,
+    },
+}
+
+impl Control {
+    /// Who asked.
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Control::Pause { actor, .. }
+            | Control::Resume { actor }
+            | Control::Cancel { actor, .. }
+            | Control::Decide { actor, .. }
+            | Control::Break { actor, .. }
+            | Control::Step { actor }
+            | Control::Patch { actor, .. } => actor,
+        }
+    }
 }
 
 /// Why a control request does not apply to the execution as it is. One variant per reason, so
@@ -358,6 +407,15 @@ pub enum Rejected {
     NotEscalated { step: String, status: StepStatus },
     /// Outputs given with a decision other than `skip`.
     OutputsWithoutSkip,
+    /// A breakpoint before a step that has already started.
+    AlreadyStarted { step: String, status: StepStatus },
+    /// A patch or a step while the execution runs on.
+    NotPausedForPatch { id: String, status: Status },
+    /// A patch of the outputs of a step that has not succeeded.
+    NotSucceeded { step: String, status: StepStatus },
+    /// A patch that names no output and no input, or an input the workflow does not have or
+    /// a value of the wrong type.
+    BadPatch(String),
     /// A rerun of an execution that has not finished.
     NotFinished { id: String, status: Status },
     /// A rerun without `--from` of an execution in which every step succeeded.
@@ -386,6 +444,19 @@ impl std::fmt::Display for Rejected {
                 "step `{step}` is not escalated (it is {status}); only escalated steps take a decision"
             ),
             Rejected::OutputsWithoutSkip => f.write_str("outputs can only be given with `skip`"),
+            Rejected::AlreadyStarted { step, status } => write!(
+                f,
+                "step `{step}` has already started (it is {status}); a breakpoint before it would never be reached"
+            ),
+            Rejected::NotPausedForPatch { id, status } => write!(
+                f,
+                "execution {id} is {status}; it must be paused (at a breakpoint, or by `wayline pause`) first"
+            ),
+            Rejected::NotSucceeded { step, status } => write!(
+                f,
+                "step `{step}` is {status}; only the outputs of a succeeded step can be patched"
+            ),
+            Rejected::BadPatch(message) => f.write_str(message),
             Rejected::NotFinished { id, status } => write!(
                 f,
                 "execution {id} is {status}; only a finished execution can be rerun (pause, cancel or wait for it first)"
@@ -539,6 +610,12 @@ impl Execution {
         self.state.outcome()
     }
 
+    /// Who paused the execution (a person, or `breakpoint`), why, and until when, while it is
+    /// paused.
+    pub fn paused(&self) -> Option<(&Actor, Option<Time>)> {
+        self.state.pause().map(|pause| (&pause.actor, pause.until))
+    }
+
     /// The latest recorded owner (after a takeover).
     pub fn owner(&self) -> Option<&str> {
         self.state.owner()
@@ -665,6 +742,8 @@ struct Transient {
     /// The engine is draining (its server stops): nothing new is decided, results are still
     /// recorded. Not a fact of the execution either: the next owner schedules as usual.
     held: bool,
+    /// Ready steps the walk of one scheduling round found at their breakpoint.
+    breaking: BTreeSet<StepIndex>,
 }
 
 impl Transient {
@@ -675,6 +754,7 @@ impl Transient {
             compensations_due: BTreeSet::new(),
             env: Value::Object(Map::new()),
             held: false,
+            breaking: BTreeSet::new(),
         }
     }
 }

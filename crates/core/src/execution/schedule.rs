@@ -60,6 +60,7 @@ impl Execution {
             return false;
         }
         let mut progressed = false;
+        self.transient.breaking.clear();
         // Walk the ready and due steps in dependency order, lazily: both sets change as steps
         // start and finish, and a full workflow cap ends the walk at once.
         let mut cursor = 0;
@@ -78,7 +79,25 @@ impl Execution {
             let step = self.workflow.order[position];
             progressed |= self.consider(out, step, now, false);
         }
-        progressed
+        progressed | self.break_if_held(out, now)
+    }
+
+    /// Pauses at a breakpoint when the walk found steps before theirs: at once, or, while
+    /// stepping, once the steps let go have finished. Returns whether it paused.
+    fn break_if_held(&mut self, out: &mut Transition, now: Time) -> bool {
+        if self.transient.breaking.is_empty() || self.state.pause().is_some() {
+            return false;
+        }
+        let under_way = self.steps().iter().any(|run| matches!(run.state, StepState::Active(_)));
+        if self.state.stepping() && under_way {
+            return false;
+        }
+        let mut held: Vec<StepIndex> =
+            std::mem::take(&mut self.transient.breaking).into_iter().collect();
+        held.sort_by_key(|&step| self.state.position(step));
+        let steps = held.into_iter().map(|step| self.workflow.steps[step].id.clone()).collect();
+        self.emit(out, now, EventKind::BreakpointHit { steps });
+        true
     }
 
     /// Scheduling while stopping: steps with the default `if` are skipped, steps with an
@@ -171,6 +190,10 @@ impl Execution {
                 true
             }
             Ok(true) => {
+                if !stopping && self.state.breaks_before(step) {
+                    self.transient.breaking.insert(step);
+                    return false;
+                }
                 if !self.slot_free(step) {
                     return false;
                 }

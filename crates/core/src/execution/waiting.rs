@@ -40,7 +40,16 @@ impl Execution {
                 .collect();
             return Some(format!("waiting for {}", waiting.join(", ")));
         }
+        if state.pause().is_some() && state.held().contains(&step) {
+            return Some(format!(
+                "at its breakpoint: `wayline step {id}` starts it, `wayline resume {id}` goes on",
+                id = self.id()
+            ));
+        }
         if let Some(pause) = state.pause() {
+            if let Some(reason) = &pause.actor.reason {
+                return Some(format!("execution paused by {} ({reason})", pause.actor.by));
+            }
             let until = pause.until.map(|t| format!(" until {}", t.rfc3339())).unwrap_or_default();
             return Some(format!("execution paused by {}{until}", pause.actor.by));
         }

@@ -49,6 +49,13 @@ impl Harness {
     }
 
     pub fn with_inputs(yaml: &str, inputs: Map<String, Value>) -> Harness {
+        let mut harness = Harness::unstarted(yaml, inputs);
+        harness.input(Input::Start);
+        harness
+    }
+
+    /// Created, not started: what `run --break` sets comes first.
+    pub fn unstarted(yaml: &str, inputs: Map<String, Value>) -> Harness {
         let workflow = load(yaml);
         let now = Time::from_millis(1_000_000);
         let created = Created {
@@ -59,7 +66,7 @@ impl Harness {
             inputs,
         };
         let (execution, first) = Execution::create(created, Arc::new(Secrets::default()), now);
-        let mut harness = Harness {
+        Harness {
             execution,
             now,
             start: now,
@@ -71,9 +78,7 @@ impl Harness {
             finished: false,
             peak: 0,
             snapshots: Vec::new(),
-        };
-        harness.input(Input::Start);
-        harness
+        }
     }
 
     pub fn index(&self, step: &str) -> usize {
@@ -302,6 +307,21 @@ impl Harness {
                     format!("stopping ({reason:?}, rollback: {rollback})")
                 }
                 EventKind::RollbackStarted => "rollback started".to_owned(),
+                EventKind::BreakpointsSet { steps, every, actor } => {
+                    let every = if *every { " (every step)" } else { "" };
+                    format!("breakpoints by {}: {}{every}", actor.by, steps.join(", "))
+                }
+                EventKind::BreakpointHit { steps } => {
+                    format!("breakpoint before {}", steps.join(", "))
+                }
+                EventKind::Stepped { actor } => format!("stepped by {}", actor.by),
+                EventKind::Patched { step, outputs, inputs, actor } => format!(
+                    "patched by {}: {} {} {}",
+                    actor.by,
+                    step.as_deref().unwrap_or("-"),
+                    Value::Object(outputs.clone()),
+                    Value::Object(inputs.clone())
+                ),
                 EventKind::Redriven { actor, steps, inputs } => {
                     let inputs = if inputs.is_empty() {
                         String::new()

@@ -73,7 +73,22 @@ proptest! {
                 0 if status == "running" => { let _ = h.control(Control::Pause { actor: actor("p"), until: None }); }
                 1 => { let _ = h.control(Control::Cancel { actor: actor("c"), rollback: choice > 128 }); }
                 2 if choice > 200 => h.crash_and_recover(),
-                _ if status == "paused" && h.running.is_empty() => { h.control(Control::Resume { actor: actor("p") }).unwrap(); }
+                3 if choice > 128 => {
+                    // A breakpoint before some step (refused once it started).
+                    let step = workflow.steps[choice as usize % workflow.steps.len()].id.clone();
+                    let every = choice > 240;
+                    let _ = h.control(Control::Break { steps: vec![step], every, actor: actor("b") });
+                }
+                4 if status == "paused" => {
+                    // A person changes what later steps see (refused unless the step succeeded).
+                    let step = workflow.steps[choice as usize % workflow.steps.len()].id.clone();
+                    let outputs = serde_json::Map::from_iter([("x".to_owned(), serde_json::json!(choice))]);
+                    let _ = h.control(Control::Patch { step: Some(step), outputs, inputs: Default::default(), actor: actor("p") });
+                }
+                _ if status == "paused" && h.running.is_empty() => {
+                    let control = if choice % 2 == 0 { Control::Step { actor: actor("p") } } else { Control::Resume { actor: actor("p") } };
+                    h.control(control).unwrap();
+                }
                 _ if status == "escalated" && h.running.is_empty() => {
                     let escalated: Vec<String> = workflow.steps.iter().map(|s| s.id.clone()).filter(|id| h.step_status(id) == "escalated").collect();
                     let decision = [Decision::Retry, Decision::Skip, Decision::Fail, Decision::Rollback][choice as usize % 4];

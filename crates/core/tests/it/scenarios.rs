@@ -1152,3 +1152,104 @@ fn a_rerun_has_the_whole_execution_timeout_again() {
     h.succeed("a");
     assert_eq!(h.status(), "succeeded");
 }
+
+const PIPELINE: &str = "name: t\ninputs:\n  target: { type: string, default: staging }\nsteps:\n  - id: build\n    run: b\n  - id: test\n    needs: [build]\n    run: t\n  - id: deploy\n    needs: [test]\n    run: d\n  - id: notify\n    needs: [deploy]\n    set: { said: yes }\n";
+
+fn breakpoints(h: &mut Harness, steps: &[&str], every: bool) -> Result<(), String> {
+    h.control(Control::Break {
+        steps: steps.iter().map(|s| s.to_string()).collect(),
+        every,
+        actor: actor("dev"),
+    })
+}
+
+#[test]
+fn a_breakpoint_pauses_before_its_step_with_the_reason_and_resume_goes_on() {
+    let mut h = Harness::new(PIPELINE);
+    breakpoints(&mut h, &["deploy"], false).unwrap();
+    h.succeed("build");
+    h.succeed("test");
+    assert_eq!(h.status(), "paused");
+    assert!(h.running.is_empty(), "deploy did not start: {:?}", h.running);
+    let report = wayline_core::report::Report::new(&h.execution);
+    let paused = report.paused.clone().unwrap();
+    assert_eq!(
+        (paused.by.as_str(), paused.reason.as_deref()),
+        ("breakpoint", Some("breakpoint before deploy"))
+    );
+    let deploy = report.steps.iter().find(|s| s.id == "deploy").unwrap();
+    assert!(deploy.waiting.as_deref().unwrap().starts_with("at its breakpoint"), "{deploy:?}");
+    h.control(Control::Resume { actor: actor("dev") }).unwrap();
+    assert!(h.running.contains(&("deploy".to_owned(), 1, false)));
+    h.succeed("deploy");
+    assert_eq!(h.status(), "succeeded", "no breakpoint before notify");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn stepping_starts_exactly_the_next_ready_steps_and_pauses_again_once_they_finish() {
+    let mut h = Harness::unstarted(
+        "name: t\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: y\n  - id: c\n    needs: [a, b]\n    run: z\n",
+        Map::new(),
+    );
+    breakpoints(&mut h, &[], true).unwrap();
+    h.input(Input::Start);
+    // Before the first step: a and b are ready, both held.
+    assert_eq!(h.status(), "paused");
+    assert!(h.timeline().ends_with("breakpoint before a, b\n"), "{}", h.timeline());
+    h.control(Control::Step { actor: actor("dev") }).unwrap();
+    assert_eq!(h.running.len(), 2);
+    h.succeed("a");
+    assert_eq!(h.status(), "running", "b is still under way");
+    h.succeed("b");
+    assert_eq!(h.status(), "paused");
+    assert!(h.running.is_empty());
+    assert_eq!(h.execution.paused().unwrap().0.reason.as_deref(), Some("breakpoint before c"));
+    h.control(Control::Step { actor: actor("dev") }).unwrap();
+    h.succeed("c");
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_patch_at_a_breakpoint_changes_what_the_next_step_sees_and_is_refused_otherwise() {
+    let patch = |step: &str, version: &str| Control::Patch {
+        step: Some(step.into()),
+        outputs: outputs(json!({ "version": version })),
+        inputs: Map::new(),
+        actor: actor("dev"),
+    };
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: a\n    run: x\n  - id: b\n    needs: [a]\n    set: { seen: \"${{ steps.a.outputs.version }}\" }\n",
+    );
+    assert!(
+        h.control(patch("a", "2.0")).unwrap_err().contains("must be paused"),
+        "running: refused"
+    );
+    breakpoints(&mut h, &["b"], false).unwrap();
+    h.succeed_with("a", outputs(json!({ "version": "1.0" })));
+    assert_eq!(h.status(), "paused");
+    let refused = h.control(patch("b", "3")).unwrap_err();
+    assert!(refused.contains("only the outputs of a succeeded step"), "{refused}");
+    h.control(patch("a", "2.0")).unwrap();
+    assert!(
+        h.timeline().contains("patched by dev: a {\"version\":\"2.0\"} {}"),
+        "{}",
+        h.timeline()
+    );
+    h.control(Control::Resume { actor: actor("dev") }).unwrap();
+    assert_eq!(h.execution.steps()[h.index("b")].outputs["seen"], "2.0");
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_breakpoint_before_a_step_that_started_is_refused() {
+    let mut h = Harness::new(PIPELINE);
+    let error = breakpoints(&mut h, &["build"], false).unwrap_err();
+    assert_eq!(
+        error,
+        "step `build` has already started (it is running); a breakpoint before it would never be reached"
+    );
+    assert!(breakpoints(&mut h, &["nope"], false).unwrap_err().contains("has no step `nope`"));
+}

@@ -134,6 +134,7 @@ fn submission(yaml: &str) -> Submission {
         inputs: Default::default(),
         secrets: Arc::new(Secrets::default()),
         idempotency_key: None,
+        breakpoints: Default::default(),
     }
 }
 
