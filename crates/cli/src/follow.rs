@@ -34,6 +34,12 @@ pub enum Start {
         /// Take it over even from a live owner on this host.
         force: bool,
     },
+    /// Run the one step left in a journal made by `wayline test`.
+    Isolated {
+        id: String,
+        secrets: Arc<Secrets>,
+        workflow: Arc<Workflow>,
+    },
     /// Rerun a finished execution in place.
     Rerun {
         id: String,
@@ -153,6 +159,10 @@ async fn follow_execution(
                     say!("wayline: {error}");
                 }
             }
+            (id, workflow, secrets)
+        }
+        Start::Isolated { id, secrets, workflow } => {
+            handle.recover(&id, Arc::clone(&secrets), false).await?;
             (id, workflow, secrets)
         }
         Start::Rerun { id, rerun, secrets, workflow } => {

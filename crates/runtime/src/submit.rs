@@ -96,3 +96,94 @@ pub async fn enqueue<S: Store>(
     store.release(lease).await?;
     Ok(id)
 }
+
+/// A journal in which only `step` is left to run (`wayline test`): the steps it depends on
+/// succeeded with the outputs given (none for those not given; a condition on the way took
+/// the branch that leads to `step` unless its `result` is given), every other step was
+/// skipped. Replayed and recovered by an engine, it runs that one step exactly as a real
+/// execution would — rendering, executor, masking, timeout, retries — and nothing else.
+pub fn isolated(
+    submission: &Submission,
+    step: &str,
+    upstream: &std::collections::BTreeMap<String, Map<String, Value>>,
+    owner: &str,
+    now: Time,
+) -> Result<(NewExecution, Vec<Event>)> {
+    use wayline_journal::EventKind;
+    let workflow = &submission.workflow;
+    let Some(target) = workflow.step(step) else {
+        return Err(Error::Invalid(format!("workflow `{}` has no step `{step}`", workflow.name)));
+    };
+    if let Some(unknown) = upstream.keys().find(|name| workflow.step(name).is_none()) {
+        return Err(Error::Invalid(format!(
+            "workflow `{}` has no step `{unknown}` to take outputs for",
+            workflow.name
+        )));
+    }
+    // The steps `step` depends on, directly or not.
+    let mut ancestors = vec![false; workflow.steps.len()];
+    let mut stack = workflow.steps[target].needs.clone();
+    while let Some(need) = stack.pop() {
+        if !std::mem::replace(&mut ancestors[need], true) {
+            stack.extend(workflow.steps[need].needs.iter().copied());
+        }
+    }
+    let (execution, first) = submission.clone().create(now)?;
+    let id = execution.id().to_owned();
+    let mut kinds = vec![EventKind::Started];
+    for &index in &workflow.order {
+        if index == target {
+            continue;
+        }
+        let name = workflow.steps[index].id.clone();
+        if !ancestors[index] {
+            let reason = format!("not under test (wayline test {step})");
+            kinds.push(EventKind::StepSkipped { step: name, reason, cancelled: false });
+            continue;
+        }
+        let mut outputs = upstream.get(&name).cloned().unwrap_or_default();
+        if matches!(workflow.steps[index].body, wayline_lang::model::Body::Condition(_)) {
+            // Toward `step` (or an ancestor of it) where the condition has a branch to it.
+            let taken = workflow.steps.iter().enumerate().find_map(|(other, definition)| {
+                let on_the_way = other == target || ancestors[other];
+                let branch = definition.branches.iter().find(|(condition, _)| *condition == index);
+                branch.filter(|_| on_the_way).map(|&(_, taken)| taken)
+            });
+            outputs.entry("result").or_insert(Value::Bool(taken.unwrap_or(true)));
+        }
+        kinds.push(EventKind::AttemptStarted {
+            step: name.clone(),
+            attempt: 1,
+            compensation: false,
+            until: None,
+        });
+        kinds.push(EventKind::AttemptSucceeded {
+            step: name,
+            attempt: 1,
+            compensation: false,
+            outputs,
+        });
+    }
+    let mut events = vec![first];
+    for kind in kinds {
+        events.push(Event::new(events.len() as u64 + 1, now, kind));
+    }
+    // The journal must fold, as any other.
+    let replayed = Execution::replay(
+        id.clone(),
+        Arc::clone(workflow),
+        Arc::clone(&submission.secrets),
+        &events,
+    )
+    .map_err(|error| Error::Invalid(format!("cannot isolate step `{step}`: {error}")))?;
+    let new = NewExecution {
+        id,
+        workflow: workflow.name.clone(),
+        created_at: now,
+        owner: owner.to_owned(),
+        ttl: LEASE_TTL,
+        summary: summary(&replayed),
+        idempotency_key: None,
+    };
+    Ok((new, events))
+}

@@ -29,6 +29,7 @@ pub mod schema;
 pub mod server;
 pub mod show;
 pub mod step;
+pub mod test_step;
 pub mod token;
 pub mod validate;
 pub mod workflows;
@@ -95,6 +96,9 @@ enum Command {
     /// What a step will do when it next starts: the rendered command, env and cwd, or the HTTP
     /// request, secrets masked, and the upstream outputs it reads.
     Inspect(inspect::Args),
+    /// Run one step of a workflow file in isolation, with upstream outputs from a past
+    /// execution or given here, and print what it did; nothing is recorded.
+    Test(test_step::Args),
     /// Cancel an execution: running steps are stopped (SIGTERM, then SIGKILL), nothing new starts.
     ///
     /// The running steps' process groups get SIGTERM, then SIGKILL 5 seconds later if they are
@@ -169,6 +173,7 @@ impl Cli {
             Command::Step(args) => step::exec(args),
             Command::Patch(args) => patch::exec(args),
             Command::Inspect(args) => inspect::exec(args),
+            Command::Test(args) => test_step::exec(args),
             Command::List(args) => on_target(&args.target.clone(), args, list::exec, list::remote),
             Command::Show(args) => on_target(&args.target.clone(), args, show::exec, show::remote),
             Command::Logs(args) => on_target(&args.target.clone(), args, logs::exec, logs::remote),

@@ -152,3 +152,55 @@ fn a_breakpoint_on_a_step_the_workflow_lacks_is_refused_before_anything_runs() {
             || !String::from_utf8_lossy(&sandbox.output(&["list"]).stdout).contains("deploy ")
     );
 }
+
+const PIPELINE: &str = "name: pipeline
+inputs:
+  region: { type: string, default: eu }
+steps:
+  - id: build
+    run: echo version=1.0 >> \"$WAYLINE_OUTPUT\"
+  - id: deploy
+    needs: [build]
+    env: { V: \"${{ steps.build.outputs.version }}\", R: \"${{ inputs.region }}\" }
+    run: echo \"deploying $V to $R\" && echo \"url=https://$R.example/$V\" >> \"$WAYLINE_OUTPUT\"
+  - id: notify
+    needs: [deploy]
+    run: echo notify >> effects.txt
+";
+
+#[test]
+fn test_runs_one_step_with_the_upstream_outputs_given_or_from_a_past_execution_and_records_nothing()
+{
+    let sandbox = Sandbox::new();
+    let flow = sandbox.write("flow.yaml", PIPELINE);
+    let flow = flow.to_str().unwrap();
+    let given =
+        sandbox.output(&["test", flow, "deploy", "-o", "build.version=2.5", "-i", "region=us"]);
+    let stderr = String::from_utf8_lossy(&given.stderr);
+    assert_eq!(given.status.code(), Some(0), "{stderr}");
+    let outputs: Value = serde_json::from_slice(&given.stdout).expect("the step's outputs");
+    assert_eq!(outputs["url"], "https://us.example/2.5");
+    assert!(stderr.contains("deploy | deploying 2.5 to us"), "the step's log: {stderr}");
+    assert_eq!(sandbox.read("effects.txt"), "", "only the step under test ran");
+    let list = sandbox.output(&["list", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&list.stdout).unwrap(),
+        serde_json::json!([]),
+        "nothing recorded"
+    );
+
+    let real = sandbox.output(&["run", flow, "-i", "region=ap", "--json"]);
+    assert_eq!(real.status.code(), Some(0));
+    let id =
+        serde_json::from_slice::<Value>(&real.stdout).unwrap()["id"].as_str().unwrap().to_owned();
+    let from = sandbox.output(&["test", flow, "deploy", "--from-execution", &id]);
+    assert_eq!(from.status.code(), Some(0), "{}", String::from_utf8_lossy(&from.stderr));
+    let outputs: Value = serde_json::from_slice(&from.stdout).unwrap();
+    assert_eq!(outputs["url"], "https://ap.example/1.0", "build's outputs and the inputs of then");
+
+    let missing = sandbox.output(&["test", flow, "deploy"]);
+    assert_eq!(missing.status.code(), Some(1), "the step fails: it reads an output nobody gave");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("steps.build.outputs.version"));
+    let list = sandbox.output(&["list", "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&list.stdout).unwrap().as_array().unwrap().len(), 1);
+}
