@@ -412,3 +412,44 @@ fn a_rerun_through_the_server_runs_again_what_failed_with_the_exit_codes_of_a_re
     assert_eq!((nothing.code, here.code), (2, 2), "{nothing:?} {here:?}");
     assert!(nothing.stderr.contains("every step of execution"), "{nothing:?}");
 }
+
+#[test]
+fn breakpoints_step_inspect_patch_and_time_travel_work_through_the_server() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let flow = "name: gated\nsteps:\n  - id: build\n    set: { version: '1.0' }\n  - id: ship\n    needs: [build]\n    set: { shipped: \"${{ steps.build.outputs.version }}\" }\n";
+    std::fs::write(dir.path().join("flow.yaml"), flow).unwrap();
+    let started = remote(dir.path(), &server, &["run", "flow.yaml", "--break", "ship", "--detach"]);
+    assert_eq!(started.code, 0, "{started:?}");
+    let id = started.stdout.trim().to_owned();
+    eventually("the breakpoint", || status_of(&server, &id) == "paused");
+
+    let inspect = remote(dir.path(), &server, &["inspect", &id, "ship", "--json"]);
+    assert_eq!(inspect.code, 0, "{inspect:?}");
+    let inspection: Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(inspection["kind"], "set");
+    assert_eq!(inspection["reads"]["steps"]["build"]["version"], "1.0");
+
+    let patch = remote(dir.path(), &server, &["patch", &id, "build", "--output", "version=v2"]);
+    assert_eq!(patch.code, 0, "{patch:?}");
+    let refused = remote(dir.path(), &server, &["patch", &id, "ship", "--output", "x=1"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("only the outputs of a succeeded step"), "{refused:?}");
+    let step = remote(dir.path(), &server, &["step", &id]);
+    assert_eq!(step.code, 0, "{step:?}");
+    eventually("the end", || status_of(&server, &id) == "succeeded");
+
+    let report = remote(dir.path(), &server, &["show", &id, "--json"]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let ship = report["steps"].as_array().unwrap().iter().find(|s| s["id"] == "ship").unwrap();
+    assert_eq!(ship["outputs"]["shipped"], "v2");
+    // Back in time, through the server and from the database alike.
+    for at in ["3", "5"] {
+        let there = remote(dir.path(), &server, &["show", &id, "--at", at, "--json"]);
+        let here = local(dir.path(), &db, &["show", &id, "--at", at, "--json"]);
+        assert_eq!((there.code, &there.stdout), (0, &here.stdout), "--at {at}");
+    }
+    let steps = remote(dir.path(), &server, &["events", &id, "--step", "build"]);
+    assert_eq!(steps.stdout, local(dir.path(), &db, &["events", &id, "--step", "build"]).stdout);
+    assert!(steps.stdout.contains("dev.wayline.workflow.patched.v1"), "{steps:?}");
+}
