@@ -79,6 +79,23 @@ pub async fn retention<S: Store>(store: &S) {
     }
 }
 
+/// How a command that drives an execution it did not start (`resume`, `rerun`) shows it.
+#[derive(Debug, clap::Args)]
+pub struct View {
+    /// Secrets for the steps still to run (as for `run`).
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<std::path::PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every event from now on as CloudEvents JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<std::path::PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// How the user-facing loop shows the execution.
 pub struct Watch {
     pub json: bool,

@@ -1,7 +1,6 @@
 //! `wayline rerun`: run part of a finished execution again, in place — the same id, its
 //! journal continued — and follow it as `run` does, to the same exit codes.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -11,7 +10,7 @@ use wayline_runtime::{Rerun, inspect};
 
 use super::block_on;
 use crate::error::{Error, Exit, Result};
-use crate::follow::{self, Start, Watch};
+use crate::follow::{self, Start, View, Watch};
 use crate::output::EventsFile;
 use crate::remote::{Remote, Target, Watcher, execution_path};
 use crate::{request, secrets, signals};
@@ -41,18 +40,8 @@ pub struct Args {
     /// Why, recorded with the rerun.
     #[arg(long)]
     reason: Option<String>,
-    /// Secrets for the steps that run again (as for `run`).
-    #[arg(long, value_name = "FILE")]
-    secrets_file: Option<PathBuf>,
-    /// Print the result as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Write every event of the rerun as CloudEvents JSON lines.
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    view: View,
     #[command(flatten)]
     target: Target,
 }
@@ -69,16 +58,16 @@ pub fn exec(args: Args) -> Result<Exit> {
         return block_on(remote_rerun(args, inputs, remote));
     }
     let location = args.target.db.location()?;
-    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
-    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
+    let secrets = Arc::new(secrets::load(args.view.secrets_file.as_deref())?);
+    let events = args.view.events.as_deref().map(EventsFile::create).transpose()?;
     let named = location.clone();
     block_on(async move {
         let (store, id) = request::open_execution(&location, &args.id).await?;
         let journal = inspect::all_events(&store, &id).await?;
         let (workflow, _) = inspect::definition(&journal)?;
         let watch = Watch {
-            json: args.json,
-            quiet: args.quiet,
+            json: args.view.json,
+            quiet: args.view.quiet,
             place: location.describe(),
             shown_after: journal.len() as u64,
         };
@@ -96,12 +85,12 @@ pub fn exec(args: Args) -> Result<Exit> {
 /// `rerun --server`: the server reruns the execution; this process follows it as `run
 /// --server` does.
 async fn remote_rerun(args: Args, inputs: Vec<(String, String)>, remote: Remote) -> Result<Exit> {
-    if args.secrets_file.is_some() {
+    if args.view.secrets_file.is_some() {
         return Err(Error::invalid(
             "--secrets-file does not go with --server: the steps get the server's secrets, and none are sent over the API",
         ));
     }
-    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
+    let events = args.view.events.as_deref().map(EventsFile::create).transpose()?;
     let stop = signals::Stop::listen()?;
     let path = format!("{}/rerun", execution_path(&args.id)?);
     let inputs: Map<String, Value> =
@@ -112,12 +101,17 @@ async fn remote_rerun(args: Args, inputs: Vec<(String, String)>, remote: Remote)
     let shown_after = answer["seq"].as_u64().unwrap_or(0).saturating_sub(1);
     let journal: Vec<_> = remote.events(&id, 0).await?.into_iter().map(|(_, e)| e).collect();
     let (workflow, _) = inspect::definition(&journal)?;
-    let watch = Watch { json: args.json, quiet: args.quiet, place: remote.describe(), shown_after };
-    if !args.quiet {
+    let watch = Watch {
+        json: args.view.json,
+        quiet: args.view.quiet,
+        place: remote.describe(),
+        shown_after,
+    };
+    if !args.view.quiet {
         say!("wayline: execution {id} of {} runs again ({})", workflow.name, watch.place);
     }
     use std::io::IsTerminal as _;
-    let logs = !args.json && !std::io::stderr().is_terminal();
+    let logs = !args.view.json && !std::io::stderr().is_terminal();
     let log_after = answer["log_after"].as_u64().unwrap_or(0);
     let mut watcher = Watcher::new(remote, &id, logs)?.with_logs_after(log_after);
     let secrets = Arc::new(Secrets::default());

@@ -1,7 +1,6 @@
 //! `wayline resume`: resume a paused execution (a request to its live owner), or take over one
 //! whose owner is gone and continue it in this process.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wayline_core::execution::Control;
@@ -11,7 +10,7 @@ use wayline_store::Store;
 
 use super::block_on;
 use crate::error::{Error, Exit, Result};
-use crate::follow::{self, Start, Watch};
+use crate::follow::{self, Start, View, Watch};
 use crate::output::EventsFile;
 use crate::remote::Target;
 use crate::{request, secrets};
@@ -20,18 +19,8 @@ use crate::{request, secrets};
 pub struct Args {
     /// Execution id (any unique prefix).
     id: String,
-    /// Secrets for the steps still to run (as for `run`).
-    #[arg(long, value_name = "FILE")]
-    secrets_file: Option<PathBuf>,
-    /// Print the result as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Write every event (from now on) as CloudEvents JSON lines.
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    view: View,
     /// Take the execution over even when its owner is a live process on this host whose
     /// lease lapsed (stuck or stopped). Its running steps are stopped first.
     #[arg(long)]
@@ -43,7 +32,7 @@ pub struct Args {
 pub fn exec(args: Args) -> Result<Exit> {
     if let Some(remote) = args.target.remote()? {
         // A server takes over the executions whose owner is gone by itself.
-        if args.secrets_file.is_some() || args.force {
+        if args.view.secrets_file.is_some() || args.force {
             return Err(Error::invalid(
                 "with --server, `resume` resumes a paused execution; --secrets-file and --force are for taking one over here (the server takes over executions whose owner is gone by itself)",
             ));
@@ -52,10 +41,14 @@ pub fn exec(args: Args) -> Result<Exit> {
         return block_on(request::send_remote(&remote, &args.id, control));
     }
     let location = args.target.db.location()?;
-    let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
-    let events = args.events.as_deref().map(EventsFile::create).transpose()?;
-    let watch =
-        Watch { json: args.json, quiet: args.quiet, place: location.describe(), shown_after: 0 };
+    let secrets = Arc::new(secrets::load(args.view.secrets_file.as_deref())?);
+    let events = args.view.events.as_deref().map(EventsFile::create).transpose()?;
+    let watch = Watch {
+        json: args.view.json,
+        quiet: args.view.quiet,
+        place: location.describe(),
+        shown_after: 0,
+    };
     let named = location.clone();
     block_on(async move {
         let (store, id) = request::open_execution(&location, &args.id).await?;
