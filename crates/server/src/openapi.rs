@@ -114,7 +114,7 @@ fn operations() -> Vec<Operation> {
             ],
             body: None,
             ok: ("200", json_type, reference("Report")),
-            errors: &["401", "403", "404"],
+            errors: &["401", "403", "404", "422"],
         },
         Operation {
             method: "get",
