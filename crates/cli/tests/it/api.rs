@@ -496,10 +496,21 @@ fn sigterm_closes_streams_releases_the_executions_and_exits_0() {
     // The stream is open (its status line came) before the signal.
     let (status, mut reader) = server.open_stream(&format!("/api/v1/executions/{id}/events"));
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // ... and has delivered its first event: the answer's head is sent before the stream is
+    // first read, so a signal right after it could find nothing delivered yet.
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended before an event");
+        seen.extend_from_slice(line.as_bytes());
+        if line.starts_with("data:") {
+            break;
+        }
+    }
     let watcher = std::thread::spawn(move || {
         let mut rest = Vec::new();
         let _ = reader.read_to_end(&mut rest);
-        Response::parse(&[b"HTTP/1.1 200 OK\r\n".as_slice(), &rest].concat())
+        Response::parse(&[b"HTTP/1.1 200 OK\r\n".as_slice(), &seen, &rest].concat())
     });
     let stopped = Instant::now();
     #[allow(clippy::disallowed_methods)]
