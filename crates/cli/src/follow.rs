@@ -468,6 +468,12 @@ async fn print_summary(runner: &mut impl Runner, report: &Report, terminal: bool
             }
         }
     }
+    if !report.outputs.is_empty() {
+        say!();
+        for (name, value) in &report.outputs {
+            say!("  output {name} = {}", escape(&value.to_string()));
+        }
+    }
     let error =
         report.error.as_ref().map(|e| format!(": {}", escape(&e.message))).unwrap_or_default();
     say!("\n{} {} {}{error}", report.workflow, report.id, report.status);

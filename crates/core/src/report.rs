@@ -16,6 +16,9 @@ pub struct Report {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<ReportError>,
+    /// The workflow's `outputs`, once it succeeded.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
     /// While paused: by whom (`breakpoint` at a breakpoint), why, until when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseReport>,
@@ -134,6 +137,7 @@ impl Report {
             started_at: execution.started_at().map(|t| t.rfc3339()),
             finished_at: execution.finished_at().map(|t| t.rfc3339()),
             error: execution.outcome().and_then(|(_, e)| e.as_ref()).map(error),
+            outputs: execution.outputs().clone(),
             paused: execution.paused().map(|(actor, until)| PauseReport {
                 by: actor.by.clone(),
                 reason: actor.reason.clone(),

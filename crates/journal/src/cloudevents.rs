@@ -283,10 +283,26 @@ mod tests {
                 inputs: outputs.clone(),
                 actor: actor.clone(),
             },
-            EventKind::Finished { outcome: Outcome::Succeeded, error: None },
-            EventKind::Finished { outcome: Outcome::Cancelled, error: None },
-            EventKind::Finished { outcome: Outcome::Failed, error: Some(error.clone()) },
-            EventKind::Finished { outcome: Outcome::RolledBack, error: Some(error.clone()) },
+            EventKind::Finished {
+                outcome: Outcome::Succeeded,
+                error: None,
+                outputs: outputs.clone(),
+            },
+            EventKind::Finished {
+                outcome: Outcome::Cancelled,
+                error: None,
+                outputs: Default::default(),
+            },
+            EventKind::Finished {
+                outcome: Outcome::Failed,
+                error: Some(error.clone()),
+                outputs: Default::default(),
+            },
+            EventKind::Finished {
+                outcome: Outcome::RolledBack,
+                error: Some(error.clone()),
+                outputs: Default::default(),
+            },
         ];
         for compensation in [false, true] {
             let step = String::from("b");

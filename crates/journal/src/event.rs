@@ -332,6 +332,9 @@ pub enum EventKind {
         outcome: Outcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
+        /// The workflow's `outputs`, evaluated when it succeeded (masked).
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
     },
 }
 

@@ -102,6 +102,11 @@ pub const WORKFLOW: Object = Object {
             Ty::List(&Ty::Object(&STEP)),
             "The steps; order does not matter, `needs` does.",
         ),
+        field(
+            "outputs",
+            Ty::Map(&Ty::Any),
+            "Named values computed from the steps' outputs when the execution succeeds: the result's `outputs`.",
+        ),
     ],
 };
 

@@ -28,6 +28,8 @@ pub struct Workflow {
     pub escalation: Escalation,
     pub groups: Vec<Group>,
     pub steps: Vec<Step>,
+    /// Named values computed from the steps when the execution succeeds.
+    pub outputs: Vec<(String, ValueTemplate)>,
     /// Steps in dependency order: every step comes after all of its needs.
     pub order: Vec<StepIndex>,
     /// For each step, the steps that need it.

@@ -117,6 +117,9 @@ fn render_report(
     if let Some(error) = &report.error {
         let _ = writeln!(out, "  error      {} ({})", error.message, error.class);
     }
+    for (name, value) in &report.outputs {
+        let _ = writeln!(out, "  output     {name} = {value}");
+    }
     if let Some(paused) = &report.paused {
         let why = paused.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         let until = paused.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();

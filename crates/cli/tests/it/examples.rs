@@ -357,6 +357,10 @@ fn outputs() {
         report          succeeded   x1  {"exit_code":0}
     "#]]);
     assert_eq!(scratch.read("work/release"), "v1.4.2 3\n");
+    assert_eq!(
+        run.report["outputs"],
+        json!({ "tag": "v1.4.2", "published": true, "summary": "v1.4.2 (3 files)" })
+    );
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!((requests[0].method.as_str(), requests[0].uri.as_str()), ("POST", "/releases"));

@@ -42,9 +42,36 @@ impl Execution {
 
     /// Records the final outcome: nothing is left to run or compensate.
     pub(super) fn finish(&mut self, out: &mut Transition, now: Time) {
-        let (outcome, error) = self.outcome_now();
-        self.emit(out, now, EventKind::Finished { outcome, error });
+        let (mut outcome, mut error) = self.outcome_now();
+        let mut outputs = serde_json::Map::new();
+        if outcome == Outcome::Succeeded {
+            match self.workflow_outputs() {
+                Ok(values) => outputs = values,
+                // An output that cannot be computed is the workflow's failure: a caller would
+                // otherwise read a success without the values it promised.
+                Err(message) => {
+                    outcome = Outcome::Failed;
+                    error = Some(ErrorInfo::new(ErrorClass::Expression, message));
+                }
+            }
+        }
+        self.emit(out, now, EventKind::Finished { outcome, error, outputs });
         out.effects.push(Effect::Finished);
+    }
+
+    /// The workflow's `outputs`, evaluated against the finished steps, masked; or why one
+    /// cannot be.
+    fn workflow_outputs(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let view = self.scope(None);
+        let mut meter = wayline_lang::expr::Meter::default();
+        let mut outputs = serde_json::Map::new();
+        for (key, template) in &self.workflow.outputs {
+            let mut value = crate::render::value_with(template, &view, &mut meter)
+                .map_err(|error| format!("workflow output `{key}`: {}", error.message))?;
+            self.secrets.mask_value(&mut value);
+            outputs.insert(key.clone(), value);
+        }
+        Ok(outputs)
     }
 
     fn outcome_now(&self) -> (Outcome, Option<ErrorInfo>) {

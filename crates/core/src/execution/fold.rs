@@ -71,6 +71,8 @@ pub(super) struct State {
     rolling_back: bool,
     outcome: Option<(Outcome, Option<ErrorInfo>)>,
     owner: Option<String>,
+    /// The workflow's `outputs`, once it succeeded.
+    outputs: serde_json::Map<String, Value>,
     /// Steps the execution pauses before (`run --break`, `pause --before`).
     breakpoints: BTreeSet<StepIndex>,
     /// Pause before every step (`run --step`).
@@ -119,6 +121,7 @@ impl State {
             rolling_back: false,
             outcome: None,
             owner: None,
+            outputs: serde_json::Map::new(),
             breakpoints: BTreeSet::new(),
             break_every: false,
             held: BTreeSet::new(),
@@ -222,6 +225,10 @@ impl State {
     pub(super) fn breaks_before(&self, step: StepIndex) -> bool {
         !self.released.contains(&step)
             && (self.break_every || self.stepping || self.breakpoints.contains(&step))
+    }
+
+    pub(super) fn outputs(&self) -> &serde_json::Map<String, Value> {
+        &self.outputs
     }
 
     pub(super) fn held(&self) -> &BTreeSet<StepIndex> {
@@ -499,8 +506,9 @@ impl State {
                 }
                 self.redrive(workflow, &reset, inputs, now);
             }
-            EventKind::Finished { outcome, error } => {
+            EventKind::Finished { outcome, error, outputs } => {
                 self.outcome = Some((*outcome, error.clone()));
+                self.outputs = outputs.clone();
                 self.finished_at = Some(now);
             }
         }
@@ -587,6 +595,7 @@ impl State {
         self.stop = None;
         self.rolling_back = false;
         self.outcome = None;
+        self.outputs.clear();
         self.finished_at = None;
         self.redriven_at = Some(now);
         self.ready.clear();

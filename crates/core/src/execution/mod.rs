@@ -610,6 +610,11 @@ impl Execution {
         self.state.outcome()
     }
 
+    /// The workflow's `outputs`, evaluated when the execution succeeded.
+    pub fn outputs(&self) -> &Map<String, Value> {
+        self.state.outputs()
+    }
+
     /// Who paused the execution (a person, or `breakpoint`), why, and until when, while it is
     /// paused.
     pub fn paused(&self) -> Option<(&Actor, Option<Time>)> {

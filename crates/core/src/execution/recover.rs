@@ -81,7 +81,11 @@ impl Execution {
             self.emit(
                 out,
                 now,
-                EventKind::Finished { outcome: Outcome::Failed, error: Some(error) },
+                EventKind::Finished {
+                    outcome: Outcome::Failed,
+                    error: Some(error),
+                    outputs: Default::default(),
+                },
             );
             out.effects.push(Effect::Finished);
             return false;

@@ -330,7 +330,7 @@ impl Harness {
                     };
                     format!("rerun by {}: {}{inputs}", actor.by, steps.join(", "))
                 }
-                EventKind::Finished { outcome, error } => {
+                EventKind::Finished { outcome, error, .. } => {
                     let error =
                         error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
                     format!("finished {}{error}", outcome.name())

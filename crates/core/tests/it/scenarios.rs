@@ -1253,3 +1253,34 @@ fn a_breakpoint_before_a_step_that_started_is_refused() {
     );
     assert!(breakpoints(&mut h, &["nope"], false).unwrap_err().contains("has no step `nope`"));
 }
+
+#[test]
+fn workflow_outputs_are_computed_when_the_execution_succeeds_and_recorded_with_its_end() {
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: build\n    run: b\n  - id: tag\n    needs: [build]\n    set: { name: \"v${{ steps.build.outputs.version }}\" }\noutputs:\n  tag: ${{ steps.tag.outputs.name }}\n  built: ${{ steps.build.status == 'succeeded' }}\n",
+    );
+    h.succeed_with("build", outputs(json!({ "version": "1.2" })));
+    assert_eq!(h.status(), "succeeded");
+    assert_eq!(
+        serde_json::Value::Object(h.execution.outputs().clone()),
+        json!({ "tag": "v1.2", "built": true })
+    );
+    h.assert_replay_matches();
+}
+
+#[test]
+fn an_output_that_cannot_be_computed_fails_the_execution_with_the_reason() {
+    let mut h = Harness::new(
+        "name: t\nsteps:\n  - id: build\n    run: b\noutputs:\n  version: ${{ steps.build.outputs.version }}\n",
+    );
+    h.succeed("build");
+    assert_eq!(h.status(), "failed");
+    let error = h.execution.outcome().unwrap().1.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Expression);
+    assert!(error.message.starts_with("workflow output `version`: "), "{}", error.message);
+    assert!(h.execution.outputs().is_empty());
+    // A failed execution has no outputs to promise.
+    let mut h = Harness::new("name: t\nsteps:\n  - id: build\n    run: b\noutputs:\n  x: 1\n");
+    h.fail("build", ErrorClass::Failure);
+    assert!(h.execution.outputs().is_empty());
+}

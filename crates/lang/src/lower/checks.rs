@@ -106,8 +106,13 @@ impl Lower {
         for reference in std::mem::take(&mut self.step_refs) {
             let id = &reference.path[0];
             let Some(&target) = workflow.ids.get(id) else { continue };
-            let Some(from) = reference.ctx.step() else { continue };
-            let own = target == from && matches!(reference.ctx, Ctx::Compensate(_));
+            // The workflow's outputs read any step: all have finished by then.
+            let from = match reference.ctx.step() {
+                Some(from) => from,
+                None if reference.ctx == Ctx::Outputs => target,
+                None => continue,
+            };
+            let own = target == from && matches!(reference.ctx, Ctx::Compensate(_) | Ctx::Outputs);
             if target == from && !own {
                 self.push(
                     Diagnostic::error(Code::NotUpstream, reference.span, format!("step `{id}` reads its own `steps.{id}`"))

@@ -26,6 +26,8 @@ pub(super) enum Ctx {
     Compensate(StepIndex),
     /// `escalation.notify`.
     Notify,
+    /// The workflow's `outputs`: read any step, once every step finished.
+    Outputs,
 }
 
 impl Ctx {
@@ -34,7 +36,7 @@ impl Ctx {
             Ctx::Body(step) | Ctx::If(step) | Ctx::Condition(step) | Ctx::Compensate(step) => {
                 Some(step)
             }
-            Ctx::WorkflowEnv | Ctx::Notify => None,
+            Ctx::WorkflowEnv | Ctx::Notify | Ctx::Outputs => None,
         }
     }
 
@@ -42,7 +44,7 @@ impl Ctx {
         match root {
             Root::Inputs | Root::Secrets | Root::Execution | Root::Workflow => true,
             Root::Env => self != Ctx::WorkflowEnv,
-            Root::Steps => self.step().is_some(),
+            Root::Steps => self.step().is_some() || self == Ctx::Outputs,
             Root::Attempt => matches!(self, Ctx::Body(_) | Ctx::Compensate(_)),
             Root::Escalation => self == Ctx::Notify,
         }
@@ -56,6 +58,7 @@ impl Ctx {
             Ctx::Condition(_) => "`condition`",
             Ctx::Compensate(_) => "`compensate`",
             Ctx::Notify => "`escalation.notify`",
+            Ctx::Outputs => "the workflow's `outputs`",
         }
     }
 }

@@ -230,6 +230,7 @@ impl Lower {
             steps.push(step);
             declared_needs.push(needs);
         }
+        let outputs = obj.get("outputs").map(|node| self.outputs(node)).unwrap_or_default();
         let name = name?;
         let steps: Vec<Step> = steps.into_iter().collect::<Option<Vec<Step>>>()?;
         for (index, step) in steps.iter().enumerate() {
@@ -250,6 +251,7 @@ impl Lower {
                 escalation,
                 groups,
                 steps,
+                outputs,
                 order: Vec::new(),
                 dependents: Vec::new(),
                 ids,

@@ -15,6 +15,28 @@ use super::readers::{is_id, is_identifier};
 use super::{Ctx, Lower};
 
 impl Lower {
+    /// The workflow's `outputs`: a mapping of names to values that may hold `${{ }}`.
+    pub(super) fn outputs(&mut self, node: &Node) -> Vec<(String, ValueTemplate)> {
+        let entries = self
+            .mapping(node, "`outputs`", "a mapping of output names to values")
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            if !is_identifier(&key.name, true) {
+                self.error(
+                    Code::BadName,
+                    key.span,
+                    format!("output name `{}` must match [A-Za-z_][A-Za-z0-9_-]*", key.name),
+                );
+                continue;
+            }
+            if let Some(value) = self.value_template(value, Ctx::Outputs) {
+                out.push((key.name.clone(), value));
+            }
+        }
+        out
+    }
+
     pub(super) fn inputs(&mut self, node: &Node) -> Vec<Input> {
         let entries = self
             .mapping(node, "`inputs`", "a mapping of input names to their declarations")

@@ -93,6 +93,7 @@ fixtures! {
     unknown_name,
     status_function_outside_if,
     workflow_env,
+    workflow_outputs,
     // limits
     expression_too_long,
     expression_too_deep,
