@@ -640,6 +640,7 @@ pub async fn commits_update_the_summary<S: Store>(store: S) {
         EventKind::Finished {
             outcome: Outcome::Failed,
             error: Some(ErrorInfo::new(ErrorClass::Failure, "exit 1")),
+            outputs: Default::default(),
         },
     );
     let summary = failed(at(9));
