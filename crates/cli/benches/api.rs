@@ -3,6 +3,8 @@
 //!
 //! - throughput of 1-step `set` executions submitted by 16 connections (target ≥ 3,000/s),
 //!   counted when submitted and when finished;
+//! - the same throughput and the latency below on a server with `--threads 1`, in the same
+//!   run, against the default of a worker per core;
 //! - submission latency at 200 submissions/s, p50 and p99 (targets ≤ 2 ms and ≤ 10 ms): a
 //!   201 comes back once the commit that creates the execution and starts its first step is
 //!   durable, so this is submit-to-first-step;
@@ -36,8 +38,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, db: &str) -> Server {
+        Server::start_with(dir, db, &[])
+    }
+
+    /// With more `wayline server` flags.
+    fn start_with(dir: &Path, db: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wayline"))
             .args(["server", "--listen", "127.0.0.1:0", "--local-slots", "1000", "--db", db])
+            .args(flags)
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("WAYLINE_RETENTION", "off")
             .env("TMPDIR", dir)
@@ -321,52 +329,16 @@ fn main() {
     let empty = server.rss_kib();
     throughput(&server, "sqlite");
 
-    // Latency at 200 submissions/s: 4 connections, each 50/s on its own clock.
-    let count = scaled(1000);
-    let body = start_body("name: first\nsteps:\n  - id: x\n    run: \"true\"\n");
-    // Each submission is followed by a `GET /healthz` on the same connection: the round trip
-    // of this machine's loopback, HTTP stack and scheduler, measured in the same run, is the
-    // floor the submission latency stands on.
-    let (mut latencies, mut floor): (Vec<Duration>, Vec<Duration>) = std::thread::scope(|scope| {
-        let lanes: Vec<_> = (0..4)
-            .map(|_| {
-                let body = &body;
-                let server = &server;
-                scope.spawn(move || {
-                    let mut connection = server.connect();
-                    let mut out = Vec::new();
-                    let origin = Instant::now();
-                    for n in 0..count / 4 {
-                        let due = origin + Duration::from_millis(20) * n as u32;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        let sent = Instant::now();
-                        let (status, answer) =
-                            connection.request("POST", "/api/v1/executions", Some(body));
-                        assert_eq!(status, 201, "{answer}");
-                        let submitted = sent.elapsed();
-                        let asked = Instant::now();
-                        let (status, _) = connection.request("GET", "/healthz", None);
-                        assert_eq!(status, 200);
-                        out.push((submitted, asked.elapsed()));
-                    }
-                    out
-                })
-            })
-            .collect();
-        lanes.into_iter().flat_map(|lane| lane.join().unwrap()).unzip()
-    });
-    let ms = |values: &mut [Duration], p| percentile(values, p).as_secs_f64() * 1e3;
-    let (p50, p99) = (ms(&mut latencies, 0.5), ms(&mut latencies, 0.99));
-    let (floor50, floor99) = (ms(&mut floor, 0.5), ms(&mut floor, 0.99));
-    println!(
-        "  submit to first step at 200/s ({} submissions): p50 {p50:.2} ms, p99 {p99:.2} ms (targets ≤ 2 ms, ≤ 10 ms); \
-         a GET /healthz on the same connections: p50 {floor50:.2} ms, p99 {floor99:.2} ms, so \
-         wayline's own share is p50 {:.2} ms",
-        latencies.len(),
-        p50 - floor50
-    );
+    latency(&server, "default threads");
+    // The same on one thread (`--threads 1`), in the same run: the trade of latency against
+    // spreading over the cores.
+    {
+        let one = tempfile::tempdir().unwrap();
+        let db = one.path().join("bench.db").display().to_string();
+        let server = Server::start_with(one.path(), &db, &["--threads", "1"]);
+        throughput(&server, "sqlite, --threads 1");
+        latency(&server, "--threads 1");
+    }
 
     // 1,000 concurrent 5-step chains with one `sleep 1`.
     let count = scaled(1000);
@@ -421,6 +393,56 @@ fn main() {
         }
         Err(_) => println!("  postgres skipped: set WAYLINE_TEST_POSTGRES_URL"),
     }
+}
+
+/// Submission latency at 200 submissions/s: 4 connections, each 50/s on its own clock.
+fn latency(server: &Server, label: &str) {
+    // At 200 submissions/s: 4 connections, each 50/s on its own clock.
+    let count = scaled(1000);
+    let body = start_body("name: first\nsteps:\n  - id: x\n    run: \"true\"\n");
+    // Each submission is followed by a `GET /healthz` on the same connection: the round trip
+    // of this machine's loopback, HTTP stack and scheduler, measured in the same run, is the
+    // floor the submission latency stands on.
+    let (mut latencies, mut floor): (Vec<Duration>, Vec<Duration>) = std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..4)
+            .map(|_| {
+                let body = &body;
+                let server = &server;
+                scope.spawn(move || {
+                    let mut connection = server.connect();
+                    let mut out = Vec::new();
+                    let origin = Instant::now();
+                    for n in 0..count / 4 {
+                        let due = origin + Duration::from_millis(20) * n as u32;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let sent = Instant::now();
+                        let (status, answer) =
+                            connection.request("POST", "/api/v1/executions", Some(body));
+                        assert_eq!(status, 201, "{answer}");
+                        let submitted = sent.elapsed();
+                        let asked = Instant::now();
+                        let (status, _) = connection.request("GET", "/healthz", None);
+                        assert_eq!(status, 200);
+                        out.push((submitted, asked.elapsed()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        lanes.into_iter().flat_map(|lane| lane.join().unwrap()).unzip()
+    });
+    let ms = |values: &mut [Duration], p| percentile(values, p).as_secs_f64() * 1e3;
+    let (p50, p99) = (ms(&mut latencies, 0.5), ms(&mut latencies, 0.99));
+    let (floor50, floor99) = (ms(&mut floor, 0.5), ms(&mut floor, 0.99));
+    println!(
+        "  {label}: submit to first step at 200/s ({} submissions): p50 {p50:.2} ms, p99 {p99:.2} ms (targets ≤ 2 ms, ≤ 10 ms); \
+         a GET /healthz on the same connections: p50 {floor50:.2} ms, p99 {floor99:.2} ms, so \
+         wayline's own share is p50 {:.2} ms",
+        latencies.len(),
+        p50 - floor50
+    );
 }
 
 fn drop_schema(url: &str, schema: &str) {

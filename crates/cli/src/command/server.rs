@@ -43,6 +43,11 @@ pub struct Args {
     /// adds TLS and authentication).
     #[arg(long)]
     insecure_listen: bool,
+    /// Worker threads (default: one per core). With 1, the engine and every request share one
+    /// thread: no request waits for another thread to wake (the lowest submission latency),
+    /// while many event streams share that thread with the engine.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    threads: Option<u32>,
     /// A file of secrets for the executions started here (`NAME=value` lines or a JSON
     /// object); `WAYLINE_SECRET_<NAME>` variables count too.
     #[arg(long, value_name = "FILE")]
@@ -71,7 +76,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
     let location = args.db.location()?;
     let named = location.clone();
-    serve_on_all_cores(async move {
+    serve_on(args.threads, async move {
         let store = wayline_backend::open(&location).await?;
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|error| {
             Error::infrastructure(format!("cannot listen on {}: {error}", args.listen))
@@ -168,11 +173,23 @@ pub fn exec(args: Args) -> Result<Exit> {
     .map_err(|error| error.located(&named))
 }
 
-/// The server's runtime: a worker per core. Unlike a command's one thread
+/// The server's runtime: by default a worker per core. Unlike a command's one thread
 /// ([`super::block_on`]), requests are then answered while the engine is busy with a round
-/// (a commit, a process start), and many clients spread over the cores.
-fn serve_on_all_cores<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+/// (a commit, a process start), and many clients spread over the cores. `--threads 1` is
+/// that one thread: every hand-over between a request and the engine stays on it, which on a
+/// machine slow to wake threads halves the submission latency (the api bench measures both).
+fn serve_on<T>(
+    threads: Option<u32>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n as usize)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
     let result = runtime.block_on(work);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result

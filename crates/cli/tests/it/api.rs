@@ -1188,7 +1188,8 @@ fn an_attempt_longer_than_the_grace_is_cancelled_and_retried_by_the_next_server(
 #[test]
 fn local_slots_cap_the_attempts_running_at_once() {
     let (dir, db) = sandbox();
-    let server = Server::start_with(dir.path(), &db, &["--local-slots", "2"]);
+    // On one thread (`--threads 1`), the attempts still run side by side.
+    let server = Server::start_with(dir.path(), &db, &["--local-slots", "2", "--threads", "1"]);
     let trace = dir.path().join("trace.log");
     let mut definition = "name: slots\nsteps:\n".to_owned();
     for n in 0..6 {
@@ -1206,8 +1207,10 @@ fn local_slots_cap_the_attempts_running_at_once() {
         most = most.max(now);
     }
     assert_eq!(most, 2, "{}", std::fs::read_to_string(&trace).unwrap());
-    let refused = wayline_in(dir.path(), &db, &["server", "--local-slots", "0"]).output().unwrap();
-    assert_eq!(refused.status.code(), Some(2));
+    for flag in ["--local-slots", "--threads"] {
+        let refused = wayline_in(dir.path(), &db, &["server", flag, "0"]).output().unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{flag} 0");
+    }
 }
 
 #[test]
