@@ -487,6 +487,8 @@ fn is_lifecycle(kind: &EventKind) -> bool {
             | EventKind::Decided { .. }
             | EventKind::Stopping { .. }
             | EventKind::Redriven { .. }
+            | EventKind::BreakpointHit { .. }
+            | EventKind::Stepped { .. }
             | EventKind::Finished { .. }
     )
 }
