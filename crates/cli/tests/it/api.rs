@@ -1328,3 +1328,49 @@ fn answers_are_gzipped_for_clients_that_ask_and_event_streams_never_are() {
     assert_eq!(stream.header("content-encoding"), "", "{stream:?}");
     assert!(sse_events(&stream.body).len() > 5, "{stream:?}");
 }
+
+#[test]
+fn rerun_breakpoint_patch_and_inspect_refuse_what_cannot_apply_with_a_problem_document() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let running = server.start("name: slow\nsteps:\n  - id: a\n    run: sleep 30\n  - id: b\n    needs: [a]\n    set: { x: 1 }\n");
+    eventually("a to run", || {
+        server.get(&format!("/api/v1/executions/{running}")).json()["steps"][0]["status"]
+            == "running"
+    });
+    let path = |action: &str| format!("/api/v1/executions/{running}/{action}");
+    let problem = server.post(&path("rerun"), &json!({})).problem(409);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("only a finished execution can be rerun"),
+        "{problem}"
+    );
+    let problem = server.post(&path("step"), &json!({})).problem(409);
+    assert!(problem["detail"].as_str().unwrap().contains("is not paused"), "{problem}");
+    let problem =
+        server.post(&path("patch"), &json!({ "step": "a", "outputs": { "x": 1 } })).problem(409);
+    assert!(problem["detail"].as_str().unwrap().contains("it must be paused"), "{problem}");
+    server.post(&path("patch"), &json!({ "bogus": 1 })).problem(422);
+    let problem = server.post(&path("pause"), &json!({ "before": ["a"] })).problem(409);
+    assert!(problem["detail"].as_str().unwrap().contains("has already started"), "{problem}");
+    server.post(&path("pause"), &json!({ "before": ["nope"] })).problem(404);
+    server.post(&path("pause"), &json!({ "before": ["b"], "until": "5m" })).problem(422);
+    server.get(&path("steps/nope/inspect")).problem(404);
+    let inspected = server.get(&path("steps/a/inspect")).json();
+    assert_eq!(inspected["command"]["script"], "sleep 30", "{inspected}");
+    server.get(&format!("/api/v1/executions/{running}?at=0")).problem(422);
+    server.get(&format!("/api/v1/executions/{running}?at=x")).problem(422);
+    server.get(&format!("/api/v1/executions/{running}/events?step=nope")).problem(422);
+    let unknown = json!({ "definition": "name: w\nsteps:\n  - id: a\n    set: { x: 1 }\n", "breakpoints": ["nope"] });
+    server.post("/api/v1/executions", &unknown).problem(422);
+    // Nothing of it reached the journal.
+    let events = server.get(&format!("/api/v1/executions/{running}/events")).json();
+    let kinds: Vec<&str> =
+        events.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        !kinds.iter().any(|kind| kind.contains("patched")
+            || kind.contains("breakpoint")
+            || kind.contains("redriven")),
+        "{kinds:?}"
+    );
+    assert_eq!(server.post(&path("cancel"), &json!({})).status, 202);
+}
