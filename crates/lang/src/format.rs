@@ -107,8 +107,39 @@ pub const WORKFLOW: Object = Object {
             Ty::Map(&Ty::Any),
             "Named values computed from the steps' outputs when the execution succeeds: the result's `outputs`.",
         ),
+        field(
+            "templates",
+            Ty::Map(&Ty::Object(&TEMPLATE)),
+            "Reusable step bodies with typed inputs; a step uses one with `uses` and `with`.",
+        ),
     ],
 };
+
+pub const TEMPLATE: Object = Object {
+    name: "template",
+    doc: "A reusable step body. Its expressions read `inputs.<name>` from its own inputs.",
+    fields: &[
+        field("description", Ty::Text, "What the template does."),
+        field("inputs", Ty::Map(&Ty::Object(&INPUT)), "Its typed parameters, given by `with`."),
+        field("run", COMMAND, "A shell command (string) or a program and its arguments (list)."),
+        field("http", Ty::Object(&HTTP), "An HTTP call."),
+        field(
+            "wait",
+            Ty::OneOf(&[Ty::Duration, Ty::Object(&WAIT)]),
+            "A pause: a duration or `until`.",
+        ),
+        field("set", Ty::Map(&Ty::Any), "Computed outputs, no side effects."),
+        field("env", TEMPLATE_MAP, "Environment variables for the command."),
+        field("cwd", Ty::Template, "Working directory of the command."),
+        field("retry", Ty::Object(&RETRY), "Default retry policy of the steps that use it."),
+        field("timeout", Ty::Duration, "Default limit on each attempt."),
+        field("compensate", Ty::Object(&COMPENSATE), "How to undo it during rollback."),
+    ],
+};
+
+/// The fields a template lends the steps that use it.
+pub const TEMPLATE_LENDS: &[&str] =
+    &["run", "http", "wait", "set", "env", "cwd", "retry", "timeout", "compensate"];
 
 pub const INPUT: Object = Object {
     name: "input",
@@ -194,7 +225,7 @@ pub const GROUP: Object = Object {
 
 pub const STEP: Object = Object {
     name: "step",
-    doc: "One step. Exactly one of run, http, wait, condition, set.",
+    doc: "One step. Exactly one of run, http, wait, condition, set, or `uses` a template.",
     fields: &[
         required("id", Ty::Name, "Unique id: [a-z0-9][a-z0-9_-]{0,62}."),
         field("name", Ty::Text, "Display name."),
@@ -212,6 +243,12 @@ pub const STEP: Object = Object {
         field("then", NAME_LIST, "Steps run when the condition is true."),
         field("else", NAME_LIST, "Steps run when the condition is false."),
         field("set", Ty::Map(&Ty::Any), "Computed outputs, no side effects."),
+        field(
+            "uses",
+            Ty::Name,
+            "A template of this file's `templates`: its body, and its defaults.",
+        ),
+        field("with", Ty::Map(&Ty::Any), "The template's inputs (may hold `${{ }}`)."),
         field("env", TEMPLATE_MAP, "Environment variables for the command."),
         field("cwd", Ty::Template, "Working directory of the command."),
         field("group", Ty::Name, "The group this step belongs to."),

@@ -108,10 +108,22 @@ pub struct Step {
     pub allow_failure: bool,
     pub compensate: Option<Compensation>,
     pub agent_labels: Vec<String>,
+    /// The template the step uses: its body, env, cwd and compensation read `inputs` from it.
+    pub template: Option<TemplateUse>,
     /// Conditions that list this step in a branch: (condition step, `true` for `then`).
     pub branches: Vec<(StepIndex, bool)>,
     /// Where the step is defined, for messages at run time.
     pub span: Span,
+}
+
+/// A step's use of a template (`uses`, `with`).
+#[derive(Debug, Clone)]
+pub struct TemplateUse {
+    pub name: String,
+    /// The template's declared inputs.
+    pub inputs: Vec<Input>,
+    /// What the step gives them, evaluated against the workflow (its inputs, the steps).
+    pub with: Vec<(String, ValueTemplate)>,
 }
 
 impl Step {

@@ -30,6 +30,7 @@ const CASES: &[(&str, fn())] = &[
     ("retries.yaml", retries),
     ("rollback.yaml", rollback),
     ("secrets.yaml", secrets),
+    ("templates.yaml", templates),
     ("timeouts.yaml", timeouts),
     ("wait.yaml", wait),
 ];
@@ -281,6 +282,26 @@ fn hello_yaml() {
         succeeded
         greet           succeeded   x1  {"exit_code":0}
     "#]],
+    );
+}
+
+fn templates() {
+    let run = Scratch::new().run("templates.yaml", &["-i", "version=2.0"], &[]);
+    run.check(
+        0,
+        expect![[r#"
+            succeeded
+            eu              succeeded   x1  {"url":"/2.0","replicas":"2","exit_code":0}
+            us              succeeded   x1  {"url":"/2.0","replicas":"5","exit_code":0}
+            summary         succeeded   x1  {"label":"release 2.0 to https://eu.example/2.0 and https://us.example/2.0"}
+        "#]],
+    );
+    assert_eq!(
+        run.report["outputs"],
+        json!({
+            "label": "release 2.0 to https://eu.example/2.0 and https://us.example/2.0",
+            "us_replicas": "5"
+        })
     );
 }
 

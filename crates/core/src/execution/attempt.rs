@@ -170,7 +170,7 @@ impl Execution {
                 out.effects.push(Effect::Start(this));
             }
             // The end of a wait is part of its start event, so it is evaluated first.
-            Body::Wait(wait) => match self.wait_end(wait, attempt, now) {
+            Body::Wait(wait) => match self.wait_end(step, wait, attempt, now) {
                 Ok(until) => {
                     self.emit_started(out, this, Some(until), now);
                     out.effects.push(Effect::Timer { at: until, timer: Timer::Wait(this) });
@@ -189,7 +189,7 @@ impl Execution {
             }
             Body::Set(entries) => {
                 self.emit_started(out, this, None, now);
-                let result = self.set_outputs(entries, attempt);
+                let result = self.set_outputs(step, entries, attempt);
                 self.complete(out, this, result, now);
             }
         }
@@ -248,11 +248,18 @@ impl Execution {
     }
 
     /// The end of a wait step's attempt.
-    fn wait_end(&self, wait: &Wait, attempt: u32, now: Time) -> Result<Time, String> {
+    fn wait_end(
+        &self,
+        step: StepIndex,
+        wait: &Wait,
+        attempt: u32,
+        now: Time,
+    ) -> Result<Time, String> {
         match wait {
             Wait::For(duration) => Ok(now.after(*duration)),
             Wait::Until(template) => {
-                let value = template.evaluate(&self.scope(Some(attempt))).map_err(|e| e.message)?;
+                let view = self.body_scope(step, Some(attempt)).map_err(|e| e.message)?;
+                let value = template.evaluate(&view).map_err(|e| e.message)?;
                 match value {
                     Value::String(text) => Time::parse(&text),
                     other => Err(format!("`until` must be a timestamp string, got {other}")),
@@ -264,10 +271,11 @@ impl Execution {
     /// The outputs of a `set` step, masked.
     fn set_outputs(
         &self,
+        step: StepIndex,
         entries: &[(String, ValueTemplate)],
         attempt: u32,
     ) -> Result<Map<String, Value>, String> {
-        let view = self.scope(Some(attempt));
+        let view = self.body_scope(step, Some(attempt)).map_err(|e| e.message)?;
         let mut outputs = Map::new();
         // All values of the step share one evaluation budget.
         let mut meter = wayline_lang::expr::Meter::default();

@@ -16,12 +16,51 @@ pub struct View<'a> {
     attempt: Option<u32>,
     status: Option<StatusView>,
     escalation: Option<Value>,
+    /// A templated step's body reads `inputs` from its template: these values.
+    inputs: Option<Value>,
 }
 
 impl Execution {
     /// What expressions of `step` can read, for the runtime to render a step body.
     pub fn scope(&self, attempt: Option<u32>) -> View<'_> {
-        View { execution: self, attempt, status: None, escalation: None }
+        View { execution: self, attempt, status: None, escalation: None, inputs: None }
+    }
+
+    /// What the body of `step` (its env, cwd and compensation too) can read: for a step that
+    /// uses a template, `inputs` are the template's, as `with` gives them (evaluated now,
+    /// against the workflow), defaults filled in.
+    pub fn body_scope(&self, step: StepIndex, attempt: Option<u32>) -> Result<View<'_>, EvalError> {
+        let mut view = self.scope(attempt);
+        let Some(used) = &self.workflow.steps[step].template else { return Ok(view) };
+        let mut inputs = serde_json::Map::new();
+        let mut meter = wayline_lang::expr::Meter::default();
+        for (name, template) in &used.with {
+            let value =
+                crate::render::value_with(template, &view, &mut meter).map_err(|error| {
+                    EvalError { message: format!("`with.{name}`: {}", error.message) }
+                })?;
+            inputs.insert(name.clone(), value);
+        }
+        for input in &used.inputs {
+            if !inputs.contains_key(&input.name) {
+                inputs.insert(input.name.clone(), input.default.clone().unwrap_or(Value::Null));
+            }
+        }
+        for input in &used.inputs {
+            let value = &inputs[&input.name];
+            if !value.is_null() && !input.ty.accepts(value) {
+                return Err(EvalError {
+                    message: format!(
+                        "`with.{}` must be of type {} for template `{}`, but it is {value}",
+                        input.name,
+                        input.ty.name(),
+                        used.name
+                    ),
+                });
+            }
+        }
+        view.inputs = Some(Value::Object(inputs));
+        Ok(view)
     }
 
     /// What `escalation.notify` can read.
@@ -29,18 +68,33 @@ impl Execution {
         let reason = self.steps()[step].error.as_ref().map(|e| e.message.clone());
         let escalation =
             serde_json::json!({ "step": self.workflow.steps[step].id, "reason": reason });
-        View { execution: self, attempt: None, status: None, escalation: Some(escalation) }
+        View {
+            execution: self,
+            attempt: None,
+            status: None,
+            escalation: Some(escalation),
+            inputs: None,
+        }
     }
 
     /// What a step's `if` can read: the status functions answer for its needs.
     pub(super) fn if_scope(&self, status: StatusView) -> View<'_> {
-        View { execution: self, attempt: None, status: Some(status), escalation: None }
+        View {
+            execution: self,
+            attempt: None,
+            status: Some(status),
+            escalation: None,
+            inputs: None,
+        }
     }
 }
 
 impl Scope for View<'_> {
     fn inputs(&self) -> Cow<'_, Value> {
-        Cow::Borrowed(self.execution.inputs())
+        match &self.inputs {
+            Some(inputs) => Cow::Borrowed(inputs),
+            None => Cow::Borrowed(self.execution.inputs()),
+        }
     }
 
     fn step(&self, id: &str) -> Option<Value> {

@@ -1284,3 +1284,24 @@ fn an_output_that_cannot_be_computed_fails_the_execution_with_the_reason() {
     h.fail("build", ErrorClass::Failure);
     assert!(h.execution.outputs().is_empty());
 }
+
+#[test]
+fn a_templated_step_reads_its_template_inputs_from_with_and_defaults() {
+    let mut h = Harness::with_inputs(
+        "name: t\ninputs:\n  env: { type: string, default: prod }\ntemplates:\n  tag:\n    inputs:\n      base: { type: string, required: true }\n      count: { type: integer, default: 3 }\n    set: { tag: \"${{ inputs.base }}-${{ inputs.count }}\" }\nsteps:\n  - id: build\n    run: b\n  - id: named\n    needs: [build]\n    uses: tag\n    with: { base: \"${{ inputs.env }}-${{ steps.build.outputs.version }}\" }\n  - id: counted\n    needs: [build]\n    uses: tag\n    with: { base: x, count: \"${{ steps.build.outputs.n }}\" }\n",
+        outputs(json!({ "env": "prod" })),
+    );
+    h.succeed_with("build", outputs(json!({ "version": "1.2", "n": "many" })));
+    let named = &h.execution.steps()[h.index("named")];
+    assert_eq!(named.outputs.get("tag"), Some(&json!("prod-1.2-3")), "{named:?}\n{}", h.timeline());
+    // A value of the wrong type for the template fails the step, saying which input.
+    assert_eq!(h.step_status("counted"), "failed");
+    let error = h.execution.steps()[h.index("counted")].error.clone().unwrap();
+    assert_eq!(error.class, ErrorClass::Expression);
+    assert!(
+        error.message.contains("`with.count` must be of type integer for template `tag`"),
+        "{}",
+        error.message
+    );
+    h.assert_replay_matches();
+}

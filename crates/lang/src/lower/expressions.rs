@@ -257,14 +257,17 @@ impl Lower {
                 if let Some(name) = first
                     && !self.inputs.contains(name)
                 {
-                    let mut d = Diagnostic::error(
-                        Code::UnknownReference,
-                        span,
-                        format!("input `{name}` is not declared"),
-                    );
-                    d = match did_you_mean(name, self.inputs.iter().map(String::as_str)) {
-                        Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
-                        None => d.with_help(format!(
+                    let message = match &self.in_template {
+                        Some(template) => format!("template `{template}` has no input `{name}`"),
+                        None => format!("input `{name}` is not declared"),
+                    };
+                    let mut d = Diagnostic::error(Code::UnknownReference, span, message);
+                    d = match (did_you_mean(name, self.inputs.iter().map(String::as_str)), &self.in_template) {
+                        (Some(similar), _) => d.with_label(format!("did you mean `{similar}`?")),
+                        (None, Some(template)) => d.with_help(format!(
+                            "a template reads its own inputs: declare `{name}` under the `inputs:` of template `{template}` and give it with `with:` (the workflow's input as `${{{{ inputs.{name} }}}}`)"
+                        )),
+                        (None, None) => d.with_help(format!(
                             "declare it under `inputs:`, e.g. `{name}: {{ type: string }}`"
                         )),
                     };

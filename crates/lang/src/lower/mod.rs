@@ -17,6 +17,7 @@ mod readers;
 mod retry;
 mod sections;
 mod steps;
+mod templates;
 
 use std::collections::{HashMap, HashSet};
 
@@ -118,6 +119,10 @@ struct Lower {
     /// (step, need) -> where the dependency was written, for cycle messages.
     need_spans: HashMap<(StepIndex, StepIndex), Span>,
     expressions: ExpressionCache,
+    /// `templates:`, by name.
+    templates: HashMap<String, templates::Declared>,
+    /// While a template's fields are lowered: its name (`inputs` are its inputs).
+    in_template: Option<String>,
 }
 
 /// `diagnostic`, labelled "did you mean `…`?" when `name` looks like a typo of one of
@@ -197,6 +202,9 @@ impl Lower {
             Some(node) => self.retry(node, &Retry::default(), &RetrySpans::default()),
             None => (Retry::default(), RetrySpans::default()),
         };
+        if let Some(node) = obj.get("templates") {
+            self.templates(node);
+        }
         let mut groups = obj.get("groups").map(|node| self.groups(node)).unwrap_or_default();
         let escalation =
             obj.get("escalation").map(|node| self.escalation(node)).unwrap_or_default();
@@ -231,6 +239,7 @@ impl Lower {
             declared_needs.push(needs);
         }
         let outputs = obj.get("outputs").map(|node| self.outputs(node)).unwrap_or_default();
+        self.unused_templates();
         let name = name?;
         let steps: Vec<Step> = steps.into_iter().collect::<Option<Vec<Step>>>()?;
         for (index, step) in steps.iter().enumerate() {

@@ -37,7 +37,15 @@ impl Lower {
         out
     }
 
+    /// The workflow's `inputs`: declared, and readable as `inputs.<name>` everywhere.
     pub(super) fn inputs(&mut self, node: &Node) -> Vec<Input> {
+        let inputs = self.declare_inputs(node);
+        self.inputs.extend(inputs.iter().map(|input| input.name.clone()));
+        inputs
+    }
+
+    /// Input declarations (of the workflow, or of a template).
+    pub(super) fn declare_inputs(&mut self, node: &Node) -> Vec<Input> {
         let entries = self
             .mapping(node, "`inputs`", "a mapping of input names to their declarations")
             .unwrap_or_default();
@@ -50,7 +58,6 @@ impl Lower {
                 );
                 continue;
             }
-            self.inputs.insert(key.name.clone());
             let Some(obj) = self.object(spec, &format::INPUT) else { continue };
             let Some(ty) =
                 obj.get("type").and_then(|node| self.word(node, "`type`", format::INPUT_TYPES))

@@ -17,14 +17,32 @@ impl Lower {
         default_strategy: Strategy,
         groups: &[Group],
     ) -> (Option<Step>, Vec<Need>) {
-        let Some(obj) = self.object(node, &format::STEP) else { return (None, Vec::new()) };
-        let id = obj.get("id").and_then(|node| self.id(node, "step id"));
-        let name = obj.get("name").and_then(|node| self.text(node, "`name`"));
-        let description = obj.get("description").and_then(|node| self.text(node, "`description`"));
+        let Some(own) = self.object(node, &format::STEP) else { return (None, Vec::new()) };
+        let id = own.get("id").and_then(|node| self.id(node, "step id"));
+        let name = own.get("name").and_then(|node| self.text(node, "`name`"));
+        let description = own.get("description").and_then(|node| self.text(node, "`description`"));
         let display = id.clone().unwrap_or_else(|| format!("#{}", index + 1));
 
-        let needs = obj.get("needs").map(|node| self.needs(index, node)).unwrap_or_default();
-        let when = obj.get("if").and_then(|node| self.expression(node, Ctx::If(index)));
+        let needs = own.get("needs").map(|node| self.needs(index, node)).unwrap_or_default();
+        let when = own.get("if").and_then(|node| self.expression(node, Ctx::If(index)));
+        // A step that uses a template has the template's fields it does not set itself; they
+        // read `inputs` from the template's inputs.
+        let used = self.template_use(index, &own, &display);
+        let merged: Vec<(Key, Node)> = match &used {
+            Some(used) => own.entries.iter().cloned().chain(used.lent.iter().cloned()).collect(),
+            None => Vec::new(),
+        };
+        let obj = match &used {
+            Some(_) => super::readers::Obj { entries: &merged, span: own.span },
+            None => super::readers::Obj { entries: own.entries, span: own.span },
+        };
+        let workflow_inputs = match &used {
+            Some(used) => {
+                self.in_template = Some(used.template.name.clone());
+                Some(std::mem::replace(&mut self.inputs, used.names.clone()))
+            }
+            None => None,
+        };
 
         // Exactly one body.
         let present: Vec<&Key> = format::BODIES.iter().filter_map(|body| obj.key(body)).collect();
@@ -37,6 +55,8 @@ impl Lower {
         });
         let body = match present.as_slice() {
             [] if misspelt_body => None,
+            // A template it could not use was reported as such.
+            [] if own.get("uses").is_some() => None,
             [] => {
                 self.push(
                     Diagnostic::error(
@@ -149,6 +169,10 @@ impl Lower {
         }
         let compensate =
             obj.get("compensate").and_then(|node| self.compensate(index, node, &default_retry.0));
+        if let Some(inputs) = workflow_inputs {
+            self.inputs = inputs;
+            self.in_template = None;
+        }
         let agent_labels = obj.get("agent").map(|node| self.agent(node)).unwrap_or_default();
 
         let step = match (id, body) {
@@ -166,6 +190,7 @@ impl Lower {
                 allow_failure,
                 compensate,
                 agent_labels,
+                template: used.map(|used| used.template),
                 branches: Vec::new(),
                 span: self.outlines[index].span,
             }),

@@ -94,6 +94,7 @@ fixtures! {
     status_function_outside_if,
     workflow_env,
     workflow_outputs,
+    templates,
     // limits
     expression_too_long,
     expression_too_deep,
