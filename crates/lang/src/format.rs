@@ -301,7 +301,7 @@ pub const AGENT: Object = Object {
 };
 
 /// Every object of the format, the workflow first.
-pub const OBJECTS: [&Object; 12] = [
+pub const OBJECTS: [&Object; 13] = [
     &WORKFLOW,
     &INPUT,
     &RETRY,
@@ -314,6 +314,7 @@ pub const OBJECTS: [&Object; 12] = [
     &EXPECT,
     &WAIT,
     &AGENT,
+    &TEMPLATE,
 ];
 
 impl Object {

@@ -55,9 +55,12 @@ fn object_schema(object: &Object) -> Value {
         schema["required"] = json!(required);
     }
     if object.name == "step" {
-        // Exactly one body.
-        let one_of: Vec<Value> =
-            format::BODIES.iter().map(|body| json!({ "required": [body] })).collect();
+        // Exactly one body, or a template's (`uses`).
+        let one_of: Vec<Value> = format::BODIES
+            .iter()
+            .chain(&["uses"])
+            .map(|body| json!({ "required": [body] }))
+            .collect();
         schema["oneOf"] = Value::Array(one_of);
     }
     schema

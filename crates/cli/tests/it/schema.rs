@@ -27,6 +27,27 @@ fn the_schema_describes_every_object_of_the_format() {
     for object in ["step", "retry", "http", "compensate", "escalation", "input", "group", "wait"] {
         assert!(defs.contains_key(object), "no definition of `{object}`");
     }
+    // Every reference resolves: an object the tables name but the schema lacks would make
+    // an editor refuse every file.
+    fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(target)) = map.get("$ref") {
+                    out.push(target);
+                }
+                map.values().for_each(|value| refs(value, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|value| refs(value, out)),
+            _ => {}
+        }
+    }
+    let mut targets = Vec::new();
+    refs(&schema, &mut targets);
+    assert!(targets.len() > 10, "{targets:?}");
+    for target in targets {
+        let name = target.strip_prefix("#/$defs/").expect("a local reference");
+        assert!(defs.contains_key(name), "`{target}` names no definition");
+    }
     let step = &defs["step"]["properties"];
     for field in ["id", "needs", "if", "run", "http", "wait", "condition", "set", "retry"] {
         assert!(step.get(field).is_some(), "step has no `{field}`");
