@@ -286,16 +286,17 @@ fn hello_yaml() {
 }
 
 fn templates() {
-    let run = Scratch::new().run("templates.yaml", &["-i", "version=2.0"], &[]);
-    run.check(
-        0,
-        expect![[r#"
-            succeeded
-            eu              succeeded   x1  {"url":"/2.0","replicas":"2","exit_code":0}
-            us              succeeded   x1  {"url":"/2.0","replicas":"5","exit_code":0}
-            summary         succeeded   x1  {"label":"release 2.0 to https://eu.example/2.0 and https://us.example/2.0"}
-        "#]],
-    );
+    let server = Server::start(vec![(201, vec![], "")]);
+    let port = format!("port={}", server.port());
+    let run = Scratch::new().run("templates.yaml", &["-i", "version=2.0", "-i", &port], &[]);
+    run.check(0, expect![[r#"
+        succeeded
+        eu              succeeded   x1  {"url":"/2.0","replicas":"2","exit_code":0}
+        us              succeeded   x1  {"url":"/2.0","replicas":"5","exit_code":0}
+        wait-for-traffic succeeded   x1
+        summary         succeeded   x1  {"label":"release 2.0 to https://eu.example/2.0 and https://us.example/2.0"}
+        tell            succeeded   x1  {"status":201,"redirects":[],"body":"","url":"/announcements"}
+    "#]]);
     assert_eq!(
         run.report["outputs"],
         json!({
@@ -303,6 +304,11 @@ fn templates() {
             "us_replicas": "5"
         })
     );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].uri, "/announcements");
+    let body: Value = serde_json::from_str(&requests[0].body).expect("a JSON body");
+    assert_eq!(body["text"], "release 2.0 to https://eu.example/2.0 and https://us.example/2.0");
 }
 
 fn http() {
