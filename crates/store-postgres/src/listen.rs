@@ -30,7 +30,6 @@ struct State {
     connecting: bool,
     /// When connecting last failed: a server that is down is not asked on every call.
     failed: Option<Instant>,
-    listened_before: bool,
 }
 
 impl Listener {
@@ -100,10 +99,10 @@ pub(crate) fn ensure(shared: &Arc<Shared>) {
             state.connecting = false;
             state.client = Some(client);
             state.failed = None;
-            if state.listened_before {
-                bump(&shared.signal);
-            }
-            state.listened_before = true;
+            // Whatever changed before the LISTEN was in place (the first time too: a waiter
+            // may have started waiting while this connection was still being set up) was not
+            // notified; the waiters look once now rather than at their timeout.
+            bump(&shared.signal);
             true
         };
         let ((), listening) = tokio::join!(drive, setup);
