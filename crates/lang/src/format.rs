@@ -74,6 +74,16 @@ const NAME_LIST: Ty = Ty::List(&Ty::Name);
 const COMMAND: Ty = Ty::OneOf(&[Ty::Template, Ty::List(&Ty::Template)]);
 const STATUS: Ty = Ty::OneOf(&[Ty::Integer { min: 100 }, Ty::List(&Ty::Integer { min: 100 })]);
 
+/// Fields several objects share (a step, a template, a compensation, an action).
+const RUN: Field =
+    field("run", COMMAND, "A shell command (string) or a program and its arguments (list).");
+const HTTP_CALL: Field = field("http", Ty::Object(&HTTP), "An HTTP call.");
+const WAIT_FOR: Field =
+    field("wait", Ty::OneOf(&[Ty::Duration, Ty::Object(&WAIT)]), "A pause: a duration or `until`.");
+const SET: Field = field("set", Ty::Map(&Ty::Any), "Computed outputs, no side effects.");
+const ENV: Field = field("env", TEMPLATE_MAP, "Environment variables for the command.");
+const CWD: Field = field("cwd", Ty::Template, "Working directory of the command.");
+
 pub const WORKFLOW: Object = Object {
     name: "workflow",
     doc: "A wayline workflow (format version 1).",
@@ -121,16 +131,12 @@ pub const TEMPLATE: Object = Object {
     fields: &[
         field("description", Ty::Text, "What the template does."),
         field("inputs", Ty::Map(&Ty::Object(&INPUT)), "Its typed parameters, given by `with`."),
-        field("run", COMMAND, "A shell command (string) or a program and its arguments (list)."),
-        field("http", Ty::Object(&HTTP), "An HTTP call."),
-        field(
-            "wait",
-            Ty::OneOf(&[Ty::Duration, Ty::Object(&WAIT)]),
-            "A pause: a duration or `until`.",
-        ),
-        field("set", Ty::Map(&Ty::Any), "Computed outputs, no side effects."),
-        field("env", TEMPLATE_MAP, "Environment variables for the command."),
-        field("cwd", Ty::Template, "Working directory of the command."),
+        RUN,
+        HTTP_CALL,
+        WAIT_FOR,
+        SET,
+        ENV,
+        CWD,
         field("retry", Ty::Object(&RETRY), "Default retry policy of the steps that use it."),
         field("timeout", Ty::Duration, "Default limit on each attempt."),
         field("compensate", Ty::Object(&COMPENSATE), "How to undo it during rollback."),
@@ -193,22 +199,17 @@ pub const ESCALATION: Object = Object {
 pub const ACTION: Object = Object {
     name: "action",
     doc: "A command or an HTTP call.",
-    fields: &[
-        field("run", COMMAND, "A shell command (string) or a program and its arguments (list)."),
-        field("http", Ty::Object(&HTTP), "An HTTP call."),
-        field("env", TEMPLATE_MAP, "Environment variables for the command."),
-        field("cwd", Ty::Template, "Working directory of the command."),
-    ],
+    fields: &[RUN, HTTP_CALL, ENV, CWD],
 };
 
 pub const COMPENSATE: Object = Object {
     name: "compensate",
     doc: "How to undo a succeeded step during rollback.",
     fields: &[
-        field("run", COMMAND, "A shell command (string) or a program and its arguments (list)."),
-        field("http", Ty::Object(&HTTP), "An HTTP call."),
-        field("env", TEMPLATE_MAP, "Environment variables for the command."),
-        field("cwd", Ty::Template, "Working directory of the command."),
+        RUN,
+        HTTP_CALL,
+        ENV,
+        CWD,
         field("retry", Ty::Object(&RETRY), "Retry policy of the compensation."),
         field("timeout", Ty::Duration, "Limit on each attempt."),
     ],
@@ -232,25 +233,21 @@ pub const STEP: Object = Object {
         field("description", Ty::Text, "What the step does."),
         field("needs", NAME_LIST, "Steps or groups that must finish first."),
         field("if", Ty::Expression, "Run only when true (default success())."),
-        field("run", COMMAND, "A shell command (string) or a program and its arguments (list)."),
-        field("http", Ty::Object(&HTTP), "An HTTP call."),
-        field(
-            "wait",
-            Ty::OneOf(&[Ty::Duration, Ty::Object(&WAIT)]),
-            "A pause: a duration or `until`.",
-        ),
+        RUN,
+        HTTP_CALL,
+        WAIT_FOR,
         field("condition", Ty::Expression, "Branch: run `then` when true, `else` when false."),
         field("then", NAME_LIST, "Steps run when the condition is true."),
         field("else", NAME_LIST, "Steps run when the condition is false."),
-        field("set", Ty::Map(&Ty::Any), "Computed outputs, no side effects."),
+        SET,
         field(
             "uses",
             Ty::Name,
             "A template of this file's `templates`: its body, and its defaults.",
         ),
         field("with", Ty::Map(&Ty::Any), "The template's inputs (may hold `${{ }}`)."),
-        field("env", TEMPLATE_MAP, "Environment variables for the command."),
-        field("cwd", Ty::Template, "Working directory of the command."),
+        ENV,
+        CWD,
         field("group", Ty::Name, "The group this step belongs to."),
         field(
             "retry",

@@ -9,7 +9,7 @@ use crate::model::*;
 use crate::shell::{self, Script};
 use crate::yaml::{Node, Value};
 
-use super::readers::{Obj, is_identifier, scalar_text};
+use super::readers::{Obj, scalar_text};
 use super::{Ctx, Lower, suggest};
 
 impl Lower {
@@ -43,30 +43,7 @@ impl Lower {
                 }
                 Some(Body::Condition(Condition { expression: expression?, then, otherwise }))
             }
-            "set" => {
-                let entries = self.mapping(node, "`set`", "a mapping of output names to values")?;
-                let mut out = Vec::new();
-                let mut valid = true;
-                for (key, value) in entries {
-                    if !is_identifier(&key.name, true) {
-                        self.error(
-                            Code::BadName,
-                            key.span,
-                            format!(
-                                "output name `{}` must match [A-Za-z_][A-Za-z0-9_-]*",
-                                key.name
-                            ),
-                        );
-                        valid = false;
-                        continue;
-                    }
-                    match self.value_template(value, Ctx::Body(index)) {
-                        Some(value) => out.push((key.name.clone(), value)),
-                        None => valid = false,
-                    }
-                }
-                valid.then_some(Body::Set(out))
-            }
+            "set" => self.named_values(node, "`set`", Ctx::Body(index)).map(Body::Set),
             _ => None,
         }
     }

@@ -17,10 +17,20 @@ use super::{Ctx, Lower};
 impl Lower {
     /// The workflow's `outputs`: a mapping of names to values that may hold `${{ }}`.
     pub(super) fn outputs(&mut self, node: &Node) -> Vec<(String, ValueTemplate)> {
-        let entries = self
-            .mapping(node, "`outputs`", "a mapping of output names to values")
-            .unwrap_or_default();
+        self.named_values(node, "`outputs`", Ctx::Outputs).unwrap_or_default()
+    }
+
+    /// A mapping of output names to values (a `set` body, the workflow's `outputs`); `None`
+    /// when a name or a value is wrong (each is reported).
+    pub(super) fn named_values(
+        &mut self,
+        node: &Node,
+        what: &str,
+        ctx: Ctx,
+    ) -> Option<Vec<(String, ValueTemplate)>> {
+        let entries = self.mapping(node, what, "a mapping of output names to values")?;
         let mut out = Vec::new();
+        let mut valid = true;
         for (key, value) in entries {
             if !is_identifier(&key.name, true) {
                 self.error(
@@ -28,13 +38,15 @@ impl Lower {
                     key.span,
                     format!("output name `{}` must match [A-Za-z_][A-Za-z0-9_-]*", key.name),
                 );
+                valid = false;
                 continue;
             }
-            if let Some(value) = self.value_template(value, Ctx::Outputs) {
-                out.push((key.name.clone(), value));
+            match self.value_template(value, ctx) {
+                Some(value) => out.push((key.name.clone(), value)),
+                None => valid = false,
             }
         }
-        out
+        valid.then_some(out)
     }
 
     /// The workflow's `inputs`: declared, and readable as `inputs.<name>` everywhere.
