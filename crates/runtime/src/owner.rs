@@ -110,12 +110,18 @@ pub fn hostname() -> String {
     .clone()
 }
 
-/// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+/// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); `None`
+/// for no such process, and for one that has exited but was not reaped yet (a zombie, state
+/// `Z`, or `X`): it will never renew a lease again.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: skip past its last `)`.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Unfinished executions that nobody runs: their owner is dead or its lease expired (and it is
@@ -145,6 +151,25 @@ mod tests {
         let host = hostname();
         assert!(is_dead(&format!("{host}:{}:1", std::process::id())), "same pid, other start time");
         assert!(is_dead(&format!("{host}:4000000:1")), "no such pid");
+        // A child that exited and is not reaped yet (a zombie) is dead too.
+        #[allow(clippy::disallowed_methods)]
+        let mut child = std::process::Command::new("true").spawn().expect("true runs");
+        let pid = child.id();
+        let started = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        {
+            assert!(std::time::Instant::now() < deadline, "the child did not exit");
+            std::thread::yield_now();
+        }
+        let ticks = started
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(19))
+            .unwrap_or("0");
+        assert!(is_dead(&format!("{host}:{pid}:{ticks}")), "a zombie is dead");
+        let _ = child.wait();
         assert!(!is_dead("elsewhere:1:1"), "another host cannot be judged");
         assert_eq!(liveness(&me), Liveness::Alive { pid: std::process::id() });
         assert_eq!(liveness("elsewhere:1:1"), Liveness::Elsewhere);
