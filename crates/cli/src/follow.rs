@@ -303,7 +303,7 @@ pub async fn watch_execution(
                     }
                     Item::Log(line) => {
                         if !terminal && !watch.quiet {
-                            progress.log(&line.step, &line.text);
+                            progress.log(&line.source(), &line.text);
                         }
                     }
                 }

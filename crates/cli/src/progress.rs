@@ -8,10 +8,11 @@
 //! would scroll; either way moving the cursor back over the drawn lines would miss, and each
 //! redraw would leave a copy of the table behind.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
-use wayline_core::execution::{AttemptState, Execution, StepState};
+use wayline_core::execution::{AttemptState, Execution, StepRun, StepState};
 use wayline_journal::EventKind;
 use wayline_journal::StepStatus;
 use wayline_journal::duration;
@@ -88,49 +89,56 @@ fn describe(execution: &Execution, event: &Event) -> Option<String> {
         let started = steps[workflow.step(step)?].started_at?;
         Some(duration::format(round(event.time.since(started))))
     };
+    // `deploy`, or `deploy[3]` for an item of a fan-out.
+    let who = event.kind.subject().unwrap_or_default();
     Some(match &event.kind {
         EventKind::Started => format!("{} started", workflow.name),
         EventKind::Recovered { owner } => format!("taken over by {owner}"),
-        EventKind::AttemptStarted { step, attempt, compensation: true, .. } => {
-            format!("{step}: compensating (attempt {attempt})")
+        EventKind::AttemptStarted { attempt, compensation: true, .. } => {
+            format!("{who}: compensating (attempt {attempt})")
         }
-        EventKind::AttemptStarted { step, attempt, until: Some(until), .. } => {
-            format!("{step}: waiting until {} (attempt {attempt})", until.rfc3339())
+        EventKind::AttemptStarted { attempt, until: Some(until), .. } => {
+            format!("{who}: waiting until {} (attempt {attempt})", until.rfc3339())
         }
-        EventKind::AttemptStarted { step, attempt, .. } => {
-            format!("{step}: running (attempt {attempt})")
+        EventKind::AttemptStarted { attempt, .. } => {
+            format!("{who}: running (attempt {attempt})")
         }
-        EventKind::AttemptSucceeded { step, compensation: true, .. } => {
-            format!("{step}: compensated")
+        EventKind::AttemptSucceeded { compensation: true, .. } => {
+            format!("{who}: compensated")
         }
-        EventKind::AttemptSucceeded { step, attempt, .. } => {
+        EventKind::AttemptSucceeded { step, attempt, item, .. } => {
+            // An item's time is its own attempt's: the step's clock started with its first item.
+            let took = if item.is_some() { None } else { elapsed(step) };
             format!(
-                "{step}: succeeded (attempt {attempt}{})",
-                elapsed(step).map(|e| format!(", {e}")).unwrap_or_default()
+                "{who}: succeeded (attempt {attempt}{})",
+                took.map(|e| format!(", {e}")).unwrap_or_default()
             )
         }
-        EventKind::AttemptFailed { step, attempt, compensation, error, terminal, .. } => {
+        EventKind::AttemptFailed { attempt, compensation, error, terminal, .. } => {
             let what = if *compensation { "compensation failed" } else { "failed" };
             let end = if *terminal { "" } else { ", will retry" };
             format!(
-                "{step}: {what} (attempt {attempt}, {}): {}{end}",
+                "{who}: {what} (attempt {attempt}, {}): {}{end}",
                 error.class.name(),
                 error.message
             )
         }
-        EventKind::AttemptCancelled { step, attempt, .. } => {
-            format!("{step}: cancelled (attempt {attempt})")
+        EventKind::AttemptCancelled { attempt, .. } => {
+            format!("{who}: cancelled (attempt {attempt})")
         }
-        EventKind::RetryScheduled { step, attempt, delay_ms, .. } => {
+        EventKind::RetryScheduled { attempt, delay_ms, .. } => {
             format!(
-                "{step}: attempt {attempt} in {}",
+                "{who}: attempt {attempt} in {}",
                 duration::format(Duration::from_millis(*delay_ms))
             )
         }
-        EventKind::StepSkipped { step, reason, cancelled: true } => {
-            format!("{step}: cancelled ({reason})")
+        EventKind::StepSkipped { reason, cancelled: true, .. } => {
+            format!("{who}: cancelled ({reason})")
         }
-        EventKind::StepSkipped { step, reason, .. } => format!("{step}: skipped ({reason})"),
+        EventKind::StepSkipped { reason, .. } => format!("{who}: skipped ({reason})"),
+        EventKind::FannedOut { step, items } => {
+            format!("{step}: {} item{}", items.len(), if items.len() == 1 { "" } else { "s" })
+        }
         EventKind::StepEscalated { step, error } => {
             format!(
                 "{step}: ESCALATED, waiting for a decision: {} (wayline decide {} {step} retry|skip|rollback|fail)",
@@ -274,6 +282,7 @@ fn table(execution: &Execution, now: Time, size: Size) -> Vec<String> {
             }
             StepState::Skipped { reason } => ("-", reason.clone()),
             StepState::Cancelled => ("⊘", String::new()),
+            StepState::FannedOut => ("●", items_detail(run)),
             StepState::Escalated => (
                 "!",
                 format!(
@@ -308,6 +317,20 @@ fn table(execution: &Execution, now: Time, size: Size) -> Vec<String> {
     }
     lines.truncate(size.rows.saturating_sub(1).max(1));
     lines.iter().map(|line| fit(line, size.columns)).collect()
+}
+
+/// How far a fan-out got: `4/10 items done, 3 running, 1 failed`.
+fn items_detail(run: &StepRun) -> String {
+    let Some(items) = &run.items else { return String::new() };
+    let done = items.runs.iter().filter(|item| item.state.is_done()).count();
+    let mut detail = format!("{done}/{} items done", items.values.len());
+    if items.running() > 0 {
+        let _ = write!(detail, ", {} running", items.running());
+    }
+    if items.failed() > 0 {
+        let _ = write!(detail, ", {} failed", items.failed());
+    }
+    detail
 }
 
 /// How much a step needs to be seen, most first.

@@ -273,6 +273,14 @@ impl Remote {
             execution: id.to_owned(),
             line: number("line")?,
             step: string("step")?,
+            item: match json.get("item") {
+                None | Some(Value::Null) => None,
+                Some(item) => Some(
+                    item.as_u64()
+                        .and_then(|item| u32::try_from(item).ok())
+                        .ok_or_else(|| bad("whose `item` is not an item number"))?,
+                ),
+            },
             attempt: u32::try_from(number("attempt")?).map_err(|_| bad("with a huge attempt"))?,
             kind: serde_json::from_value(field("kind")?.clone())
                 .map_err(|_| bad("of no known kind"))?,

@@ -3,9 +3,11 @@
 //! timeout, strategy and exact retry schedule.
 
 use serde::Serialize;
+use serde_json::Value;
 use wayline_journal::duration;
+use wayline_lang::fan_out;
 use wayline_lang::graph;
-use wayline_lang::model::{Backoff, Body, Workflow};
+use wayline_lang::model::{Backoff, Body, FanOut, Items, Tolerance, ValueTemplate, Workflow};
 
 use crate::retry;
 
@@ -59,6 +61,96 @@ pub struct PlanStep {
     pub compensate: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agent_labels: Vec<String>,
+    /// `for_each` or `matrix`: how many items, or where they come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<PlanFanOut>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanFanOut {
+    /// `for_each` or `matrix`.
+    pub kind: &'static str,
+    /// The number of items, when the file gives them literally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// `3 items`, or `from steps.list.outputs.regions at run time`.
+    pub items: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// `2 items` or `10% of the items`; absent when no failure is tolerated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerate: Option<String>,
+}
+
+impl PlanFanOut {
+    fn new(fan_out: &FanOut) -> PlanFanOut {
+        let (kind, count, sources) = match &fan_out.items {
+            Items::List(template) => {
+                let count = literal(template).and_then(|value| fan_out::list_items(value).ok());
+                ("for_each", count.map(|items| items.len()), sources(template))
+            }
+            Items::Matrix { axes, include, exclude } => {
+                let count = (|| {
+                    let values = axes
+                        .iter()
+                        .map(|(name, template)| Some((name.clone(), literal(template)?)))
+                        .collect::<Option<Vec<_>>>()?;
+                    let include =
+                        include.as_ref().map(|t| literal(t).ok_or(())).transpose().ok()?;
+                    let exclude =
+                        exclude.as_ref().map(|t| literal(t).ok_or(())).transpose().ok()?;
+                    let items = fan_out::matrix_items(values, include, exclude).ok()?;
+                    Some(items.len())
+                })();
+                let mut all: Vec<String> = axes.iter().flat_map(|(_, t)| sources(t)).collect();
+                all.extend(include.iter().chain(exclude).flat_map(sources));
+                ("matrix", count, all)
+            }
+        };
+        let items = match count {
+            Some(1) => "1 item".to_owned(),
+            Some(count) => format!("{count} items"),
+            None => format!("from {} at run time", sources.join(", ")),
+        };
+        let tolerate = match fan_out.tolerate {
+            Tolerance::Count(0) => None,
+            Tolerance::Count(1) => Some("1 item".to_owned()),
+            Tolerance::Count(count) => Some(format!("{count} items")),
+            Tolerance::Percent(percent) => Some(format!("{percent}% of the items")),
+        };
+        PlanFanOut { kind, count, items, max_parallel: fan_out.max_parallel, tolerate }
+    }
+}
+
+/// The value of a template without expressions.
+fn literal(template: &ValueTemplate) -> Option<Value> {
+    Some(match template {
+        ValueTemplate::Literal(value) => value.clone(),
+        ValueTemplate::Text(_) => return None,
+        ValueTemplate::List(items) => {
+            Value::Array(items.iter().map(literal).collect::<Option<Vec<_>>>()?)
+        }
+        ValueTemplate::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(key, value)| Some((key.clone(), literal(value)?)))
+                .collect::<Option<serde_json::Map<_, _>>>()?,
+        ),
+    })
+}
+
+/// The expressions a template reads, as written.
+fn sources(template: &ValueTemplate) -> Vec<String> {
+    match template {
+        ValueTemplate::Literal(_) => Vec::new(),
+        ValueTemplate::Text(text) => {
+            text.expressions().map(|(expression, _)| expression.source().to_owned()).collect()
+        }
+        ValueTemplate::List(items) => items.iter().flat_map(sources).collect(),
+        ValueTemplate::Map(entries) => {
+            entries.iter().flat_map(|(_, value)| sources(value)).collect()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +280,7 @@ impl Plan {
                     }),
                     compensate: step.compensate.is_some(),
                     agent_labels: step.agent_labels.clone(),
+                    fan_out: step.fan_out.as_ref().map(PlanFanOut::new),
                 }
             })
             .collect();

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::execution::{AttemptState, Compensation, Execution, StepState};
+use crate::execution::{AttemptState, Compensation, Execution, StepRun, StepState, item_outputs};
 use wayline_journal::{Decision, ErrorInfo, Status, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,12 +39,18 @@ pub struct PauseReport {
 pub struct StepReport {
     pub id: String,
     pub status: StepStatus,
+    /// Of a fan-out step: the sum of its items' attempts.
     pub attempts: u32,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    pub outputs: Map<String, Value>,
+    /// An object; of a fan-out step, the list of its items' outputs (null for an item that did
+    /// not succeed), as `steps.<id>.outputs` reads them.
+    pub outputs: Value,
     pub error: Option<ReportError>,
     pub compensation: Option<CompensationReport>,
+    /// The items of a fan-out step, in item order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemReport>,
     /// Why a step that is not running is not running (absent once it finished).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -58,6 +64,24 @@ pub struct StepReport {
     /// Who changed the step's outputs by hand (`wayline patch`), and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patched: Option<PauseReport>,
+}
+
+/// One item of a fan-out step: an instance of the step with its own attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemReport {
+    pub index: u32,
+    pub item: Value,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub outputs: Map<String, Value>,
+    pub error: Option<ReportError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<CompensationReport>,
+    /// Why a skipped item was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,29 +117,49 @@ impl Report {
             .iter()
             .enumerate()
             .map(|(index, run)| {
-                let compensation =
-                    compensation_status(&run.compensation).map(|status| CompensationReport {
-                        status,
-                        attempts: run.compensation_attempts,
-                        error: match &run.compensation {
-                            Compensation::Failed(info) => Some(error(info)),
-                            _ => None,
-                        },
-                    });
+                let compensation = compensation_report(run);
+                let (outputs, items) = match &run.items {
+                    None => (Value::Object(run.outputs.clone()), Vec::new()),
+                    Some(items) => {
+                        let outputs = items.runs.iter().map(item_outputs).collect();
+                        let reports = items
+                            .runs
+                            .iter()
+                            .zip(&items.values)
+                            .enumerate()
+                            .map(|(index, (item, value))| ItemReport {
+                                index: index as u32,
+                                item: value.clone(),
+                                status: item.status(),
+                                attempts: item.attempts,
+                                started_at: item.started_at.map(|t| t.rfc3339()),
+                                finished_at: item.finished_at.map(|t| t.rfc3339()),
+                                outputs: item.outputs.clone(),
+                                error: item.error.as_ref().map(error),
+                                compensation: compensation_report(item),
+                                reason: skip_reason(item),
+                            })
+                            .collect();
+                        (Value::Array(outputs), reports)
+                    }
+                };
+                // A fan-out's attempts are its items'.
+                let attempts = match &run.items {
+                    Some(items) => items.runs.iter().map(|item| item.attempts).sum(),
+                    None => run.attempts,
+                };
                 StepReport {
                     id: workflow.steps[index].id.clone(),
                     status: run.status(),
-                    attempts: run.attempts,
+                    attempts,
                     started_at: run.started_at.map(|t| t.rfc3339()),
                     finished_at: run.finished_at.map(|t| t.rfc3339()),
-                    outputs: run.outputs.clone(),
+                    outputs,
                     error: run.error.as_ref().map(error),
                     compensation,
+                    items,
                     waiting: execution.waiting(index),
-                    reason: match &run.state {
-                        StepState::Skipped { reason } => Some(reason.clone()),
-                        _ => None,
-                    },
+                    reason: skip_reason(run),
                     patched: run.patched.as_ref().map(|actor| PauseReport {
                         by: actor.by.clone(),
                         reason: actor.reason.clone(),
@@ -148,13 +192,33 @@ impl Report {
     }
 }
 
+fn compensation_report(run: &StepRun) -> Option<CompensationReport> {
+    compensation_status(&run.compensation).map(|status| CompensationReport {
+        status,
+        attempts: run.compensation_attempts,
+        error: match &run.compensation {
+            Compensation::Failed(info) => Some(error(info)),
+            _ => None,
+        },
+    })
+}
+
+fn skip_reason(run: &StepRun) -> Option<String> {
+    match &run.state {
+        StepState::Skipped { reason } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
 /// The status a report gives a compensation, in the words of step statuses; `None` when there
 /// is none to report (not part of a rollback, or nothing to compensate).
 fn compensation_status(compensation: &Compensation) -> Option<StepStatus> {
     Some(match compensation {
         Compensation::None | Compensation::Nothing => return None,
         Compensation::Waiting | Compensation::Ready => StepStatus::Pending,
-        Compensation::Active(AttemptState::Running { .. }) => StepStatus::Running,
+        Compensation::Active(AttemptState::Running { .. }) | Compensation::Items => {
+            StepStatus::Running
+        }
         Compensation::Active(AttemptState::Retrying { .. }) => StepStatus::Retrying,
         Compensation::Succeeded => StepStatus::Succeeded,
         Compensation::Failed(_) => StepStatus::Failed,

@@ -35,6 +35,7 @@ pub fn type_of(kind: &EventKind) -> String {
         EventKind::AttemptCancelled { .. } => format!("{SW}.task.cancelled.v1"),
         EventKind::RetryScheduled { .. } => format!("{SW}.task.retried.v1"),
         EventKind::StepSkipped { .. } => format!("{WL}.task.skipped.v1"),
+        EventKind::FannedOut { .. } => format!("{WL}.task.fanned_out.v1"),
         EventKind::StepEscalated { .. } => format!("{WL}.workflow.escalated.v1"),
         EventKind::Decided { .. } => format!("{WL}.workflow.decided.v1"),
         EventKind::Paused { .. } => format!("{SW}.workflow.suspended.v1"),
@@ -122,8 +123,8 @@ pub fn to_json(execution: &str, event: &Event) -> Value {
         "datacontenttype": "application/json",
         "data": data,
     });
-    if let Some(step) = event.kind.step() {
-        object["subject"] = Value::String(step.to_owned());
+    if let Some(subject) = event.kind.subject() {
+        object["subject"] = Value::String(subject);
     }
     object
 }
@@ -178,6 +179,7 @@ fn tag_of(kind: &str) -> Option<&'static str> {
         (SW, ".task.cancelled.v1") | (WL, ".task.compensation.cancelled.v1") => "attempt_cancelled",
         (SW, ".task.retried.v1") => "retry_scheduled",
         (WL, ".task.skipped.v1") => "step_skipped",
+        (WL, ".task.fanned_out.v1") => "fanned_out",
         (WL, ".workflow.escalated.v1") => "step_escalated",
         (WL, ".workflow.decided.v1") => "decided",
         (SW, ".workflow.suspended.v1") => "paused",
@@ -229,11 +231,20 @@ mod tests {
             EventKind::Recovered { owner: "host:1".into() },
             EventKind::StepSkipped {
                 step: "a".into(),
+                item: None,
                 reason: "need failed".into(),
                 cancelled: true,
             },
+            EventKind::FannedOut { step: "deploy".into(), items: vec![json!("eu"), json!("us")] },
+            EventKind::StepSkipped {
+                step: "deploy".into(),
+                item: Some(1),
+                reason: "`if: item != \"us\"` is false".into(),
+                cancelled: false,
+            },
             EventKind::StepSkipped {
                 step: "a".into(),
+                item: None,
                 reason: "if false".into(),
                 cancelled: false,
             },
@@ -304,38 +315,44 @@ mod tests {
                 outputs: Default::default(),
             },
         ];
-        for compensation in [false, true] {
+        for (compensation, item) in [(false, None), (true, None), (false, Some(3)), (true, Some(3))]
+        {
             let step = String::from("b");
             kinds.extend([
                 EventKind::AttemptStarted {
                     step: step.clone(),
+                    item,
                     attempt: 2,
                     compensation,
                     until: Some(Time::from_micros(9)),
                 },
                 EventKind::AttemptRunning {
                     step: step.clone(),
+                    item,
                     attempt: 2,
                     compensation,
                     process: Process { host: "h".into(), pid: 40, started: 77 },
                 },
                 EventKind::AttemptSucceeded {
                     step: step.clone(),
+                    item,
                     attempt: 2,
                     compensation,
                     outputs: outputs.clone(),
                 },
                 EventKind::AttemptFailed {
                     step: step.clone(),
+                    item,
                     attempt: 2,
                     compensation,
                     error: error.clone(),
                     outputs: outputs.clone(),
                     terminal: compensation,
                 },
-                EventKind::AttemptCancelled { step: step.clone(), attempt: 2, compensation },
+                EventKind::AttemptCancelled { step: step.clone(), item, attempt: 2, compensation },
                 EventKind::RetryScheduled {
                     step,
+                    item,
                     attempt: 3,
                     compensation,
                     delay_ms: 250,
@@ -354,6 +371,20 @@ mod tests {
             let read = from_json(&written).unwrap_or_else(|error| panic!("{written}: {error}"));
             assert_eq!(read, ("01abc".to_owned(), event), "{written}");
         }
+    }
+
+    #[test]
+    fn a_fan_out_item_is_the_subject_of_its_events() {
+        let kind = EventKind::AttemptStarted {
+            step: "deploy".into(),
+            item: Some(3),
+            attempt: 1,
+            compensation: false,
+            until: None,
+        };
+        let written = to_json("01abc", &Event::new(4, Time::from_micros(0), kind));
+        assert_eq!(written["subject"], "deploy[3]");
+        assert_eq!(written["data"]["item"], 3);
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub enum EventKind {
     },
     AttemptStarted {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
@@ -212,6 +215,9 @@ pub enum EventKind {
     /// The process of a command attempt is running (it follows `attempt_started`).
     AttemptRunning {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
@@ -219,6 +225,9 @@ pub enum EventKind {
     },
     AttemptSucceeded {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
@@ -227,6 +236,9 @@ pub enum EventKind {
     },
     AttemptFailed {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
@@ -238,12 +250,18 @@ pub enum EventKind {
     },
     AttemptCancelled {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         compensation: bool,
     },
     RetryScheduled {
         step: String,
+        /// The fan-out item it belongs to; absent for an ordinary step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         /// The attempt that will run next.
         attempt: u32,
         #[serde(default, skip_serializing_if = "is_false")]
@@ -255,9 +273,19 @@ pub enum EventKind {
     /// taken, or the execution stopped before it started (`cancelled: true`).
     StepSkipped {
         step: String,
+        /// The fan-out item skipped (its `if` was false). On a fan-out step without `item`:
+        /// every item not started yet or waiting for a retry, when the execution stops.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
         reason: String,
         #[serde(default, skip_serializing_if = "is_false")]
         cancelled: bool,
+    },
+    /// A fan-out step (`for_each`, `matrix`) became ready: its list of items, evaluated once
+    /// and recorded, so a replay never evaluates it again. Item `i` is `items[i]`.
+    FannedOut {
+        step: String,
+        items: Vec<Value>,
     },
     /// The step failed terminally under the escalate strategy; a human decides.
     StepEscalated {
@@ -353,11 +381,36 @@ impl EventKind {
             | EventKind::AttemptCancelled { step, .. }
             | EventKind::RetryScheduled { step, .. }
             | EventKind::StepSkipped { step, .. }
+            | EventKind::FannedOut { step, .. }
             | EventKind::StepEscalated { step, .. }
             | EventKind::Decided { step, .. } => Some(step),
             EventKind::Patched { step, .. } => step.as_deref(),
             _ => None,
         }
+    }
+
+    /// The fan-out item this event is about, if any.
+    pub fn item(&self) -> Option<u32> {
+        match self {
+            EventKind::AttemptStarted { item, .. }
+            | EventKind::AttemptRunning { item, .. }
+            | EventKind::AttemptSucceeded { item, .. }
+            | EventKind::AttemptFailed { item, .. }
+            | EventKind::AttemptCancelled { item, .. }
+            | EventKind::RetryScheduled { item, .. }
+            | EventKind::StepSkipped { item, .. } => *item,
+            _ => None,
+        }
+    }
+
+    /// What the event is about, for people and the CloudEvents `subject`: `deploy`, or
+    /// `deploy[3]` for a fan-out item.
+    pub fn subject(&self) -> Option<String> {
+        let step = self.step()?;
+        Some(match self.item() {
+            Some(item) => format!("{step}[{item}]"),
+            None => step.to_owned(),
+        })
     }
 }
 
@@ -373,6 +426,7 @@ mod tests {
             time: Time::from_micros(5),
             kind: EventKind::AttemptStarted {
                 step: "build".into(),
+                item: None,
                 attempt: 1,
                 compensation: false,
                 until: None,

@@ -62,10 +62,14 @@ pub enum Root {
     Attempt,
     /// `escalation.step`, `escalation.reason`: only inside `escalation.notify`.
     Escalation,
+    /// The item of a fan-out step's instance.
+    Item,
+    /// The item's position, from 0.
+    Index,
 }
 
 impl Root {
-    pub const ALL: [Root; 8] = [
+    pub const ALL: [Root; 10] = [
         Root::Inputs,
         Root::Steps,
         Root::Env,
@@ -74,6 +78,8 @@ impl Root {
         Root::Workflow,
         Root::Attempt,
         Root::Escalation,
+        Root::Item,
+        Root::Index,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +92,8 @@ impl Root {
             Root::Workflow => "workflow",
             Root::Attempt => "attempt",
             Root::Escalation => "escalation",
+            Root::Item => "item",
+            Root::Index => "index",
         }
     }
 
@@ -222,6 +230,10 @@ pub trait Scope {
     }
     /// `{ "step": …, "reason": … }` inside `escalation.notify`.
     fn escalation(&self) -> Option<Value> {
+        None
+    }
+    /// The item and its position, inside an instance of a fan-out step.
+    fn item(&self) -> Option<(Cow<'_, Value>, u32)> {
         None
     }
 }
@@ -419,6 +431,17 @@ impl Expression {
                 Some(attempt) => return Ok(Value::from(attempt)),
                 None => return Err(missing("`attempt` is only known inside a step body")),
             },
+            Root::Index => match scope.item() {
+                Some((_, index)) => return Ok(Value::from(index)),
+                None => return Err(missing("`index` is only known in a fan-out step")),
+            },
+            Root::Item => match scope.item() {
+                Some((item, _)) => {
+                    other = item.into_owned();
+                    (Cow::Borrowed(&other), &reference.path)
+                }
+                None => return Err(missing("`item` is only known in a fan-out step")),
+            },
         };
         let mut value: &Value = start.as_ref();
         for key in path {
@@ -481,6 +504,18 @@ impl Expression {
                             }
                         },
                         Root::Escalation => Cow::Owned(scope.escalation().unwrap_or(Value::Null)),
+                        Root::Item | Root::Index => match scope.item() {
+                            Some((item, _)) if root == Root::Item => item,
+                            Some((_, index)) => Cow::Owned(Value::from(index)),
+                            None => {
+                                return Err(EvalError {
+                                    message: format!(
+                                        "`{}` is only known in a fan-out step",
+                                        root.name()
+                                    ),
+                                });
+                            }
+                        },
                         Root::Steps | Root::Secrets => continue,
                     };
                     bound.push((root.name(), value));

@@ -263,6 +263,26 @@ pub const STEP: Object = Object {
         ),
         field("compensate", Ty::Object(&COMPENSATE), "How to undo this step during rollback."),
         field("agent", Ty::Object(&AGENT), "Run on a remote agent (server mode)."),
+        field(
+            "for_each",
+            Ty::OneOf(&[Ty::Template, Ty::List(&Ty::Any), Ty::Map(&Ty::Any)]),
+            "Run the step once per item of this list (or per key of this object, as `{key, value}`); the body reads `item` and `index`.",
+        ),
+        field(
+            "matrix",
+            Ty::Map(&Ty::Any),
+            "Run the step once per combination of these axes (lists); `include` and `exclude` add and remove combinations.",
+        ),
+        field(
+            "max_parallel",
+            Ty::Integer { min: 1 },
+            "Items of this fan-out running at once (default: no limit of its own).",
+        ),
+        field(
+            "tolerate",
+            Ty::OneOf(&[Ty::Integer { min: 0 }, Ty::Text]),
+            "Items that may fail before the step fails: a count, or a percentage like `10%` (default 0).",
+        ),
     ],
 };
 

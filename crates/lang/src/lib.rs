@@ -10,6 +10,7 @@
 
 pub mod diagnostic;
 pub mod expr;
+pub mod fan_out;
 pub mod format;
 pub mod graph;
 pub mod inputs;

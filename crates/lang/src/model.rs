@@ -110,10 +110,58 @@ pub struct Step {
     pub agent_labels: Vec<String>,
     /// The template the step uses: its body, env, cwd and compensation read `inputs` from it.
     pub template: Option<TemplateUse>,
+    /// `for_each` or `matrix`: the step runs once per item.
+    pub fan_out: Option<FanOut>,
     /// Conditions that list this step in a branch: (condition step, `true` for `then`).
     pub branches: Vec<(StepIndex, bool)>,
     /// Where the step is defined, for messages at run time.
     pub span: Span,
+}
+
+/// A step that runs once per item (`for_each`, `matrix`): each item is an instance of the step
+/// with its own attempts, retries, timeout, logs and compensation.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    pub items: Items,
+    /// Items running at once (the step's `max_parallel`); they count toward the group's and
+    /// the workflow's caps too.
+    pub max_parallel: Option<u32>,
+    /// Items that may fail before the step fails.
+    pub tolerate: Tolerance,
+    /// Where `for_each` or `matrix` is written, for messages at run time.
+    pub span: Span,
+}
+
+/// What a fan-out's items come from; evaluated once, when the step becomes ready.
+#[derive(Debug, Clone)]
+pub enum Items {
+    /// `for_each`: a list (one item per element), or an object (one item per key, as
+    /// `{key, value}`).
+    List(ValueTemplate),
+    /// `matrix`: every combination of the axes' values, less `exclude`, plus `include`.
+    Matrix {
+        axes: Vec<(String, ValueTemplate)>,
+        include: Option<ValueTemplate>,
+        exclude: Option<ValueTemplate>,
+    },
+}
+
+/// How many failed items a fan-out step tolerates (`tolerate: 2`, `tolerate: 10%`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    Count(u32),
+    /// A percentage of the items, 0 to 100.
+    Percent(f64),
+}
+
+impl Tolerance {
+    /// The failed items tolerated out of `items`: a percentage rounds down.
+    pub fn of(self, items: usize) -> usize {
+        match self {
+            Tolerance::Count(count) => count as usize,
+            Tolerance::Percent(percent) => ((items as f64) * percent / 100.0).floor() as usize,
+        }
+    }
 }
 
 /// A step's use of a template (`uses`, `with`).

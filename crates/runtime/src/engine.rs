@@ -840,6 +840,7 @@ impl<S: Store> Engine<S> {
                 execution: execution.to_string(),
                 line: 0,
                 step: id.step,
+                item: id.item,
                 attempt: id.number,
                 kind: id.kind,
                 stream: match stream {
@@ -865,6 +866,7 @@ impl<S: Store> Engine<S> {
                         execution: execution.to_string(),
                         line: 0,
                         step: id.step,
+                        item: id.item,
                         attempt: 0,
                         kind: AttemptKind::Notify,
                         stream: "stderr".into(),
@@ -1215,6 +1217,7 @@ impl<S: Store> Engine<S> {
                 execution: id.to_string(),
                 line: 0,
                 step: attempt_id.step,
+                item: attempt_id.item,
                 attempt: 0,
                 kind: AttemptKind::Notify,
                 stream: "stderr".into(),

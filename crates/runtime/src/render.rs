@@ -67,7 +67,7 @@ impl From<url::Error> for Error {
 pub fn attempt(execution: &Execution, attempt: Attempt, limits: &Limits) -> Result<Request, Error> {
     let compensation = attempt.is_compensation();
     let definition = &execution.workflow().steps[attempt.step];
-    let scope = execution.body_scope(attempt.step, Some(attempt.number))?;
+    let scope = execution.body_scope(attempt.step, attempt.item, Some(attempt.number))?;
     let key = if compensation {
         format!("{}:{}:compensate", execution.id(), definition.id)
     } else {

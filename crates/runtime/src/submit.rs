@@ -138,7 +138,7 @@ pub fn isolated(
         let name = workflow.steps[index].id.clone();
         if !ancestors[index] {
             let reason = format!("not under test (wayline test {step})");
-            kinds.push(EventKind::StepSkipped { step: name, reason, cancelled: false });
+            kinds.push(EventKind::StepSkipped { item: None, step: name, reason, cancelled: false });
             continue;
         }
         let mut outputs = upstream.get(&name).cloned().unwrap_or_default();
@@ -152,12 +152,14 @@ pub fn isolated(
             outputs.entry("result").or_insert(Value::Bool(taken.unwrap_or(true)));
         }
         kinds.push(EventKind::AttemptStarted {
+            item: None,
             step: name.clone(),
             attempt: 1,
             compensation: false,
             until: None,
         });
         kinds.push(EventKind::AttemptSucceeded {
+            item: None,
             step: name,
             attempt: 1,
             compensation: false,

@@ -116,6 +116,7 @@ impl From<Rejected> for Problem {
             | Rejected::NeedNotRerun { .. }
             | Rejected::AlreadyStarted { .. }
             | Rejected::NotPausedForPatch { .. }
+            | Rejected::OutputsOfFanOut { .. }
             | Rejected::NotSucceeded { .. } => {
                 Problem::new(StatusCode::CONFLICT, "rejected", detail)
             }

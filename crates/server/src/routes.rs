@@ -662,7 +662,7 @@ async fn logs<S: Store>(
     let lines = app.handle.store().logs(&id, query.step.as_deref(), query.after, limit).await?;
     let mut out = String::new();
     for line in lines {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "line": line.line,
             "step": line.step,
             "attempt": line.attempt,
@@ -671,6 +671,9 @@ async fn logs<S: Store>(
             "time": line.time.rfc3339(),
             "text": line.text,
         });
+        if let Some(item) = line.item {
+            json["item"] = item.into();
+        }
         out.push_str(&json.to_string());
         out.push('\n');
     }

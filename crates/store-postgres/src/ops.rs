@@ -378,6 +378,7 @@ pub(crate) async fn append_logs(
     let mut streams = Vec::new();
     let mut times = Vec::new();
     let mut texts: Vec<&[u8]> = Vec::new();
+    let mut items: Vec<Option<i32>> = Vec::new();
     for line in lines {
         let Some(number) = last.get_mut(&line.execution) else { continue };
         *number += 1;
@@ -389,6 +390,7 @@ pub(crate) async fn append_logs(
         streams.push(clean(&line.stream));
         times.push(line.time.as_micros());
         texts.push(line.text.as_bytes());
+        items.push(line.item.map(|item| i32::try_from(item).unwrap_or(i32::MAX)));
     }
     if executions.is_empty() {
         conn.rollback().await?;
@@ -398,8 +400,8 @@ pub(crate) async fn append_logs(
         last.iter().map(|(id, number)| (id.as_str(), *number)).unzip();
     conn.commit_with(
         "WITH written AS (
-             INSERT INTO logs (execution, line, step, attempt, compensation, stream, time, text)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::int8[], $8::bytea[])
+             INSERT INTO logs (execution, line, step, attempt, compensation, stream, time, text, item)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::int8[], $8::bytea[], $13::int4[])
          ), numbered AS (
              UPDATE executions AS e SET last_log = u.last_log
              FROM unnest($9::text[], $10::int8[]) AS u (id, last_log)
@@ -419,6 +421,7 @@ pub(crate) async fn append_logs(
             &last_numbers,
             &channel,
             &origin,
+            &items,
         ],
     )
     .await?;
@@ -741,7 +744,7 @@ pub(crate) async fn logs(
     }
     let rows = conn
         .query(
-            "SELECT line, step, attempt, compensation, stream, time, text FROM logs
+            "SELECT line, step, attempt, compensation, stream, time, text, item FROM logs
              WHERE execution = $1 AND line > $2 AND ($3::text IS NULL OR step = $3::text)
              ORDER BY line LIMIT $4",
             &[&id, &to_i64(after), &step, &to_i64(limit as u64)],
@@ -761,6 +764,7 @@ pub(crate) async fn logs(
             execution: id.to_owned(),
             line: number as u64,
             step: row.col(1)?,
+            item: row.col::<Option<i32>>(7)?.map(|item| item.max(0) as u32),
             attempt,
             kind: wayline_store::attempt_kind(row.col(3)?, attempt),
             stream: row.col(4)?,

@@ -92,6 +92,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, version)
     );
     "#,
+    // 5: the fan-out item a log line belongs to (NULL for an ordinary step).
+    r#"
+    ALTER TABLE {schema}.logs ADD COLUMN item integer;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

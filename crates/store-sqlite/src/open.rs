@@ -97,6 +97,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, version)
     ) WITHOUT ROWID;
     ",
+    // 5: the fan-out item a log line belongs to (NULL for an ordinary step).
+    "
+    ALTER TABLE logs ADD COLUMN item INTEGER;
+    ",
 ];
 
 /// The schema version this build writes and understands.

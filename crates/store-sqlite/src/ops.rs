@@ -239,8 +239,8 @@ pub(crate) fn append_logs(conn: &Connection, lines: &[LogLine]) -> rusqlite::Res
     // The last line number of each execution seen; `None`: no such execution.
     let mut last: HashMap<&str, Option<u64>> = HashMap::new();
     let mut insert = conn.prepare_cached(
-        "INSERT INTO logs (execution, line, step, attempt, compensation, stream, time, text)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO logs (execution, line, step, attempt, compensation, stream, time, text, item)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for line in lines {
         let number = match last.entry(line.execution.as_str()) {
@@ -262,6 +262,7 @@ pub(crate) fn append_logs(conn: &Connection, lines: &[LogLine]) -> rusqlite::Res
             line.stream,
             line.time.as_micros(),
             line.text,
+            line.item,
         ])?;
     }
     let mut update = conn.prepare_cached("UPDATE executions SET last_log = ?2 WHERE id = ?1")?;
@@ -538,7 +539,7 @@ pub(crate) fn logs(
 ) -> rusqlite::Result<Result<Vec<LogLine>>> {
     let lines: Vec<LogLine> = conn
         .prepare_cached(
-            "SELECT line, step, attempt, compensation, stream, time, text FROM logs
+            "SELECT line, step, attempt, compensation, stream, time, text, item FROM logs
              WHERE execution = ?1 AND line > ?2 AND (?3 IS NULL OR step = ?3) ORDER BY line LIMIT ?4",
         )?
         .query_map(params![id, to_i64(after), step, to_i64(limit as u64)], |row| {
@@ -546,6 +547,7 @@ pub(crate) fn logs(
                 execution: id.to_owned(),
                 line: row.get(0)?,
                 step: row.get(1)?,
+                item: row.get(7)?,
                 attempt: row.get(2)?,
                 kind: wayline_store::attempt_kind(row.get(3)?, row.get(2)?),
                 stream: row.get(4)?,

@@ -144,6 +144,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
             seq,
             time,
             kind: EventKind::AttemptStarted {
+                item: None,
                 step: name.clone(),
                 attempt: 1,
                 compensation: false,
@@ -155,6 +156,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
             seq: seq + 1,
             time,
             kind: EventKind::AttemptSucceeded {
+                item: None,
                 step: name,
                 attempt: 1,
                 compensation: false,
@@ -166,6 +168,7 @@ fn step_commit(lease: &Lease, step: u64) -> Commit {
             seq: seq + 2,
             time,
             kind: EventKind::AttemptStarted {
+                item: None,
                 step: format!("step-{:04}", step + 1),
                 attempt: 1,
                 compensation: false,

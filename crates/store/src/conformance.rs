@@ -128,6 +128,7 @@ pub async fn create_get_events_round_trip<S: Store>(store: S) {
         event(
             3,
             EventKind::AttemptSucceeded {
+                item: None,
                 step: "build".into(),
                 attempt: 1,
                 compensation: false,
@@ -142,6 +143,7 @@ pub async fn create_get_events_round_trip<S: Store>(store: S) {
         event(
             4,
             EventKind::AttemptFailed {
+                item: None,
                 step: "test".into(),
                 attempt: 2,
                 compensation: true,
@@ -720,7 +722,8 @@ pub async fn requests_are_handled_by_commits<S: Store>(store: S) {
     );
 }
 
-/// Log lines are numbered from 1 per execution in the order given, filtered by step, paged.
+/// Log lines are numbered from 1 per execution in the order given, filtered by step (all of a
+/// fan-out's items with it), paged.
 pub async fn logs_are_numbered_filtered_and_paged<S: Store>(store: S) {
     store.create(new_execution("x", "w", at(0)), vec![created(1, "w")]).await.unwrap();
     store.create(new_execution("y", "w", at(0)), vec![created(1, "w")]).await.unwrap();
@@ -750,6 +753,7 @@ pub async fn logs_are_numbered_filtered_and_paged<S: Store>(store: S) {
         ]
     );
     assert_eq!(x[1], LogLine { line: 2, ..log("x", "test", "running 3 tests", 2) });
+    assert_eq!((x[0].item, x[1].item), (None, Some(7)), "the item round-trips");
     let y = store.logs("y", None, 0, 100).await.unwrap();
     assert_eq!(
         y.iter().map(|l| (l.line, l.text.as_str())).collect::<Vec<_>>(),
@@ -1006,6 +1010,7 @@ fn step_event(seq: u64, step: &str) -> Event {
     event(
         seq,
         EventKind::AttemptStarted {
+            item: None,
             step: step.into(),
             attempt: 1,
             compensation: false,
@@ -1067,6 +1072,8 @@ fn log(execution: &str, step: &str, text: &str, second: i64) -> LogLine {
         execution: execution.into(),
         line: 0,
         step: step.into(),
+        // The lines of `test` come from an item of a fan-out.
+        item: (step == "test").then_some(7),
         attempt: 2,
         kind: if step == "test" {
             wayline_journal::AttemptKind::Compensation

@@ -169,6 +169,9 @@ pub struct LogLine {
     /// `append_logs` is ignored).
     pub line: u64,
     pub step: String,
+    /// The fan-out item whose attempt wrote it (`deploy[3]`); absent for an ordinary step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
     pub attempt: u32,
     /// What the attempt did: the step's body, its compensation, or the escalation notice
     /// (stored as the `compensation` flag, and attempt 0 for notices).
@@ -177,4 +180,14 @@ pub struct LogLine {
     pub stream: String,
     pub time: Time,
     pub text: String,
+}
+
+impl LogLine {
+    /// Who wrote it, as people read it: `deploy`, or `deploy[3]` for an item of a fan-out.
+    pub fn source(&self) -> String {
+        match self.item {
+            Some(item) => format!("{}[{item}]", self.step),
+            None => self.step.clone(),
+        }
+    }
 }

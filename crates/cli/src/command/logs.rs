@@ -113,7 +113,7 @@ fn print(line: &LogLine, escaped: bool) -> Result<()> {
         format!("#{}", line.attempt)
     };
     let text = if escaped { escape(&line.text) } else { line.text.as_str().into() };
-    outln!("{}{attempt} | {text}", line.step)
+    outln!("{}{attempt} | {text}", line.source())
 }
 
 /// Refuses a step the execution's workflow does not have, instead of printing nothing.

@@ -78,8 +78,19 @@ fn render_plan(plan: &Plan, inputs: &serde_json::Map<String, serde_json::Value>)
         let mut line = |label: &str, text: String| {
             let _ = writeln!(out, "      {label:<11}{text}");
         };
+        if let Some(fan_out) = &step.fan_out {
+            let mut text = fan_out.items.clone();
+            if let Some(cap) = fan_out.max_parallel {
+                let _ = write!(text, ", {cap} at a time");
+            }
+            if let Some(tolerate) = &fan_out.tolerate {
+                let _ = write!(text, ", tolerates {tolerate} failing");
+            }
+            line(fan_out.kind, text);
+        }
         if let Some(when) = &step.when {
-            line("if", when.clone());
+            let each = if step.fan_out.is_some() { "  (for each item)" } else { "" };
+            line("if", format!("{when}{each}"));
         }
         if !step.runs_when.is_empty() {
             line("runs when", step.runs_when.join(" and "));

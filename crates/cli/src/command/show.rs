@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use wayline_backend::Location;
 use wayline_core::execution::Execution;
-use wayline_core::report::Report;
+use wayline_core::report::{ItemReport, Report, StepReport};
+use wayline_journal::StepStatus;
 use wayline_runtime::{inspect, owner};
 use wayline_store::Store;
 
@@ -156,11 +157,52 @@ fn render_report(
         if let Some(compensation) = &step.compensation {
             let _ = writeln!(out, "  {:<width$}    compensation: {}", "", compensation.status);
         }
-        if !step.outputs.is_empty() {
-            let text = Value::Object(step.outputs.clone()).to_string();
-            let text: String = text.chars().take(200).collect();
+        let has_outputs = match &step.outputs {
+            Value::Object(outputs) => !outputs.is_empty(),
+            _ => !step.items.is_empty(),
+        };
+        if has_outputs {
+            let text: String = step.outputs.to_string().chars().take(200).collect();
             let _ = writeln!(out, "  {:<width$}    outputs: {text}", "");
+        }
+        if !step.items.is_empty() {
+            items(&mut out, step, width);
         }
     }
     out
+}
+
+/// Most items shown one per line under a fan-out step; the rest are counted.
+const ITEMS_SHOWN: usize = 10;
+
+/// A fan-out step's items: counts by status, then the items that did not succeed (those are
+/// what a reader looks for), each with its error or reason.
+fn items(out: &mut String, step: &StepReport, width: usize) {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for item in &step.items {
+        let name = item.status.to_string();
+        match counts.iter_mut().find(|(counted, _)| *counted == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let counts: Vec<String> =
+        counts.iter().map(|(name, count)| format!("{count} {name}")).collect();
+    let _ = writeln!(out, "  {:<width$}    items: {}", "", counts.join(", "));
+    let unusual: Vec<&ItemReport> =
+        step.items.iter().filter(|item| item.status != StepStatus::Succeeded).collect();
+    for item in unusual.iter().take(ITEMS_SHOWN) {
+        let value: String = item.item.to_string().chars().take(60).collect();
+        let _ = write!(out, "  {:<width$}      [{}] {value}  {}", "", item.index, item.status);
+        if let Some(error) = &item.error {
+            let _ = write!(out, ": {} ({})", error.message, error.class);
+        }
+        if let Some(reason) = &item.reason {
+            let _ = write!(out, " ({reason})");
+        }
+        out.push('\n');
+    }
+    if unusual.len() > ITEMS_SHOWN {
+        let _ = writeln!(out, "  {:<width$}      … {} more", "", unusual.len() - ITEMS_SHOWN);
+    }
 }

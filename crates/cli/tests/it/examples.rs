@@ -211,22 +211,39 @@ fn escalate() {
 fn fan_out() {
     let scratch = Scratch::new();
     let run = scratch.run("fan-out.yaml", &["-i", &scratch.workdir()], &[]);
-    run.check(
-        0,
-        expect![[r#"
+    run.check(0, expect![[r#"
         succeeded
-        split           succeeded   x1  {"shards":"4","exit_code":0}
-        shard_1         succeeded   x1  {"exit_code":0}
-        shard_2         succeeded   x1  {"exit_code":0}
-        shard_3         succeeded   x1  {"exit_code":0}
-        shard_4         succeeded   x1  {"exit_code":0}
-        merge           succeeded   x1  {"total":"10","exit_code":0}
-    "#]],
-    );
-    assert_eq!(run.max_running(&["shard_1", "shard_2", "shard_3", "shard_4"]), 4);
-    for shard in 1..=4 {
-        assert_eq!(scratch.read(&format!("work/shard_{shard}")), format!("{shard}\n"));
+        split           succeeded   x1  {"shards":[1,2,3,4]}
+        shard           succeeded   x4  [{"size":"10","exit_code":0},{"size":"20","exit_code":0},{"size":"30","exit_code":0},{"size":"40","exit_code":0}]
+        test            succeeded   x3  [{"exit_code":0},{"exit_code":0},null]
+        merge           succeeded   x1  {"total":"100","passed":"2","exit_code":0}
+    "#]]);
+    // Four shard items, at most two at a time, each writing its own file.
+    let shards: Vec<String> = (0..4).map(|i| format!("shard[{i}]")).collect();
+    let shards: Vec<&str> = shards.iter().map(String::as_str).collect();
+    assert_eq!(run.max_running(&shards), 2, "max_parallel: 2");
+    for (index, size) in [10, 20, 30, 40].iter().enumerate() {
+        assert_eq!(scratch.read(&format!("work/shard_{index}")), format!("{size}\n"));
     }
+    // The matrix: three combinations, the mac one failing within the tolerance.
+    let test = &run.report["steps"][2];
+    let combos: Vec<String> = test["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| format!("{} {} {}", item["item"], item["status"], item["outputs"]["exit_code"]))
+        .collect();
+    assert_eq!(
+        combos,
+        [
+            r#"{"os":"linux","arch":"x64"} "succeeded" 0"#,
+            r#"{"os":"linux","arch":"arm","emulated":true} "succeeded" 0"#,
+            r#"{"os":"mac","arch":"arm"} "failed" 1"#,
+        ]
+    );
+    // Events and log lines name the item.
+    assert_eq!(run.events_of("task.faulted")[0]["subject"], "test[2]");
+    assert!(run.stderr.contains("test[2] | testing on mac/arm"), "{}", run.stderr);
 }
 
 fn groups() {
@@ -760,6 +777,10 @@ fn summary(report: &Value) -> String {
             step["status"].as_str().unwrap(),
             step["attempts"]
         );
+        // A fan-out's outputs are a list, one entry per item.
+        if let Some(list) = step["outputs"].as_array() {
+            line += &format!("  {}", Value::from(list.clone()));
+        }
         let mut outputs = step["outputs"].as_object().cloned().unwrap_or_default();
         outputs.remove("headers");
         // The test server's port changes from run to run; the path is what the step called.

@@ -10,6 +10,7 @@ mod client;
 mod debug;
 mod durable;
 mod examples;
+mod fan_out;
 mod graph;
 mod history;
 mod hostile;

@@ -10,7 +10,9 @@ use wayline_journal::{ErrorClass, ErrorInfo, EventKind, Process, StopReason, Tim
 use wayline_lang::model::{Body, StepIndex, Strategy, ValueTemplate, Wait};
 
 use super::scope::evaluate_bool;
-use super::{Attempt, AttemptResult, AttemptState, Effect, Execution, Timer, Transition};
+use super::{
+    Attempt, AttemptResult, AttemptState, Effect, Execution, StepState, Timer, Transition,
+};
 use crate::retry;
 
 /// How a failed attempt ended, as the decision about it needs it.
@@ -45,10 +47,11 @@ impl Execution {
         if current {
             let step = self.workflow.steps[attempt.step].id.clone();
             let compensation = attempt.is_compensation();
+            let item = attempt.item;
             self.emit(
                 out,
                 now,
-                EventKind::AttemptRunning { step, attempt: number, compensation, process },
+                EventKind::AttemptRunning { step, item, attempt: number, compensation, process },
             );
         }
     }
@@ -65,19 +68,26 @@ impl Execution {
             return; // a late report about an attempt that is no longer in flight
         }
         let step = self.workflow.steps[attempt.step].id.clone();
-        let (number, compensation) = (attempt.number, attempt.is_compensation());
+        let (number, compensation, item) =
+            (attempt.number, attempt.is_compensation(), attempt.item);
         match result {
             AttemptResult::Succeeded { mut outputs } => {
                 for value in outputs.values_mut() {
                     self.secrets.mask_value(value);
                 }
-                let kind =
-                    EventKind::AttemptSucceeded { step, attempt: number, compensation, outputs };
-                self.emit(out, now, kind);
+                let kind = EventKind::AttemptSucceeded {
+                    step,
+                    item,
+                    attempt: number,
+                    compensation,
+                    outputs,
+                };
+                self.emit_for(out, now, kind, attempt);
             }
             AttemptResult::Cancelled => {
-                let kind = EventKind::AttemptCancelled { step, attempt: number, compensation };
-                self.emit(out, now, kind);
+                let kind =
+                    EventKind::AttemptCancelled { step, item, attempt: number, compensation };
+                self.emit_for(out, now, kind, attempt);
             }
             AttemptResult::Failed { error, outputs, retry_after } => {
                 self.attempt_failed(out, attempt, Failure { error, outputs, retry_after }, now);
@@ -105,18 +115,22 @@ impl Execution {
         let stopping = self.state.stop().is_some() && !compensation;
         let retry =
             if stopping { None } else { self.retry_delay(attempt, error.class, retry_after, now) };
-        self.emit(
-            out,
-            now,
-            EventKind::AttemptFailed {
-                step: id.clone(),
-                attempt: attempt.number,
-                compensation,
-                error: error.clone(),
-                outputs,
-                terminal: retry.is_none(),
-            },
-        );
+        let kind = EventKind::AttemptFailed {
+            step: id.clone(),
+            item: attempt.item,
+            attempt: attempt.number,
+            compensation,
+            error: error.clone(),
+            outputs,
+            terminal: retry.is_none(),
+        };
+        if attempt.item.is_some() && !compensation {
+            // An item's terminal failure fails the step only once more items failed than it
+            // tolerates and the others stopped: the step's strategy follows then.
+            self.emit_for(out, now, kind, attempt);
+        } else {
+            self.emit(out, now, kind);
+        }
         if let Some(delay) = retry {
             let at = now.after(delay);
             let next = attempt.numbered(attempt.number + 1);
@@ -125,6 +139,7 @@ impl Execution {
                 now,
                 EventKind::RetryScheduled {
                     step: id,
+                    item: attempt.item,
                     attempt: next.number,
                     compensation,
                     delay_ms: delay.as_millis() as u64,
@@ -134,10 +149,118 @@ impl Execution {
             out.effects.push(Effect::Timer { at, timer: Timer::Retry(next) });
             return;
         }
-        if compensation || stopping {
+        if compensation || stopping || attempt.item.is_some() {
             return;
         }
-        // A terminal failure: the step's strategy decides.
+        self.step_failed(out, step, error, now);
+    }
+
+    /// Records an event about an instance of a step, and, when it made a fan-out step fail,
+    /// lets the step's strategy decide.
+    pub(super) fn emit_for(
+        &mut self,
+        out: &mut Transition,
+        now: Time,
+        kind: EventKind,
+        attempt: Attempt,
+    ) {
+        let step = attempt.step;
+        let before = self.steps()[step].state.clone();
+        let failed_before = self.steps()[step].items.as_ref().map_or(0, |items| items.failed());
+        self.emit(out, now, kind);
+        if attempt.item.is_none() || attempt.is_compensation() || before != StepState::FannedOut {
+            return;
+        }
+        let run = &self.steps()[step];
+        if run.state == StepState::Failed {
+            if self.state.stop().is_none() {
+                let error = run
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| ErrorInfo::new(ErrorClass::Failure, "items failed"));
+                self.step_failed(out, step, error, now);
+            }
+            return;
+        }
+        let Some(items) = &run.items else { return };
+        let tolerated = self.workflow.steps[step]
+            .fan_out
+            .as_ref()
+            .map_or(0, |fan_out| fan_out.tolerate.of(items.runs.len()));
+        if items.failed() as usize > tolerated && failed_before as usize <= tolerated {
+            self.items_exceeded(out, step, now);
+        }
+    }
+
+    /// One failure more than a fan-out step tolerates: the step has failed, though some of
+    /// its items are still in flight. Under `fail_fast` and `rollback` the execution stops at
+    /// once (which cancels those items too); otherwise the step's own items stop: those
+    /// running are cancelled, those waiting for a retry are skipped, and the step's strategy
+    /// decides once they are all back.
+    fn items_exceeded(&mut self, out: &mut Transition, step: StepIndex, now: Time) {
+        let definition = &self.workflow.steps[step];
+        let run = &self.steps()[step];
+        let Some(items) = &run.items else { return };
+        if self.state.stop().is_none()
+            && matches!(definition.on_failure, Strategy::FailFast | Strategy::Rollback)
+        {
+            let rollback = definition.on_failure == Strategy::Rollback;
+            let error = super::fold::items_error(definition, items);
+            let error = ErrorInfo::new(
+                error.class,
+                format!("step `{}` failed: {}", definition.id, error.message),
+            );
+            self.stop(out, now, StopReason::Failed, rollback, None, Some(error));
+            return;
+        }
+        let id = definition.id.clone();
+        let tolerated = definition.fan_out.as_ref().map_or(0, |f| f.tolerate.of(items.runs.len()));
+        let failed = items.failed();
+        let reason = format!(
+            "not run again: {failed} item{} failed, more than the {tolerated} tolerated",
+            if failed == 1 { "" } else { "s" }
+        );
+        let mut cancel = Vec::new();
+        let mut skip = Vec::new();
+        for (item, item_run) in items.runs.iter().enumerate() {
+            let item = item as u32;
+            match item_run.state {
+                StepState::Active(AttemptState::Running { attempt, until, .. }) => {
+                    cancel.push((item, attempt, until.is_some()))
+                }
+                StepState::Active(AttemptState::Retrying { .. }) => skip.push(item),
+                _ => {}
+            }
+        }
+        for (item, attempt, waits) in cancel {
+            let this = Attempt::of_item(step, Some(item), attempt);
+            if waits {
+                let kind = EventKind::AttemptCancelled {
+                    step: id.clone(),
+                    item: Some(item),
+                    attempt,
+                    compensation: false,
+                };
+                self.emit_for(out, now, kind, this);
+            } else if self.transient.cancels_sent.insert(this) {
+                out.effects.push(Effect::Cancel(this));
+            }
+        }
+        for item in skip {
+            self.transient.due.remove(&(self.state.position(step), Some(item)));
+            let kind = EventKind::StepSkipped {
+                step: id.clone(),
+                item: Some(item),
+                reason: reason.clone(),
+                cancelled: false,
+            };
+            self.emit_for(out, now, kind, Attempt::of_item(step, Some(item), 0));
+        }
+    }
+
+    /// A step failed terminally: its strategy decides what follows.
+    fn step_failed(&mut self, out: &mut Transition, step: StepIndex, error: ErrorInfo, now: Time) {
+        let id = self.workflow.steps[step].id.clone();
         match self.workflow.steps[step].on_failure {
             Strategy::Continue => {}
             strategy @ (Strategy::FailFast | Strategy::Rollback) => {
@@ -154,23 +277,18 @@ impl Execution {
         }
     }
 
-    /// Starts attempt `attempt` of `step`. Condition and set steps complete on the spot.
-    pub(super) fn start_attempt(
-        &mut self,
-        out: &mut Transition,
-        step: StepIndex,
-        attempt: u32,
-        now: Time,
-    ) {
+    /// Starts `this` attempt (of a step, or of one of its items). Condition and set steps
+    /// complete on the spot.
+    pub(super) fn start_attempt(&mut self, out: &mut Transition, this: Attempt, now: Time) {
         let workflow = Arc::clone(&self.workflow);
-        let this = Attempt::step(step, attempt);
+        let step = this.step;
         match &workflow.steps[step].body {
             Body::Run(_) | Body::Http(_) => {
                 self.emit_started(out, this, None, now);
                 out.effects.push(Effect::Start(this));
             }
             // The end of a wait is part of its start event, so it is evaluated first.
-            Body::Wait(wait) => match self.wait_end(step, wait, attempt, now) {
+            Body::Wait(wait) => match self.wait_end(this, wait, now) {
                 Ok(until) => {
                     self.emit_started(out, this, Some(until), now);
                     out.effects.push(Effect::Timer { at: until, timer: Timer::Wait(this) });
@@ -182,14 +300,16 @@ impl Execution {
             },
             Body::Condition(condition) => {
                 self.emit_started(out, this, None, now);
-                let result = evaluate_bool(&condition.expression, &self.scope(None))
+                let result = self
+                    .body_scope(step, this.item, None)
+                    .and_then(|view| evaluate_bool(&condition.expression, &view))
                     .map(|result| Map::from_iter([("result".to_owned(), Value::Bool(result))]))
                     .map_err(|error| format!("condition: {}", error.message));
                 self.complete(out, this, result, now);
             }
             Body::Set(entries) => {
                 self.emit_started(out, this, None, now);
-                let result = self.set_outputs(step, entries, attempt);
+                let result = self.set_outputs(this, entries);
                 self.complete(out, this, result, now);
             }
         }
@@ -204,14 +324,20 @@ impl Execution {
         now: Time,
     ) {
         let step = self.workflow.steps[attempt.step].id.clone();
-        let kind =
-            EventKind::AttemptStarted { step, attempt: attempt.number, compensation: false, until };
+        let kind = EventKind::AttemptStarted {
+            step,
+            item: attempt.item,
+            attempt: attempt.number,
+            compensation: false,
+            until,
+        };
         self.emit(out, now, kind);
     }
 
     /// The state of `attempt` while it is in flight; `None` once it ended (a late report).
     fn in_flight(&self, attempt: Attempt) -> Option<&AttemptState> {
-        let active = self.steps().get(attempt.step)?.active(attempt.kind)?;
+        let run = self.steps().get(attempt.step)?.instance(attempt.item)?;
+        let active = run.active(attempt.kind)?;
         match active {
             AttemptState::Running { attempt: number, .. } if *number == attempt.number => {
                 Some(active)
@@ -234,11 +360,12 @@ impl Execution {
                 let step = self.workflow.steps[attempt.step].id.clone();
                 let kind = EventKind::AttemptSucceeded {
                     step,
+                    item: attempt.item,
                     attempt: attempt.number,
                     compensation: false,
                     outputs,
                 };
-                self.emit(out, now, kind);
+                self.emit_for(out, now, kind, attempt);
             }
             Err(message) => {
                 let error = ErrorInfo::new(ErrorClass::Expression, message);
@@ -248,17 +375,13 @@ impl Execution {
     }
 
     /// The end of a wait step's attempt.
-    fn wait_end(
-        &self,
-        step: StepIndex,
-        wait: &Wait,
-        attempt: u32,
-        now: Time,
-    ) -> Result<Time, String> {
+    fn wait_end(&self, attempt: Attempt, wait: &Wait, now: Time) -> Result<Time, String> {
         match wait {
             Wait::For(duration) => Ok(now.after(*duration)),
             Wait::Until(template) => {
-                let view = self.body_scope(step, Some(attempt)).map_err(|e| e.message)?;
+                let view = self
+                    .body_scope(attempt.step, attempt.item, Some(attempt.number))
+                    .map_err(|e| e.message)?;
                 let value = template.evaluate(&view).map_err(|e| e.message)?;
                 match value {
                     Value::String(text) => Time::parse(&text),
@@ -271,11 +394,12 @@ impl Execution {
     /// The outputs of a `set` step, masked.
     fn set_outputs(
         &self,
-        step: StepIndex,
+        attempt: Attempt,
         entries: &[(String, ValueTemplate)],
-        attempt: u32,
     ) -> Result<Map<String, Value>, String> {
-        let view = self.body_scope(step, Some(attempt)).map_err(|e| e.message)?;
+        let view = self
+            .body_scope(attempt.step, attempt.item, Some(attempt.number))
+            .map_err(|e| e.message)?;
         let mut outputs = Map::new();
         // All values of the step share one evaluation budget.
         let mut meter = wayline_lang::expr::Meter::default();
@@ -298,7 +422,7 @@ impl Execution {
     ) -> Option<Duration> {
         let compensation = attempt.is_compensation();
         let definition = &self.workflow.steps[attempt.step];
-        let run = &self.steps()[attempt.step];
+        let run = self.steps()[attempt.step].instance(attempt.item)?;
         // Lost attempts do not count against `max_attempts`.
         let (policy, used, lost, first) = if compensation {
             let comp = definition.compensate.as_ref()?;
@@ -325,13 +449,13 @@ impl Execution {
         if used >= policy.max_attempts {
             return None;
         }
-        let attempt = if compensation { run.compensation_attempts + 1 } else { run.attempts + 1 };
-        let salt = if compensation {
-            format!("{}#compensate", definition.id)
-        } else {
-            definition.id.clone()
+        let number = if compensation { run.compensation_attempts + 1 } else { run.attempts + 1 };
+        let instance = match attempt.item {
+            Some(item) => format!("{}[{item}]", definition.id),
+            None => definition.id.clone(),
         };
-        let (pick, jitter) = retry::samples(self.id(), &salt, attempt);
+        let salt = if compensation { format!("{instance}#compensate") } else { instance };
+        let (pick, jitter) = retry::samples(self.id(), &salt, number);
         let mut delay = retry::delay(policy, used, pick, jitter);
         if let Some(retry_after) = retry_after {
             delay = delay.max(retry_after);

@@ -54,6 +54,9 @@ impl Execution {
                 if !outputs.is_empty() && decision != Decision::Skip {
                     return Err(Rejected::OutputsWithoutSkip);
                 }
+                if !outputs.is_empty() && run.items.is_some() {
+                    return Err(Rejected::OutputsOfFanOut { step });
+                }
                 self.decide(out, index, decision, outputs, actor, now);
             }
             Control::Break { steps, every, actor } => {
@@ -99,6 +102,9 @@ impl Execution {
                     };
                     let index = self.step_named(name)?;
                     let run = &self.steps()[index];
+                    if run.items.is_some() {
+                        return Err(Rejected::OutputsOfFanOut { step: name.clone() });
+                    }
                     if run.state != StepState::Succeeded {
                         return Err(Rejected::NotSucceeded {
                             step: name.clone(),

@@ -25,17 +25,27 @@ impl Execution {
         // Retries that were due no longer start: the stopping schedule skips their steps.
         self.transient.due.clear();
         for index in 0..self.steps().len() {
-            let StepState::Active(AttemptState::Running { attempt, until, .. }) =
-                self.steps()[index].state
-            else {
-                continue;
-            };
-            if until.is_some() {
-                let step = self.workflow.steps[index].id.clone();
-                let kind = EventKind::AttemptCancelled { step, attempt, compensation: false };
-                self.emit(out, now, kind);
-            } else if self.transient.cancels_sent.insert(Attempt::step(index, attempt)) {
-                out.effects.push(Effect::Cancel(Attempt::step(index, attempt)));
+            let run = &self.steps()[index];
+            let items = run.items.as_ref().map_or(0, |items| items.runs.len() as u32);
+            let instances = std::iter::once(None).chain((0..items).map(Some));
+            let running: Vec<(Option<u32>, u32, bool)> = instances
+                .filter_map(|item| match run.instance(item)?.state {
+                    StepState::Active(AttemptState::Running { attempt, until, .. }) => {
+                        Some((item, attempt, until.is_some()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (item, attempt, waits) in running {
+                let this = Attempt::of_item(index, item, attempt);
+                if waits {
+                    let step = self.workflow.steps[index].id.clone();
+                    let kind =
+                        EventKind::AttemptCancelled { step, item, attempt, compensation: false };
+                    self.emit(out, now, kind);
+                } else if self.transient.cancels_sent.insert(this) {
+                    out.effects.push(Effect::Cancel(this));
+                }
             }
         }
     }

@@ -15,7 +15,9 @@ use wayline_journal::{
 };
 use wayline_lang::model::{Body, Step, StepIndex, Strategy, Workflow};
 
-use super::{AttemptState, Compensation, Created, Execution, StepRun, StepState};
+use super::{
+    AttemptState, Compensation, Created, Execution, Instance, ItemRuns, StepRun, StepState,
+};
 
 impl Execution {
     /// Applies one journal event to the state: the same function folds a stored journal and
@@ -60,8 +62,8 @@ pub(super) struct State {
     missing: Vec<u32>,
     /// Positions of pending steps whose needs are all finished.
     ready: BTreeSet<usize>,
-    /// Positions of compensations that are `Ready` (highest first when taken).
-    compensations_ready: BTreeSet<usize>,
+    /// Compensations that are `Ready`, of steps and items (highest first when taken).
+    compensations_ready: BTreeSet<Instance>,
     /// Attempts in flight that take a slot.
     running: u32,
     group_running: Vec<u32>,
@@ -184,7 +186,7 @@ impl State {
         &self.ready
     }
 
-    pub(super) fn compensations_ready(&self) -> &BTreeSet<usize> {
+    pub(super) fn compensations_ready(&self) -> &BTreeSet<Instance> {
         &self.compensations_ready
     }
 
@@ -258,11 +260,11 @@ impl State {
             EventKind::Created { .. } => return Err("`created` can only be the first event".into()),
             EventKind::Started => self.started_at = Some(now),
             EventKind::Recovered { owner } => self.owner = Some(owner.clone()),
-            EventKind::AttemptStarted { step, attempt, compensation, until } => {
+            EventKind::AttemptStarted { step, item, attempt, compensation, until } => {
                 let index = index(workflow, step)?;
                 let position = self.position[index];
-                let run = &mut self.steps[index];
                 if *compensation {
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
                     // A compensation never waits: `until` belongs to wait steps.
                     run.compensation = Compensation::Active(AttemptState::Running {
                         attempt: *attempt,
@@ -271,9 +273,11 @@ impl State {
                         process: None,
                     });
                     run.compensation_attempts = *attempt;
-                    self.compensations_ready.remove(&position);
+                    self.compensations_ready.remove(&(position, *item));
                     self.running += 1;
                 } else {
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
+                    let was_active = matches!(run.state, StepState::Active(_));
                     if run.started_at.is_none() {
                         run.started_at = Some(now);
                     }
@@ -287,9 +291,23 @@ impl State {
                         until: *until,
                         process: None,
                     });
-                    self.ready.remove(&position);
                     let definition = &workflow.steps[index];
-                    if takes_slot(definition) {
+                    let slot = takes_slot(definition);
+                    match item {
+                        None => {
+                            self.ready.remove(&position);
+                        }
+                        Some(item) => {
+                            let items = items_mut(&mut self.steps[index], step)?;
+                            items.pending.remove(item);
+                            items.active += u32::from(!was_active);
+                            items.running += u32::from(slot);
+                            if items.pending.is_empty() {
+                                self.ready.remove(&position);
+                            }
+                        }
+                    }
+                    if slot {
                         self.running += 1;
                         if let Some(group) = definition.group {
                             self.group_running[group] += 1;
@@ -297,9 +315,10 @@ impl State {
                     }
                 }
             }
-            EventKind::AttemptRunning { step, attempt, compensation, process } => {
+            EventKind::AttemptRunning { step, item, attempt, compensation, process } => {
                 let index = index(workflow, step)?;
-                match active_mut(&mut self.steps[index], *compensation) {
+                let run = instance_mut(&mut self.steps[index], step, *item)?;
+                match active_mut(run, *compensation) {
                     Some(AttemptState::Running { attempt: a, process: slot, .. })
                         if a == attempt =>
                     {
@@ -312,89 +331,152 @@ impl State {
                     }
                 }
             }
-            EventKind::AttemptSucceeded { step, compensation, outputs, .. } => {
+            EventKind::AttemptSucceeded { step, item, compensation, outputs, .. } => {
                 let index = index(workflow, step)?;
                 if *compensation {
-                    self.release_compensation_slot(index);
-                    self.steps[index].compensation = Compensation::Succeeded;
-                    self.compensation_done(workflow, index);
+                    self.release_compensation_slot(index, *item);
+                    instance_mut(&mut self.steps[index], step, *item)?.compensation =
+                        Compensation::Succeeded;
+                    self.compensation_done(workflow, index, *item);
                 } else {
-                    self.release_slot(workflow, index);
-                    let run = &mut self.steps[index];
+                    self.release_slot(workflow, index, *item);
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
                     run.outputs = outputs.clone();
                     run.error = None;
                     run.state = StepState::Succeeded;
                     run.finished_at = Some(now);
-                    self.done(workflow, index);
+                    self.ended(workflow, index, *item, now);
                 }
             }
-            EventKind::AttemptFailed { step, compensation, error, outputs, terminal, .. } => {
+            EventKind::AttemptFailed {
+                step, item, compensation, error, outputs, terminal, ..
+            } => {
                 let index = index(workflow, step)?;
                 let lost = u32::from(error.class == ErrorClass::Lost);
                 if *compensation {
-                    self.release_compensation_slot(index);
-                    self.steps[index].compensation_lost += lost;
+                    self.release_compensation_slot(index, *item);
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
+                    run.compensation_lost += lost;
                     if *terminal {
-                        self.steps[index].compensation = Compensation::Failed(error.clone());
-                        self.compensation_done(workflow, index);
+                        run.compensation = Compensation::Failed(error.clone());
+                        self.compensation_done(workflow, index, *item);
                     }
                 } else {
-                    self.release_slot(workflow, index);
-                    let run = &mut self.steps[index];
+                    self.release_slot(workflow, index, *item);
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
                     run.lost += lost;
                     run.error = Some(error.clone());
                     run.outputs = outputs.clone();
                     if *terminal {
                         run.finished_at = Some(now);
                         run.state = StepState::Failed;
-                        // Escalation, if any, follows as its own event.
-                        if workflow.steps[index].on_failure != Strategy::Escalate
+                        if item.is_some() {
+                            items_mut(&mut self.steps[index], step)?.failed += 1;
+                            self.ended(workflow, index, *item, now);
+                        } else if workflow.steps[index].on_failure != Strategy::Escalate
                             || self.stop.is_some()
                         {
+                            // Escalation, if any, follows as its own event.
                             self.done(workflow, index);
                         }
                     }
                 }
             }
-            EventKind::AttemptCancelled { step, compensation, .. } => {
+            EventKind::AttemptCancelled { step, item, compensation, .. } => {
                 let index = index(workflow, step)?;
                 if *compensation {
-                    self.release_compensation_slot(index);
-                    self.steps[index].compensation = Compensation::Failed(ErrorInfo::new(
-                        ErrorClass::Fatal,
-                        "compensation cancelled",
-                    ));
-                    self.compensation_done(workflow, index);
+                    self.release_compensation_slot(index, *item);
+                    instance_mut(&mut self.steps[index], step, *item)?.compensation =
+                        Compensation::Failed(ErrorInfo::new(
+                            ErrorClass::Fatal,
+                            "compensation cancelled",
+                        ));
+                    self.compensation_done(workflow, index, *item);
                 } else {
-                    self.release_slot(workflow, index);
-                    let run = &mut self.steps[index];
+                    self.release_slot(workflow, index, *item);
+                    let run = instance_mut(&mut self.steps[index], step, *item)?;
                     run.state = StepState::Cancelled;
                     run.finished_at = Some(now);
-                    self.done(workflow, index);
+                    self.ended(workflow, index, *item, now);
                 }
             }
-            EventKind::RetryScheduled { step, attempt, compensation, at, .. } => {
+            EventKind::RetryScheduled { step, item, attempt, compensation, at, .. } => {
                 let index = index(workflow, step)?;
                 let retrying = AttemptState::Retrying { next: *attempt, at: *at };
-                let run = &mut self.steps[index];
+                let run = instance_mut(&mut self.steps[index], step, *item)?;
                 if *compensation {
                     run.compensation = Compensation::Active(retrying);
                 } else {
                     run.state = StepState::Active(retrying);
                 }
             }
-            EventKind::StepSkipped { step, reason, cancelled } => {
+            EventKind::FannedOut { step, items } => {
                 let index = index(workflow, step)?;
                 let run = &mut self.steps[index];
-                run.state = if *cancelled {
+                if run.state != StepState::Pending || workflow.steps[index].fan_out.is_none() {
+                    return Err(format!("the journal fans out `{step}`, which cannot fan out now"));
+                }
+                run.state = StepState::FannedOut;
+                run.started_at.get_or_insert(now);
+                let count = items.len() as u32;
+                run.items = Some(Box::new(ItemRuns {
+                    values: items.clone(),
+                    runs: (0..count).map(|_| StepRun::new()).collect(),
+                    pending: (0..count).collect(),
+                    active: 0,
+                    running: 0,
+                    failed: 0,
+                    stopped: None,
+                }));
+                self.settle(workflow, index, now);
+            }
+            EventKind::StepSkipped { step, item: Some(item), reason, .. } => {
+                let index = index(workflow, step)?;
+                let run = instance_mut(&mut self.steps[index], step, Some(*item))?;
+                // Skipped before its first attempt (its `if`), or instead of a retry (its
+                // step failed past its tolerance).
+                let retrying =
+                    matches!(run.state, StepState::Active(AttemptState::Retrying { .. }));
+                run.state = StepState::Skipped { reason: reason.clone() };
+                run.finished_at = Some(now);
+                let items = items_mut(&mut self.steps[index], step)?;
+                items.pending.remove(item);
+                items.active -= u32::from(retrying);
+                self.settle(workflow, index, now);
+            }
+            EventKind::StepSkipped { step, item: None, reason, cancelled } => {
+                let index = index(workflow, step)?;
+                let state = if *cancelled {
                     StepState::Cancelled
                 } else {
                     StepState::Skipped { reason: reason.clone() }
                 };
-                run.finished_at = Some(now);
-                self.ready.remove(&self.position[index]);
-                self.escalated.remove(&index);
-                self.done(workflow, index);
+                let run = &mut self.steps[index];
+                if let (StepState::FannedOut, Some(items)) = (&run.state, run.items.as_mut()) {
+                    // The execution stopped: items not started, and those waiting for a retry,
+                    // will not run.
+                    for item in 0..items.runs.len() {
+                        let item_run = &mut items.runs[item];
+                        let waiting = matches!(
+                            item_run.state,
+                            StepState::Active(AttemptState::Retrying { .. })
+                        );
+                        if waiting || item_run.state == StepState::Pending {
+                            item_run.state = state.clone();
+                            item_run.finished_at = Some(now);
+                            items.active -= u32::from(waiting);
+                        }
+                    }
+                    items.pending.clear();
+                    items.stopped = Some(state);
+                    self.settle(workflow, index, now);
+                } else {
+                    run.state = state;
+                    run.finished_at = Some(now);
+                    self.ready.remove(&self.position[index]);
+                    self.escalated.remove(&index);
+                    self.done(workflow, index);
+                }
             }
             EventKind::StepEscalated { step, error } => {
                 let index = index(workflow, step)?;
@@ -411,11 +493,22 @@ impl State {
                 run.decision = Some((decision, actor.clone()));
                 match decision {
                     Decision::Retry => {
-                        run.state = StepState::Pending;
-                        run.budget_base = run.attempts;
-                        run.budget_started = None;
-                        run.lost = 0;
                         run.finished_at = None;
+                        match run.items.as_mut() {
+                            // A fan-out runs again the items that did not succeed.
+                            Some(items) => {
+                                for (item, item_run) in items.runs.iter_mut().enumerate() {
+                                    if item_run.state != StepState::Succeeded {
+                                        item_run.fresh_budget();
+                                        items.pending.insert(item as u32);
+                                    }
+                                }
+                                items.failed = 0;
+                                items.stopped = None;
+                                run.state = StepState::FannedOut;
+                            }
+                            None => run.fresh_budget(),
+                        }
                         self.ready.insert(self.position[index]);
                     }
                     Decision::Skip if !outputs.is_empty() => {
@@ -516,8 +609,9 @@ impl State {
         Ok(())
     }
 
-    fn release_slot(&mut self, workflow: &Workflow, index: StepIndex) {
-        if !matches!(self.steps[index].state, StepState::Active(AttemptState::Running { .. })) {
+    fn release_slot(&mut self, workflow: &Workflow, index: StepIndex, item: Option<u32>) {
+        let Some(run) = self.steps[index].instance(item) else { return };
+        if !matches!(run.state, StepState::Active(AttemptState::Running { .. })) {
             return;
         }
         let definition = &workflow.steps[index];
@@ -528,14 +622,80 @@ impl State {
         if let Some(group) = definition.group {
             self.group_running[group] = self.group_running[group].saturating_sub(1);
         }
+        if let (Some(_), Some(items)) = (item, self.steps[index].items.as_mut()) {
+            items.running = items.running.saturating_sub(1);
+        }
     }
 
-    fn release_compensation_slot(&mut self, index: StepIndex) {
-        if matches!(
-            self.steps[index].compensation,
-            Compensation::Active(AttemptState::Running { .. })
-        ) {
+    fn release_compensation_slot(&mut self, index: StepIndex, item: Option<u32>) {
+        let running = self.steps[index].instance(item).is_some_and(|run| {
+            matches!(run.compensation, Compensation::Active(AttemptState::Running { .. }))
+        });
+        if running {
             self.running = self.running.saturating_sub(1);
+        }
+    }
+
+    /// A step, or an item of a fan-out step, reached a terminal state.
+    fn ended(&mut self, workflow: &Workflow, index: StepIndex, item: Option<u32>, now: Time) {
+        match item {
+            None => self.done(workflow, index),
+            Some(_) => {
+                if let Some(items) = self.steps[index].items.as_mut() {
+                    items.active = items.active.saturating_sub(1);
+                }
+                self.settle(workflow, index, now);
+            }
+        }
+    }
+
+    /// A fan-out step ends once none of its items runs and none will start: every item ended,
+    /// or more failed than it tolerates (those not started are skipped then). It fails when
+    /// more items failed than it tolerates; otherwise it is cancelled or skipped when the
+    /// execution stopped its items, and succeeds when not.
+    /// Ends a fan-out step once its items allow: when none is in flight and either none is
+    /// left to start or more failed than it tolerates (the rest are then skipped). Its state
+    /// follows: failed past the tolerance, else what a stop made it, else succeeded.
+    fn settle(&mut self, workflow: &Workflow, index: StepIndex, now: Time) {
+        let definition = &workflow.steps[index];
+        let Some(fan_out) = &definition.fan_out else { return };
+        let run = &mut self.steps[index];
+        let Some(items) = run.items.as_mut() else { return };
+        if run.state != StepState::FannedOut {
+            return;
+        }
+        let tolerated = fan_out.tolerate.of(items.runs.len());
+        let over = items.failed as usize > tolerated;
+        if items.active > 0 || (!items.pending.is_empty() && !over) {
+            return;
+        }
+        if over {
+            let failed = items.failed;
+            let reason = format!(
+                "not started: {failed} item{} failed, more than the {tolerated} tolerated",
+                if failed == 1 { "" } else { "s" }
+            );
+            for item in std::mem::take(&mut items.pending) {
+                let item_run = &mut items.runs[item as usize];
+                item_run.state = StepState::Skipped { reason: reason.clone() };
+                item_run.finished_at = Some(now);
+            }
+        }
+        run.finished_at = Some(now);
+        run.state = if over {
+            run.error = Some(items_error(definition, items));
+            StepState::Failed
+        } else if let Some(stopped) = items.stopped.clone() {
+            stopped
+        } else {
+            run.error = None;
+            StepState::Succeeded
+        };
+        self.ready.remove(&self.position[index]);
+        let escalates = definition.on_failure == Strategy::Escalate && self.stop.is_none();
+        if !(run.state == StepState::Failed && escalates) {
+            // Escalation, if any, follows as its own event.
+            self.done(workflow, index);
         }
     }
 
@@ -570,22 +730,20 @@ impl State {
             // A breakpoint before a step that runs again holds again.
             self.released.remove(&index);
             let run = &mut self.steps[index];
-            run.state = StepState::Pending;
-            run.budget_base = run.attempts;
-            run.budget_started = None;
-            run.lost = 0;
+            run.fresh_budget();
             run.started_at = None;
-            run.finished_at = None;
             run.outputs.clear();
             run.error = None;
             run.decision = None;
             run.patched = None;
+            // A fan-out evaluates its items again (their attempt numbers start over).
+            run.items = None;
         }
         for run in &mut self.steps {
-            run.compensation = Compensation::None;
-            run.compensation_base = run.compensation_attempts;
-            run.compensation_lost = 0;
-            run.compensation_missing = 0;
+            run.compensation_afresh();
+            for item in run.items.iter_mut().flat_map(|items| items.runs.iter_mut()) {
+                item.compensation_afresh();
+            }
         }
         self.compensations_ready.clear();
         self.escalated.clear();
@@ -611,46 +769,86 @@ impl State {
 
     fn begin_rollback(&mut self, workflow: &Workflow) {
         self.rolling_back = true;
-        // Only succeeded steps take part; a step's compensation waits for those of its
-        // succeeded dependents.
+        // Only what succeeded takes part (of a fan-out, the items that succeeded); a step's
+        // compensation waits for those of its dependents that take part.
         for index in 0..self.steps.len() {
-            if self.steps[index].state != StepState::Succeeded {
+            if !takes_part(&self.steps[index]) {
                 continue;
             }
-            let missing = workflow.dependents[index]
-                .iter()
-                .filter(|&&d| self.steps[d].state == StepState::Succeeded)
-                .count();
-            self.steps[index].compensation_missing = missing as u32;
-            self.steps[index].compensation = Compensation::Waiting;
+            let missing =
+                workflow.dependents[index].iter().filter(|&&d| takes_part(&self.steps[d])).count();
+            let run = &mut self.steps[index];
+            run.compensation_missing = missing as u32;
+            run.compensation = Compensation::Waiting;
+            for item in run.items.iter_mut().flat_map(|items| items.runs.iter_mut()) {
+                if item.state == StepState::Succeeded {
+                    item.compensation = Compensation::Waiting;
+                }
+            }
         }
         for &index in workflow.order.iter().rev() {
             let unblocked = self.steps[index].compensation == Compensation::Waiting
                 && self.steps[index].compensation_missing == 0;
             if unblocked && !self.compensation_ready(workflow, index) {
-                self.compensation_done(workflow, index);
+                self.compensation_done(workflow, index, None);
             }
         }
     }
 
-    /// The compensation of `index` no longer waits for others: it becomes ready, or, with
-    /// nothing to compensate, passes through. Returns whether it became ready; one that passed
-    /// through is done, which the caller records.
+    /// The compensation of `index` no longer waits for others: it becomes ready (of a
+    /// fan-out, that of its last succeeded item), or, with nothing to compensate, passes
+    /// through. Returns whether it became ready; one that passed through is done, which the
+    /// caller records.
     fn compensation_ready(&mut self, workflow: &Workflow, index: StepIndex) -> bool {
-        if workflow.steps[index].compensate.is_some() {
-            self.steps[index].compensation = Compensation::Ready;
-            self.compensations_ready.insert(self.position[index]);
-            true
-        } else {
+        if workflow.steps[index].compensate.is_none() {
             self.steps[index].compensation = Compensation::Nothing;
-            false
+            return false;
         }
+        let position = self.position[index];
+        let run = &mut self.steps[index];
+        match run.items.as_mut() {
+            None => {
+                run.compensation = Compensation::Ready;
+                self.compensations_ready.insert((position, None));
+            }
+            Some(items) => {
+                run.compensation = Compensation::Items;
+                let last =
+                    items.runs.iter().rposition(|item| item.compensation == Compensation::Waiting);
+                if let Some(last) = last {
+                    items.runs[last].compensation = Compensation::Ready;
+                    self.compensations_ready.insert((position, Some(last as u32)));
+                }
+            }
+        }
+        true
     }
 
-    /// A compensation finished (or there was nothing to compensate): the compensations of the
-    /// step's needs get closer to ready.
-    fn compensation_done(&mut self, workflow: &Workflow, index: StepIndex) {
-        self.compensations_ready.remove(&self.position[index]);
+    /// A compensation finished (or there was nothing to compensate): of an item, the next
+    /// item's becomes ready, and after the first item the step's is done; of a step, the
+    /// compensations of its needs get closer to ready.
+    fn compensation_done(&mut self, workflow: &Workflow, index: StepIndex, item: Option<u32>) {
+        let position = self.position[index];
+        self.compensations_ready.remove(&(position, item));
+        if item.is_some() {
+            let run = &mut self.steps[index];
+            let Some(items) = run.items.as_mut() else { return };
+            let next =
+                items.runs.iter().rposition(|item| item.compensation == Compensation::Waiting);
+            if let Some(next) = next {
+                items.runs[next].compensation = Compensation::Ready;
+                self.compensations_ready.insert((position, Some(next as u32)));
+                return;
+            }
+            let failed = items.runs.iter().find_map(|item| match &item.compensation {
+                Compensation::Failed(error) => Some(error.clone()),
+                _ => None,
+            });
+            run.compensation = match failed {
+                Some(error) => Compensation::Failed(error),
+                None => Compensation::Succeeded,
+            };
+        }
         let mut stack = vec![index];
         while let Some(done) = stack.pop() {
             for &need in &workflow.steps[done].needs {
@@ -667,6 +865,15 @@ impl State {
     }
 }
 
+/// Whether a step takes part in a rollback: it succeeded, or some of its items did.
+fn takes_part(run: &StepRun) -> bool {
+    run.state == StepState::Succeeded
+        || run
+            .items
+            .as_ref()
+            .is_some_and(|items| items.runs.iter().any(|item| item.state == StepState::Succeeded))
+}
+
 /// Whether a step's attempts count against `max_parallel`: condition and set steps complete
 /// instantly and take no slot.
 pub(super) fn takes_slot(step: &Step) -> bool {
@@ -679,6 +886,29 @@ fn index(workflow: &Workflow, step: &str) -> Result<StepIndex, String> {
         .ok_or_else(|| format!("the journal names step `{step}`, which the workflow does not have"))
 }
 
+/// The run of `item` of a step (the step's own for `None`), to change.
+fn instance_mut<'r>(
+    run: &'r mut StepRun,
+    step: &str,
+    item: Option<u32>,
+) -> Result<&'r mut StepRun, String> {
+    match item {
+        None => Ok(run),
+        Some(item) => {
+            run.items.as_mut().and_then(|items| items.runs.get_mut(item as usize)).ok_or_else(
+                || format!("the journal names item {item} of `{step}`, which it does not have"),
+            )
+        }
+    }
+}
+
+/// The items of a fan-out step, to change.
+fn items_mut<'r>(run: &'r mut StepRun, step: &str) -> Result<&'r mut ItemRuns, String> {
+    run.items
+        .as_deref_mut()
+        .ok_or_else(|| format!("the journal names an item of `{step}`, which has not fanned out"))
+}
+
 /// The attempts in flight or due of a step's body or compensation, to change.
 fn active_mut(run: &mut StepRun, compensation: bool) -> Option<&mut AttemptState> {
     match (compensation, &mut run.state, &mut run.compensation) {
@@ -687,4 +917,26 @@ fn active_mut(run: &mut StepRun, compensation: bool) -> Option<&mut AttemptState
         }
         _ => None,
     }
+}
+
+/// Why a fan-out step failed: how many of its items failed against how many it tolerates, and
+/// the first failure, with the class of that failure.
+pub(super) fn items_error(definition: &wayline_lang::model::Step, items: &ItemRuns) -> ErrorInfo {
+    let tolerated = definition.fan_out.as_ref().map_or(0, |f| f.tolerate.of(items.runs.len()));
+    let first = items.runs.iter().enumerate().find_map(|(i, item)| match item.state {
+        StepState::Failed => item.error.as_ref().map(|error| (i, error)),
+        _ => None,
+    });
+    let (class, first) = match first {
+        Some((i, error)) => (error.class, format!(": {}[{i}]: {}", definition.id, error.message)),
+        None => (ErrorClass::Failure, String::new()),
+    };
+    ErrorInfo::new(
+        class,
+        format!(
+            "{} of {} items failed, {tolerated} tolerated{first}",
+            items.failed,
+            items.runs.len()
+        ),
+    )
 }

@@ -38,7 +38,7 @@ use wayline_journal::{
 use wayline_lang::model::{StepIndex, Workflow};
 
 use fold::State;
-pub use scope::View;
+pub use scope::{View, item_outputs};
 
 /// Secret values by name: handed in by the runtime, never stored in the journal.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +97,9 @@ pub enum StepState {
     Cancelled,
     /// Failed under `escalate`, waiting for a decision.
     Escalated,
+    /// A fan-out step whose items are recorded (`fanned_out`): its items run, and it ends
+    /// once they have.
+    FannedOut,
 }
 
 impl StepState {
@@ -143,6 +146,9 @@ pub enum Compensation {
     Failed(ErrorInfo),
     /// Nothing to compensate (no `compensate` block): passes straight through.
     Nothing,
+    /// A fan-out step's succeeded items are being compensated, one at a time, the last item
+    /// first.
+    Items,
 }
 
 /// Everything the execution knows about one step.
@@ -174,12 +180,57 @@ pub struct StepRun {
     pub patched: Option<Actor>,
     /// Compensations of succeeded dependents not yet finished.
     compensation_missing: u32,
+    /// A fan-out step's items, once recorded.
+    pub items: Option<Box<ItemRuns>>,
+}
+
+/// The items of a fan-out step and where each is: every item is an instance of the step with
+/// a run of its own (attempts, retries, outputs, compensation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRuns {
+    /// The items, as `fanned_out` recorded them.
+    pub values: Vec<Value>,
+    /// One per item, in item order.
+    pub runs: Vec<StepRun>,
+    /// Items not started yet, in item order.
+    pending: BTreeSet<u32>,
+    /// Items between their first attempt and their end (running, or waiting for a retry).
+    active: u32,
+    /// Items with an attempt in flight that takes a slot (for the step's `max_parallel`).
+    running: u32,
+    /// Items that failed terminally.
+    failed: u32,
+    /// What the step becomes, once its items stopped, because the execution stopped: skipped
+    /// or cancelled.
+    stopped: Option<StepState>,
+}
+
+impl ItemRuns {
+    /// Items not started yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Items with an attempt in flight that takes a slot.
+    pub fn running(&self) -> u32 {
+        self.running
+    }
+
+    /// Items that failed terminally.
+    pub fn failed(&self) -> u32 {
+        self.failed
+    }
+
+    /// The first item not started yet.
+    fn next_pending(&self) -> Option<u32> {
+        self.pending.first().copied()
+    }
 }
 
 impl StepRun {
     pub fn status(&self) -> StepStatus {
         match (&self.state, &self.compensation) {
-            (_, Compensation::Active(_)) => StepStatus::Compensating,
+            (_, Compensation::Active(_) | Compensation::Items) => StepStatus::Compensating,
             (_, Compensation::Succeeded) => StepStatus::Compensated,
             (StepState::Pending, _) => StepStatus::Pending,
             (StepState::Active(AttemptState::Running { .. }), _) => StepStatus::Running,
@@ -189,6 +240,15 @@ impl StepRun {
             (StepState::Skipped { .. }, _) => StepStatus::Skipped,
             (StepState::Cancelled, _) => StepStatus::Cancelled,
             (StepState::Escalated, _) => StepStatus::Escalated,
+            (StepState::FannedOut, _) => StepStatus::Running,
+        }
+    }
+
+    /// The run of `item`, or this run itself for `None`.
+    pub fn instance(&self, item: Option<u32>) -> Option<&StepRun> {
+        match item {
+            None => Some(self),
+            Some(item) => self.items.as_ref()?.runs.get(item as usize),
         }
     }
 
@@ -200,6 +260,24 @@ impl StepRun {
             (AttemptKind::Compensation, _, Compensation::Active(active)) => Some(active),
             _ => None,
         }
+    }
+
+    /// Runs again with a fresh attempt budget (a `retry` decision, a rerun): its attempt
+    /// numbers continue.
+    fn fresh_budget(&mut self) {
+        self.state = StepState::Pending;
+        self.budget_base = self.attempts;
+        self.budget_started = None;
+        self.lost = 0;
+        self.finished_at = None;
+    }
+
+    /// Out of any rollback: a rerun may roll back afresh.
+    fn compensation_afresh(&mut self) {
+        self.compensation = Compensation::None;
+        self.compensation_base = self.compensation_attempts;
+        self.compensation_lost = 0;
+        self.compensation_missing = 0;
     }
 
     fn new() -> StepRun {
@@ -220,6 +298,7 @@ impl StepRun {
             decision: None,
             patched: None,
             compensation_missing: 0,
+            items: None,
         }
     }
 }
@@ -245,6 +324,11 @@ impl Attempt {
     /// Attempt `number` of `step`'s compensation.
     pub fn compensation(step: StepIndex, number: u32) -> Attempt {
         Attempt { step, item: None, number, kind: AttemptKind::Compensation }
+    }
+
+    /// Attempt `number` of the body of `item` of fan-out step `step` (`None`: the step's own).
+    pub fn of_item(step: StepIndex, item: Option<u32>, number: u32) -> Attempt {
+        Attempt { step, item, number, kind: AttemptKind::Step }
     }
 
     /// Whether this is a compensation (the journal's `compensation` flag).
@@ -407,6 +491,8 @@ pub enum Rejected {
     NotEscalated { step: String, status: StepStatus },
     /// Outputs given with a decision other than `skip`.
     OutputsWithoutSkip,
+    /// Outputs given for a fan-out step, whose outputs are its items'.
+    OutputsOfFanOut { step: String },
     /// A breakpoint before a step that has already started.
     AlreadyStarted { step: String, status: StepStatus },
     /// A patch or a step while the execution runs on.
@@ -444,6 +530,10 @@ impl std::fmt::Display for Rejected {
                 "step `{step}` is not escalated (it is {status}); only escalated steps take a decision"
             ),
             Rejected::OutputsWithoutSkip => f.write_str("outputs can only be given with `skip`"),
+            Rejected::OutputsOfFanOut { step } => write!(
+                f,
+                "step `{step}` fans out: its outputs are its items' outputs and cannot be given by hand"
+            ),
             Rejected::AlreadyStarted { step, status } => write!(
                 f,
                 "step `{step}` has already started (it is {status}); a breakpoint before it would never be reached"
@@ -647,6 +737,10 @@ impl Execution {
     pub fn processes(&self) -> Vec<&Process> {
         self.steps()
             .iter()
+            .flat_map(|run| {
+                let items = run.items.iter().flat_map(|items| items.runs.iter());
+                std::iter::once(run).chain(items)
+            })
             .flat_map(|run| [AttemptKind::Step, AttemptKind::Compensation].map(|k| run.active(k)))
             .filter_map(|active| match active {
                 Some(AttemptState::Running { process: Some(process), .. }) => Some(process),
@@ -726,6 +820,10 @@ impl Execution {
     }
 }
 
+/// A step (`None`) or one item of a fan-out step, by the step's position in dependency order:
+/// the unit that is ready, due, started and compensated.
+type Instance = (usize, Option<u32>);
+
 /// What the live engine knows about an execution that its journal does not say. Decisions may
 /// change it; a replay starts it empty, and `recover` rebuilds what matters: it re-arms every
 /// timer (so fired timers fire again), records the attempts that were in flight as lost (so
@@ -736,11 +834,11 @@ struct Transient {
     /// execution stops once). A cancel is a request to an executor, not a fact: the journal
     /// records how the attempt ended.
     cancels_sent: BTreeSet<Attempt>,
-    /// Positions (in dependency order) of retrying steps whose retry timer fired. A timer
-    /// firing is not recorded: the attempt it lets start is.
-    due: BTreeSet<usize>,
+    /// Positions (in dependency order) of retrying steps (and items) whose retry timer fired.
+    /// A timer firing is not recorded: the attempt it lets start is.
+    due: BTreeSet<Instance>,
     /// Positions of compensations whose retry timer fired, for the same reason.
-    compensations_due: BTreeSet<usize>,
+    compensations_due: BTreeSet<Instance>,
     /// The evaluated workflow `env`, for `env.*` in expressions. It follows from the inputs
     /// and the secrets, and may hold secret values, which the journal never does.
     env: Value,

@@ -35,37 +35,47 @@ impl Execution {
             if self.steps()[index].state == StepState::Escalated {
                 self.escalation_timer(out, index);
             }
-            for kind in [AttemptKind::Step, AttemptKind::Compensation] {
-                let Some(active) = self.steps()[index].active(kind).cloned() else { continue };
-                let attempt = |number| Attempt { step: index, item: None, number, kind };
-                match active {
-                    AttemptState::Running { attempt: number, until: Some(until), .. } => {
-                        // Waits are kept by the core: they survive the owner.
-                        let timer = Timer::Wait(attempt(number));
-                        out.effects.push(Effect::Timer { at: until, timer });
-                    }
-                    AttemptState::Running { attempt: number, .. } => {
-                        let run = &self.steps()[index];
-                        let (what, lost) = match kind {
-                            AttemptKind::Compensation => ("compensation", run.compensation_lost),
-                            _ => ("attempt", run.lost),
-                        };
-                        let mut message =
-                            format!("the process running this {what} stopped before it finished");
-                        if lost >= crate::retry::MAX_LOST {
-                            message.push_str(&format!(
-                                " (lost {} times: a lost attempt is retried at most {} times)",
-                                lost + 1,
-                                crate::retry::MAX_LOST
-                            ));
-                        }
-                        let error = ErrorInfo::new(ErrorClass::Lost, message);
-                        self.attempt_failed(out, attempt(number), Failure::of(error), now);
-                    }
-                    AttemptState::Retrying { next, at } => {
-                        out.effects.push(Effect::Timer { at, timer: Timer::Retry(attempt(next)) });
-                    }
+            let items = self.steps()[index].items.as_ref().map_or(0, |items| items.runs.len());
+            let instances = std::iter::once(None).chain((0..items as u32).map(Some));
+            for item in instances {
+                for kind in [AttemptKind::Step, AttemptKind::Compensation] {
+                    self.recover_instance(out, Attempt { step: index, item, number: 0, kind }, now);
                 }
+            }
+        }
+    }
+
+    /// Re-arms the timer of one instance's attempts (`of.number` is ignored), or records its
+    /// attempt in flight as lost.
+    fn recover_instance(&mut self, out: &mut Transition, of: Attempt, now: Time) {
+        let Some(run) = self.steps()[of.step].instance(of.item) else { return };
+        let Some(active) = run.active(of.kind).cloned() else { return };
+        let attempt = |number| Attempt { number, ..of };
+        match active {
+            AttemptState::Running { attempt: number, until: Some(until), .. } => {
+                // Waits are kept by the core: they survive the owner.
+                let timer = Timer::Wait(attempt(number));
+                out.effects.push(Effect::Timer { at: until, timer });
+            }
+            AttemptState::Running { attempt: number, .. } => {
+                let (what, lost) = match of.kind {
+                    AttemptKind::Compensation => ("compensation", run.compensation_lost),
+                    _ => ("attempt", run.lost),
+                };
+                let mut message =
+                    format!("the process running this {what} stopped before it finished");
+                if lost >= crate::retry::MAX_LOST {
+                    message.push_str(&format!(
+                        " (lost {} times: a lost attempt is retried at most {} times)",
+                        lost + 1,
+                        crate::retry::MAX_LOST
+                    ));
+                }
+                let error = ErrorInfo::new(ErrorClass::Lost, message);
+                self.attempt_failed(out, attempt(number), Failure::of(error), now);
+            }
+            AttemptState::Retrying { next, at } => {
+                out.effects.push(Effect::Timer { at, timer: Timer::Retry(attempt(next)) });
             }
         }
     }

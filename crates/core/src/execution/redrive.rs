@@ -59,7 +59,7 @@ impl Execution {
             seed[index] = true;
         }
         for (index, run) in steps.iter().enumerate() {
-            if run.compensation == Compensation::Succeeded {
+            if matches!(run.compensation, Compensation::Succeeded | Compensation::Items) {
                 seed[index] = true;
             }
             if !from.is_empty() {
@@ -84,7 +84,8 @@ impl Execution {
                 | StepState::Cancelled
                 | StepState::Pending
                 | StepState::Active(_)
-                | StepState::Escalated => true,
+                | StepState::Escalated
+                | StepState::FannedOut => true,
             };
         }
         let mut reset = vec![false; steps.len()];

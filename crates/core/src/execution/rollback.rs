@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use wayline_journal::{EventKind, Time};
+use wayline_journal::{AttemptKind, EventKind, Time};
 
-use super::{Attempt, AttemptState, Compensation, Effect, Execution, Transition};
+use super::{Attempt, AttemptState, Compensation, Effect, Execution, Instance, Transition};
 
 impl Execution {
     /// Starts the compensations that may start, and finishes when none is left to run.
@@ -15,7 +15,10 @@ impl Execution {
         let left = self.steps().iter().any(|run| {
             matches!(
                 run.compensation,
-                Compensation::Waiting | Compensation::Ready | Compensation::Active(_)
+                Compensation::Waiting
+                    | Compensation::Ready
+                    | Compensation::Active(_)
+                    | Compensation::Items
             )
         });
         if !left {
@@ -24,32 +27,40 @@ impl Execution {
     }
 
     fn start_compensations(&mut self, out: &mut Transition, now: Time) {
-        // Ready ones and those whose retry is due, the latest in dependency order first.
-        let candidates: BTreeSet<usize> = self
+        // Ready ones and those whose retry is due, the latest in dependency order first (of a
+        // fan-out, one item at a time, the last first).
+        let candidates: BTreeSet<Instance> = self
             .state
             .compensations_ready()
             .union(&self.transient.compensations_due)
             .copied()
             .collect();
-        for position in candidates.into_iter().rev() {
+        for (position, item) in candidates.into_iter().rev() {
             if self.workflow.max_parallel.is_some_and(|cap| self.state.running() >= cap) {
                 break;
             }
             let step = self.workflow.order[position];
-            let run = &self.steps()[step];
+            let Some(run) = self.steps()[step].instance(item) else { continue };
             let attempt = match &run.compensation {
                 Compensation::Ready => run.compensation_attempts + 1,
                 Compensation::Active(AttemptState::Retrying { next, at }) if *at <= now => *next,
                 _ => continue,
             };
-            self.transient.compensations_due.remove(&position);
+            self.transient.compensations_due.remove(&(position, item));
             let id = self.workflow.steps[step].id.clone();
             self.emit(
                 out,
                 now,
-                EventKind::AttemptStarted { step: id, attempt, compensation: true, until: None },
+                EventKind::AttemptStarted {
+                    step: id,
+                    item,
+                    attempt,
+                    compensation: true,
+                    until: None,
+                },
             );
-            out.effects.push(Effect::Start(Attempt::compensation(step, attempt)));
+            let this = Attempt { step, item, number: attempt, kind: AttemptKind::Compensation };
+            out.effects.push(Effect::Start(this));
         }
     }
 }

@@ -18,19 +18,37 @@ pub struct View<'a> {
     escalation: Option<Value>,
     /// A templated step's body reads `inputs` from its template: these values.
     inputs: Option<Value>,
+    /// In an instance of a fan-out step: the item and its position.
+    item: Option<(&'a Value, u32)>,
 }
 
 impl Execution {
     /// What expressions of `step` can read, for the runtime to render a step body.
     pub fn scope(&self, attempt: Option<u32>) -> View<'_> {
-        View { execution: self, attempt, status: None, escalation: None, inputs: None }
+        View { execution: self, attempt, status: None, escalation: None, inputs: None, item: None }
+    }
+
+    /// What expressions about `item` of fan-out step `step` can read besides: `item`,
+    /// `index`. `None` (or an item the step does not have) reads nothing more.
+    fn with_item<'a>(&'a self, mut view: View<'a>, step: StepIndex, item: Option<u32>) -> View<'a> {
+        let items = self.steps()[step].items.as_ref();
+        view.item = item.and_then(|item| Some((items?.values.get(item as usize)?, item)));
+        view
     }
 
     /// What the body of `step` (its env, cwd and compensation too) can read: for a step that
     /// uses a template, `inputs` are the template's, as `with` gives them (evaluated now,
     /// against the workflow), defaults filled in.
-    pub fn body_scope(&self, step: StepIndex, attempt: Option<u32>) -> Result<View<'_>, EvalError> {
-        let mut view = self.scope(attempt);
+    ///
+    /// In an instance of a fan-out step (`item`), `item` and `index` are readable too,
+    /// `with` values included.
+    pub fn body_scope(
+        &self,
+        step: StepIndex,
+        item: Option<u32>,
+        attempt: Option<u32>,
+    ) -> Result<View<'_>, EvalError> {
+        let mut view = self.with_item(self.scope(attempt), step, item);
         let Some(used) = &self.workflow.steps[step].template else { return Ok(view) };
         let mut inputs = serde_json::Map::new();
         let mut meter = wayline_lang::expr::Meter::default();
@@ -74,18 +92,27 @@ impl Execution {
             status: None,
             escalation: Some(escalation),
             inputs: None,
+            item: None,
         }
     }
 
-    /// What a step's `if` can read: the status functions answer for its needs.
-    pub(super) fn if_scope(&self, status: StatusView) -> View<'_> {
-        View {
+    /// What a step's `if` can read: the status functions answer for its needs; in a fan-out
+    /// step, `item` and `index` of the item it decides on.
+    pub(super) fn if_scope(
+        &self,
+        status: StatusView,
+        step: StepIndex,
+        item: Option<u32>,
+    ) -> View<'_> {
+        let view = View {
             execution: self,
             attempt: None,
             status: Some(status),
             escalation: None,
             inputs: None,
-        }
+            item: None,
+        };
+        self.with_item(view, step, item)
     }
 }
 
@@ -100,7 +127,33 @@ impl Scope for View<'_> {
     fn step(&self, id: &str) -> Option<Value> {
         let index = self.execution.workflow.step(id)?;
         let run = &self.execution.steps()[index];
-        Some(serde_json::json!({ "status": run.status().name(), "outputs": run.outputs }))
+        let Some(items) = &run.items else {
+            return Some(
+                serde_json::json!({ "status": run.status().name(), "outputs": run.outputs }),
+            );
+        };
+        // A fan-out step's outputs are its items', in item order (null for an item that did
+        // not succeed); `items` tells each item's story.
+        let outputs: Vec<Value> = items.runs.iter().map(item_outputs).collect();
+        let details: Vec<Value> = items
+            .runs
+            .iter()
+            .zip(&items.values)
+            .enumerate()
+            .map(|(index, (item, value))| {
+                serde_json::json!({
+                    "item": value,
+                    "index": index,
+                    "status": item.status().name(),
+                    "outputs": item_outputs(item),
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "status": run.status().name(),
+            "outputs": outputs,
+            "items": details,
+        }))
     }
 
     fn env(&self) -> Cow<'_, Value> {
@@ -130,6 +183,19 @@ impl Scope for View<'_> {
 
     fn escalation(&self) -> Option<Value> {
         self.escalation.clone()
+    }
+
+    fn item(&self) -> Option<(Cow<'_, Value>, u32)> {
+        self.item.map(|(value, index)| (Cow::Borrowed(value), index))
+    }
+}
+
+/// What an item of a fan-out step gives the step's outputs: its own once it succeeded, null
+/// otherwise.
+pub fn item_outputs(item: &super::StepRun) -> Value {
+    match item.state {
+        super::StepState::Succeeded => Value::Object(item.outputs.clone()),
+        _ => Value::Null,
     }
 }
 

@@ -14,36 +14,40 @@ impl Execution {
     pub(super) fn timer(&mut self, out: &mut Transition, timer: Timer, now: Time) {
         match timer {
             Timer::Retry(attempt) => {
-                let due = self.steps().get(attempt.step).and_then(|run| run.active(attempt.kind));
+                let due = self
+                    .steps()
+                    .get(attempt.step)
+                    .and_then(|run| run.instance(attempt.item))
+                    .and_then(|run| run.active(attempt.kind));
                 if !matches!(due, Some(AttemptState::Retrying { next, .. }) if *next == attempt.number)
                 {
                     return;
                 }
                 // Firing records nothing: the start it allows will be recorded.
-                let position = self.state.position(attempt.step);
+                let key = (self.state.position(attempt.step), attempt.item);
                 match attempt.kind {
-                    AttemptKind::Step => self.transient.due.insert(position),
-                    AttemptKind::Compensation => self.transient.compensations_due.insert(position),
+                    AttemptKind::Step => self.transient.due.insert(key),
+                    AttemptKind::Compensation => self.transient.compensations_due.insert(key),
                     AttemptKind::Notify => false,
                 };
             }
-            Timer::Wait(Attempt { step, number: attempt, .. }) => {
-                let waiting = matches!(
-                    self.steps()[step].state,
-                    StepState::Active(AttemptState::Running { attempt: a, until: Some(_), .. }) if a == attempt
-                );
+            Timer::Wait(this @ Attempt { step, item, number: attempt, .. }) => {
+                let waiting = self.steps()[step].instance(item).is_some_and(|run| {
+                    matches!(
+                        run.state,
+                        StepState::Active(AttemptState::Running { attempt: a, until: Some(_), .. }) if a == attempt
+                    )
+                });
                 if waiting {
                     let id = self.workflow.steps[step].id.clone();
-                    self.emit(
-                        out,
-                        now,
-                        EventKind::AttemptSucceeded {
-                            step: id,
-                            attempt,
-                            compensation: false,
-                            outputs: Map::new(),
-                        },
-                    );
+                    let kind = EventKind::AttemptSucceeded {
+                        step: id,
+                        item,
+                        attempt,
+                        compensation: false,
+                        outputs: Map::new(),
+                    };
+                    self.emit_for(out, now, kind, this);
                 }
             }
             Timer::Escalation { step, since } => {

@@ -18,6 +18,7 @@ impl Execution {
                 return Some(format!("attempt {next} at {}", at.rfc3339()));
             }
             StepState::Escalated => return Some("waiting for a decision (wayline decide)".into()),
+            StepState::FannedOut => return self.items_waiting(step),
             StepState::Pending => {}
             _ => return None,
         }
@@ -59,6 +60,34 @@ impl Execution {
                 self.workflow.steps[escalated].id
             ));
         }
+        self.slots_full(step).or_else(|| Some("ready".into()))
+    }
+
+    /// Why items of a fan-out step are not started yet; `None` when none waits.
+    fn items_waiting(&self, step: StepIndex) -> Option<String> {
+        let items = self.state.steps()[step].items.as_ref()?;
+        let pending = items.pending();
+        if pending == 0 || self.state.outcome().is_some() {
+            return None;
+        }
+        let total = items.runs.len();
+        let why = if let Some(pause) = self.state.pause() {
+            format!("execution paused by {}", pause.actor.by)
+        } else if let Some(cap) =
+            self.workflow.steps[step].fan_out.as_ref().and_then(|f| f.max_parallel)
+            && items.running() >= cap
+        {
+            format!("the step's max_parallel is reached ({}/{cap} items running)", items.running())
+        } else {
+            self.slots_full(step).unwrap_or_else(|| "ready".into())
+        };
+        Some(format!("{pending} of {total} items not started: {why}"))
+    }
+
+    /// Why a step that may start cannot for want of a slot, if so.
+    fn slots_full(&self, step: StepIndex) -> Option<String> {
+        let state = &self.state;
+        let definition = &self.workflow.steps[step];
         if let Some(group) = definition.group {
             let cap = self.workflow.groups[group].max_parallel.unwrap_or(u32::MAX);
             let running = state.group_running(group);
@@ -74,6 +103,6 @@ impl Execution {
         {
             return Some(format!("max_parallel reached ({}/{cap} running)", state.running()));
         }
-        Some("ready".into())
+        None
     }
 }

@@ -11,7 +11,7 @@ use wayline_core::execution::{
     Attempt, AttemptResult, Control, Created, Effect, Execution, Input, Redrive, Secrets, Timer,
 };
 use wayline_journal::Decision;
-use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind};
+use wayline_journal::{Actor, AttemptKind, ErrorClass, ErrorInfo, EventKind};
 use wayline_journal::{Event, Time};
 
 pub struct Harness {
@@ -21,7 +21,8 @@ pub struct Harness {
     pub journal: Vec<Event>,
     /// Armed timers, by due time.
     timers: BTreeSet<(Time, Timer)>,
-    /// Attempts in flight on the scripted executor: (step id, attempt, compensation).
+    /// Attempts in flight on the scripted executor: (step id, or `id[item]` for an item of a
+    /// fan-out, attempt, compensation).
     pub running: BTreeSet<(String, u32, bool)>,
     /// Cancel requests received.
     pub cancels: Vec<(String, u32)>,
@@ -111,9 +112,9 @@ impl Harness {
         for effect in step.effects {
             match effect {
                 Effect::Start(attempt) => {
-                    let (compensation, step) = (attempt.is_compensation(), attempt.step);
+                    let compensation = attempt.is_compensation();
+                    let id = self.label(attempt.step, attempt.item);
                     let attempt = attempt.number;
-                    let id = self.execution.workflow().steps[step].id.clone();
                     assert!(
                         !self.running.iter().any(|(s, _, c)| *s == id && *c == compensation),
                         "two attempts of {id} in flight"
@@ -122,7 +123,7 @@ impl Harness {
                     self.peak = self.peak.max(self.running.len());
                 }
                 Effect::Cancel(attempt) => {
-                    let step = self.execution.workflow().steps[attempt.step].id.clone();
+                    let step = self.label(attempt.step, attempt.item);
                     self.cancels.push((step, attempt.number));
                 }
                 Effect::Timer { at, timer } => {
@@ -134,6 +135,28 @@ impl Harness {
                 Effect::Finished => self.finished = true,
             }
         }
+    }
+
+    /// `deploy` or `deploy[3]`: how the running set names an attempt.
+    fn label(&self, step: usize, item: Option<u32>) -> String {
+        let id = &self.execution.workflow().steps[step].id;
+        match item {
+            Some(item) => format!("{id}[{item}]"),
+            None => id.clone(),
+        }
+    }
+
+    /// The attempt in flight under `label`, taken off the running set.
+    fn target(&mut self, label: &str, kind: AttemptKind) -> Attempt {
+        let number = self.take(label, kind == AttemptKind::Compensation);
+        let (step, item) = match label.split_once('[') {
+            Some((step, rest)) => {
+                let item = rest.trim_end_matches(']').parse().expect("item index");
+                (step, Some(item))
+            }
+            None => (label, None),
+        };
+        Attempt { step: self.index(step), item, number, kind }
     }
 
     fn take(&mut self, step: &str, compensation: bool) -> u32 {
@@ -157,12 +180,8 @@ impl Harness {
     }
 
     pub fn succeed_with(&mut self, step: &str, outputs: Map<String, Value>) {
-        let attempt = self.take(step, false);
-        let index = self.index(step);
-        self.input(Input::Finished {
-            attempt: Attempt::step(index, attempt),
-            result: AttemptResult::Succeeded { outputs },
-        });
+        let attempt = self.target(step, AttemptKind::Step);
+        self.input(Input::Finished { attempt, result: AttemptResult::Succeeded { outputs } });
     }
 
     pub fn fail(&mut self, step: &str, class: ErrorClass) {
@@ -170,27 +189,21 @@ impl Harness {
     }
 
     pub fn fail_after(&mut self, step: &str, class: ErrorClass, retry_after: Option<Duration>) {
-        let attempt = self.take(step, false);
-        let index = self.index(step);
+        let attempt = self.target(step, AttemptKind::Step);
         let error = ErrorInfo::new(class, format!("{step} broke"));
         self.input(Input::Finished {
-            attempt: Attempt::step(index, attempt),
+            attempt,
             result: AttemptResult::Failed { error, outputs: Map::new(), retry_after },
         });
     }
 
     pub fn cancelled(&mut self, step: &str) {
-        let attempt = self.take(step, false);
-        let index = self.index(step);
-        self.input(Input::Finished {
-            attempt: Attempt::step(index, attempt),
-            result: AttemptResult::Cancelled,
-        });
+        let attempt = self.target(step, AttemptKind::Step);
+        self.input(Input::Finished { attempt, result: AttemptResult::Cancelled });
     }
 
     pub fn compensated(&mut self, step: &str, ok: bool) {
-        let attempt = self.take(step, true);
-        let index = self.index(step);
+        let attempt = self.target(step, AttemptKind::Compensation);
         let result = if ok {
             AttemptResult::Succeeded { outputs: Map::new() }
         } else {
@@ -200,7 +213,7 @@ impl Harness {
                 retry_after: None,
             }
         };
-        self.input(Input::Finished { attempt: Attempt::compensation(index, attempt), result });
+        self.input(Input::Finished { attempt, result });
     }
 
     /// `wayline rerun`: opens the finished execution again.
@@ -257,17 +270,20 @@ impl Harness {
             let line = match &event.kind {
                 EventKind::Started => "started".to_owned(),
                 EventKind::Recovered { owner } => format!("recovered by {owner}"),
-                EventKind::AttemptStarted { step, attempt, compensation, until } => {
+                EventKind::AttemptStarted { step, attempt, compensation, until, item } => {
+                    let step = who(step, *item);
                     let what = if *compensation { "compensate" } else { "start" };
                     let until = until
                         .map(|u| format!(" until +{}ms", u.since(self.start).as_millis()))
                         .unwrap_or_default();
                     format!("{what} {step}#{attempt}{until}")
                 }
-                EventKind::AttemptRunning { step, attempt, process, .. } => {
+                EventKind::AttemptRunning { step, attempt, process, item, .. } => {
+                    let step = who(step, *item);
                     format!("running {step}#{attempt} as pid {}", process.pid)
                 }
-                EventKind::AttemptSucceeded { step, attempt, compensation, outputs } => {
+                EventKind::AttemptSucceeded { step, attempt, compensation, outputs, item } => {
+                    let step = who(step, *item);
                     let what = if *compensation { "compensated" } else { "succeeded" };
                     let outputs = if outputs.is_empty() {
                         String::new()
@@ -277,22 +293,35 @@ impl Harness {
                     format!("{what} {step}#{attempt}{outputs}")
                 }
                 EventKind::AttemptFailed {
-                    step, attempt, compensation, error, terminal, ..
+                    step,
+                    attempt,
+                    compensation,
+                    error,
+                    terminal,
+                    item,
+                    ..
                 } => {
+                    let step = who(step, *item);
                     let what = if *compensation { "compensation failed" } else { "failed" };
                     let end = if *terminal { " (terminal)" } else { "" };
                     format!("{what} {step}#{attempt} {}{end}", error.class.name())
                 }
-                EventKind::AttemptCancelled { step, attempt, .. } => {
+                EventKind::AttemptCancelled { step, attempt, item, .. } => {
+                    let step = who(step, *item);
                     format!("cancelled {step}#{attempt}")
                 }
-                EventKind::RetryScheduled { step, attempt, delay_ms, .. } => {
+                EventKind::RetryScheduled { step, attempt, delay_ms, item, .. } => {
+                    let step = who(step, *item);
                     format!("retry {step}#{attempt} in {delay_ms}ms")
                 }
-                EventKind::StepSkipped { step, reason, cancelled } => {
+                EventKind::StepSkipped { step, reason, cancelled, item } => {
+                    let step = who(step, *item);
                     format!("{} {step}: {reason}", if *cancelled { "cancelled" } else { "skipped" })
                 }
                 EventKind::StepEscalated { step, .. } => format!("escalated {step}"),
+                EventKind::FannedOut { step, items } => {
+                    format!("fanned out {step}: {}", Value::Array(items.clone()))
+                }
                 EventKind::Decided { step, decision, actor, .. } => {
                     format!("decided {step}: {decision} by {}", actor.by)
                 }
@@ -393,5 +422,13 @@ pub fn outputs(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => panic!("outputs must be an object"),
+    }
+}
+
+/// `deploy` or `deploy[3]`, as the timeline names an attempt's owner.
+fn who(step: &str, item: Option<u32>) -> String {
+    match item {
+        Some(item) => format!("{step}[{item}]"),
+        None => step.to_owned(),
     }
 }

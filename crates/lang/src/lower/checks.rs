@@ -128,10 +128,30 @@ impl Lower {
                 );
                 continue;
             }
-            if reference.path.get(1).map(String::as_str) != Some("outputs") {
-                continue;
+            let fan_out = workflow.steps[target].fan_out.is_some();
+            match reference.path.get(1).map(String::as_str) {
+                Some("items") if !fan_out => {
+                    self.push(
+                        Diagnostic::error(
+                            Code::UnknownReference,
+                            reference.span,
+                            format!("step `{id}` has no `items`: it has no `for_each` or `matrix`"),
+                        )
+                        .with_help(format!("read `steps.{id}.outputs` instead")),
+                    );
+                    continue;
+                }
+                Some("outputs") => {}
+                _ => continue,
             }
             let Some(key) = reference.path.get(2) else { continue };
+            if fan_out {
+                self.push(
+                    Diagnostic::error(Code::UnknownReference, reference.span, format!("the outputs of fan-out step `{id}` are a list, one entry per item: it has no output `{key}`"))
+                        .with_help(format!("read one item's as `steps.{id}.outputs[0].{key}`, or all of them as `steps.{id}.outputs.map(o, o.{key})`")),
+                );
+                continue;
+            }
             let known: Option<Vec<String>> = match &workflow.steps[target].body {
                 Body::Set(entries) => Some(entries.iter().map(|(k, _)| k.clone()).collect()),
                 Body::Condition(_) => Some(vec!["result".into()]),

@@ -28,14 +28,18 @@ pub(super) enum Ctx {
     Notify,
     /// The workflow's `outputs`: read any step, once every step finished.
     Outputs,
+    /// A fan-out step's `for_each` or `matrix`: evaluated before any item exists.
+    ForEach(StepIndex),
 }
 
 impl Ctx {
     pub(super) fn step(self) -> Option<StepIndex> {
         match self {
-            Ctx::Body(step) | Ctx::If(step) | Ctx::Condition(step) | Ctx::Compensate(step) => {
-                Some(step)
-            }
+            Ctx::Body(step)
+            | Ctx::If(step)
+            | Ctx::Condition(step)
+            | Ctx::Compensate(step)
+            | Ctx::ForEach(step) => Some(step),
             Ctx::WorkflowEnv | Ctx::Notify | Ctx::Outputs => None,
         }
     }
@@ -47,6 +51,9 @@ impl Ctx {
             Root::Steps => self.step().is_some() || self == Ctx::Outputs,
             Root::Attempt => matches!(self, Ctx::Body(_) | Ctx::Compensate(_)),
             Root::Escalation => self == Ctx::Notify,
+            Root::Item | Root::Index => {
+                matches!(self, Ctx::Body(_) | Ctx::If(_) | Ctx::Condition(_) | Ctx::Compensate(_))
+            }
         }
     }
 
@@ -59,6 +66,7 @@ impl Ctx {
             Ctx::Compensate(_) => "`compensate`",
             Ctx::Notify => "`escalation.notify`",
             Ctx::Outputs => "the workflow's `outputs`",
+            Ctx::ForEach(_) => "`for_each` or `matrix` (the items do not exist yet)",
         }
     }
 }
@@ -212,7 +220,7 @@ impl Lower {
                 );
                 d = match did_you_mean(&unknown.name, roots.iter().copied()) {
                     Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
-                    None => d.with_help("expressions can read inputs, steps, env, secrets, execution, workflow and attempt"),
+                    None => d.with_help("expressions can read inputs, steps, env, secrets, execution, workflow and attempt (and item and index in a fan-out step)"),
                 };
                 d
             };
@@ -243,6 +251,33 @@ impl Lower {
 
     fn reference(&mut self, reference: &Reference, span: Span, ctx: Ctx) {
         let root = reference.root;
+        if matches!(root, Root::Item | Root::Index) && ctx.allows(root) && !self.fanning {
+            let d = Diagnostic::error(
+                Code::UnknownReference,
+                span,
+                format!("`{}` is only known in a step with `for_each` or `matrix`", root.name()),
+            );
+            self.push(d.with_help(
+                "give this step `for_each: [...]` to run it once per item, or read a value from `inputs` or `steps`",
+            ));
+            return;
+        }
+        if matches!(root, Root::Item | Root::Index)
+            && self.in_template.is_some()
+            && ctx.allows(root)
+        {
+            let template = self.in_template.clone().unwrap_or_default();
+            let d = Diagnostic::error(
+                Code::UnknownReference,
+                span,
+                format!("template `{template}` reads its own inputs, not `{}`", root.name()),
+            );
+            self.push(d.with_help(format!(
+                "declare an input and pass the item to it from the step: `with: {{ x: \"${{{{ {} }}}}\" }}`",
+                root.name()
+            )));
+            return;
+        }
         if !ctx.allows(root) {
             let message = match root {
                 Root::Env => "the workflow's `env` values cannot read `env`".to_owned(),
@@ -299,6 +334,17 @@ impl Lower {
             Root::Execution => self.field(span, "execution", first, &["id", "started_at"]),
             Root::Workflow => self.field(span, "workflow", first, &["name"]),
             Root::Escalation => self.field(span, "escalation", first, &["step", "reason"]),
+            Root::Index => {
+                if first.is_some() {
+                    self.error(
+                        Code::UnknownReference,
+                        span,
+                        "`index` is the item's position (a number); it has no fields",
+                    );
+                }
+            }
+            // An item is any value; its fields are known only at run time.
+            Root::Item => {}
             Root::Attempt => {
                 if first.is_some() {
                     self.error(
@@ -325,15 +371,16 @@ impl Lower {
                     return;
                 }
                 if let Some(field) = reference.path.get(1)
-                    && field != "outputs"
-                    && field != "status"
+                    && !matches!(field.as_str(), "outputs" | "status" | "items")
                 {
                     let d = Diagnostic::error(
                         Code::UnknownReference,
                         span,
-                        format!("a step has `outputs` and `status`, not `{field}`"),
+                        format!(
+                            "a step has `outputs` and `status` (and `items` with `for_each`), not `{field}`"
+                        ),
                     );
-                    self.push(suggest(d, field, ["outputs", "status"]));
+                    self.push(suggest(d, field, ["outputs", "status", "items"]));
                     return;
                 }
                 self.step_refs.push(StepRef { ctx, path: reference.path.clone(), span });

@@ -13,6 +13,7 @@
 mod bodies;
 mod checks;
 mod expressions;
+mod fan_out;
 mod readers;
 mod retry;
 mod sections;
@@ -123,6 +124,8 @@ struct Lower {
     templates: HashMap<String, templates::Declared>,
     /// While a template's fields are lowered: its name (`inputs` are its inputs).
     in_template: Option<String>,
+    /// While a step with `for_each` or `matrix` is lowered: `item` and `index` are known.
+    fanning: bool,
 }
 
 /// `diagnostic`, labelled "did you mean `…`?" when `name` looks like a typo of one of

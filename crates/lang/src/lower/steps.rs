@@ -24,6 +24,8 @@ impl Lower {
         let display = id.clone().unwrap_or_else(|| format!("#{}", index + 1));
 
         let needs = own.get("needs").map(|node| self.needs(index, node)).unwrap_or_default();
+        // `item` and `index` are known in every field of a fan-out step but its items' source.
+        self.fanning = own.get("for_each").is_some() || own.get("matrix").is_some();
         let when = own.get("if").and_then(|node| self.expression(node, Ctx::If(index)));
         // A step that uses a template has the template's fields it does not set itself; they
         // read `inputs` from the template's inputs.
@@ -174,6 +176,19 @@ impl Lower {
             self.in_template = None;
         }
         let agent_labels = obj.get("agent").map(|node| self.agent(node)).unwrap_or_default();
+        let fan_out = self.fan_out(index, &obj);
+        self.fanning = false;
+        if let (Some(fan_out), Some(Body::Condition(_))) = (&fan_out, &body) {
+            // Its branches would be taken once per item, each item choosing differently.
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    fan_out.span,
+                    "a condition step cannot fan out: its `then` and `else` are taken once",
+                )
+                .with_help("fan out the steps of the branch instead, or compute a list with `set`"),
+            );
+        }
 
         let step = match (id, body) {
             (Some(id), Some(body)) => Some(Step {
@@ -191,6 +206,7 @@ impl Lower {
                 compensate,
                 agent_labels,
                 template: used.map(|used| used.template),
+                fan_out,
                 branches: Vec::new(),
                 span: self.outlines[index].span,
             }),

@@ -95,6 +95,10 @@ fixtures! {
     workflow_env,
     workflow_outputs,
     templates,
+    // fan-out
+    fan_out_for_each,
+    fan_out_outside,
+    fan_out_matrix,
     // limits
     expression_too_long,
     expression_too_deep,

@@ -351,6 +351,7 @@ async fn nul_characters_do_not_break_commits() {
         let line = LogLine {
             execution: "e1".into(),
             line: 0,
+            item: None,
             step: "s\u{0}".into(),
             attempt: 1,
             kind: wayline_journal::AttemptKind::Step,
@@ -481,6 +482,7 @@ fn step(lease: &Lease, seq: u64) -> Commit {
             attempt: 1,
             compensation: false,
             until: None,
+            item: None,
         },
     };
     let summary = Summary {

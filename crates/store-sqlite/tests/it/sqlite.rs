@@ -512,6 +512,7 @@ fn step(lease: &Lease, seq: u64) -> Commit {
             attempt: 1,
             compensation: false,
             until: None,
+            item: None,
         },
     };
     let summary = Summary {
