@@ -82,6 +82,17 @@ fn main() {
         // 1 root + 9,998 parallel steps + 1 sink: the 10,000-step limit exactly.
         let median = time_executions(&Workload::fan(9_998).unwrap(), 5);
         report("fan: 10,000-step fan-out/fan-in", median, Duration::from_millis(100));
+        // The same work as one step over 10,000 items (the item limit), against the steps
+        // measured just before: items should cost no more than steps.
+        let items = time_executions(
+            &Workload::items(10_000, None, "set: { x: \"${{ item }}\" }").unwrap(),
+            5,
+        );
+        report("fan: one step over 10,000 items, then a sink", items, Duration::from_millis(100));
+        println!(
+            "fan: 10,000 items / 10,000 steps                 ratio {:.2}",
+            items.as_secs_f64() / median.as_secs_f64()
+        );
     }
     if wanted("run-chain") {
         // The machine is shared and noisy: alternate the baseline and wayline in rounds and

@@ -52,6 +52,21 @@ impl Workload {
         Workload::parse(yaml)
     }
 
+    /// One step fanned out over `count` literal items (`for_each`) with `body`, at most
+    /// `max_parallel` at once, and a `set` step that reads their outputs: the same work as
+    /// [`Workload::fan`] or [`Workload::parallel`], as one step.
+    pub fn items(count: usize, max_parallel: Option<u32>, body: &str) -> Result<Workload> {
+        let items: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+        let mut yaml =
+            format!("name: items\nsteps:\n  - id: each\n    for_each: [{}]\n", items.join(", "));
+        if let Some(cap) = max_parallel {
+            let _ = writeln!(yaml, "    max_parallel: {cap}");
+        }
+        let _ = writeln!(yaml, "    {body}");
+        yaml.push_str("  - id: sink\n    needs: [each]\n    set: { n: \"${{ size(steps.each.outputs) }}\" }\n");
+        Workload::parse(yaml)
+    }
+
     /// A workload from the text of a workflow.
     pub fn parse(yaml: String) -> Result<Workload> {
         let loaded = wayline_lang::load(&yaml);

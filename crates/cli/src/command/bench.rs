@@ -7,6 +7,9 @@
 //! - **parallel**: N independent `run: "true"` steps with `max_parallel`, in steps per second,
 //!   against `max_parallel` shell loops sharing out the same N spawns;
 //! - **set**: N chained `set` steps (the engine and the store without processes);
+//! - **items**: one step fanned out over as many `run: "true"` items as the parallel run has
+//!   steps, with the same `max_parallel`, against that parallel run (an item should cost what
+//!   a step costs);
 //! - **waiting**: the CPU an execution parked on a `wait` costs while nothing happens.
 //!
 //! Rounds alternate the baseline and wayline's runs; each ratio is the median of the rounds'
@@ -31,7 +34,7 @@ pub struct Args {
     /// Steps in the chains.
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    /// Steps of the parallel run.
+    /// Steps of the parallel run, and items of the fan-out run.
     #[arg(long, default_value_t = 1000)]
     parallel: usize,
     /// `max_parallel` of the parallel run.
@@ -66,12 +69,14 @@ pub fn exec(args: Args) -> Result<Exit> {
     let commands = Workload::chain(args.steps, "run: \"true\"")?;
     let sets = Workload::chain(args.steps, "set: { x: 1 }")?;
     let spread = Workload::parallel(args.parallel, args.max_parallel, "run: \"true\"")?;
+    let fanned = Workload::items(args.parallel, Some(args.max_parallel), "run: \"true\"")?;
 
     let mut baseline = Vec::new();
     let mut parallel_baseline = Vec::new();
     let mut chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut set_chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut parallels: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    let mut fan_outs: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     for round in 0..args.rounds {
         baseline.push(shell_loop(args.steps)?);
         // Each kind of run on every store back to back, so that a round's ratios compare runs
@@ -88,6 +93,8 @@ pub fn exec(args: Args) -> Result<Exit> {
         for (index, (_, place)) in stores.iter().enumerate() {
             let location = place.location(scratch.path(), &format!("parallel-{round}"))?;
             parallels[index].push(run_once(&location, &spread)?);
+            let location = place.location(scratch.path(), &format!("items-{round}"))?;
+            fan_outs[index].push(run_once(&location, &fanned)?);
         }
     }
     let waiting = if args.waiting > 0 {
@@ -155,6 +162,15 @@ pub fn exec(args: Args) -> Result<Exit> {
             rate,
             Ratios::of(&parallels[index], &parallel_baseline)
         );
+        let fan_out = median(&fan_outs[index]);
+        let _ = writeln!(
+            text,
+            "  {name:<8} {} items of run: true (max {})  {:>7.0} items/s, {} the parallel steps' time",
+            args.parallel,
+            args.max_parallel,
+            args.parallel as f64 / fan_out.as_secs_f64(),
+            Ratios::of(&fan_outs[index], &parallels[index])
+        );
         let _ = writeln!(
             text,
             "  {name:<8} chain of set                  {:>9.1} ms  ({:.0} µs per step)",
@@ -169,6 +185,8 @@ pub fn exec(args: Args) -> Result<Exit> {
                 "chain_vs_memory": Ratios::of(&chains[index], &memory_chains).json(),
                 "parallel_steps_per_second": rate,
                 "parallel_vs_shell_loops": Ratios::of(&parallels[index], &parallel_baseline).json(),
+                "items_per_second": args.parallel as f64 / fan_out.as_secs_f64(),
+                "items_vs_parallel_steps": Ratios::of(&fan_outs[index], &parallels[index]).json(),
                 "set_chain_ms": millis(set),
             }),
         );

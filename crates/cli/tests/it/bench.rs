@@ -42,6 +42,8 @@ fn bench_measures_memory_and_sqlite_and_reports_json() {
         positive(&figures, &format!("/{store}/set_chain_ms"));
         positive(&figures, &format!("/{store}/parallel_steps_per_second"));
         positive(&figures, &format!("/{store}/parallel_vs_shell_loops/median"));
+        positive(&figures, &format!("/{store}/items_per_second"));
+        positive(&figures, &format!("/{store}/items_vs_parallel_steps/median"));
         let median = positive(&figures, &format!("/{store}/chain_vs_shell_loop/median"));
         let low = positive(&figures, &format!("/{store}/chain_vs_shell_loop/quartiles/0"));
         let high = positive(&figures, &format!("/{store}/chain_vs_shell_loop/quartiles/1"));
