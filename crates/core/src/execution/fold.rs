@@ -655,7 +655,8 @@ impl State {
     /// execution stopped its items, and succeeds when not.
     /// Ends a fan-out step once its items allow: when none is in flight and either none is
     /// left to start or more failed than it tolerates (the rest are then skipped). Its state
-    /// follows: failed past the tolerance, else what a stop made it, else succeeded.
+    /// follows: failed past the tolerance, else what a stop made it, else cancelled if an item
+    /// was, else succeeded.
     fn settle(&mut self, workflow: &Workflow, index: StepIndex, now: Time) {
         let definition = &workflow.steps[index];
         let Some(fan_out) = &definition.fan_out else { return };
@@ -687,6 +688,10 @@ impl State {
             StepState::Failed
         } else if let Some(stopped) = items.stopped.clone() {
             stopped
+        } else if items.runs.iter().any(|item| item.state == StepState::Cancelled) {
+            // An item's attempt was cancelled (by a stop that found nothing left to skip, or
+            // from outside): the step did not do all its work.
+            StepState::Cancelled
         } else {
             run.error = None;
             StepState::Succeeded
@@ -812,13 +817,16 @@ impl State {
                 self.compensations_ready.insert((position, None));
             }
             Some(items) => {
-                run.compensation = Compensation::Items;
                 let last =
                     items.runs.iter().rposition(|item| item.compensation == Compensation::Waiting);
-                if let Some(last) = last {
-                    items.runs[last].compensation = Compensation::Ready;
-                    self.compensations_ready.insert((position, Some(last as u32)));
-                }
+                let Some(last) = last else {
+                    // No item succeeded: nothing to undo.
+                    run.compensation = Compensation::Nothing;
+                    return false;
+                };
+                run.compensation = Compensation::Items;
+                items.runs[last].compensation = Compensation::Ready;
+                self.compensations_ready.insert((position, Some(last as u32)));
             }
         }
         true

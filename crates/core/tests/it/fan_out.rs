@@ -667,3 +667,81 @@ fn a_timeout_stop_reaches_every_item() {
     assert!(stopping);
     h.assert_replay_matches();
 }
+
+#[test]
+fn items_count_against_the_group_and_workflow_caps_as_steps_do() {
+    let mut h = Harness::new(
+        r#"
+name: fan
+max_parallel: 3
+groups:
+  deploys: { max_parallel: 2 }
+steps:
+  - id: deploy
+    group: deploys
+    for_each: [a, b, c, d]
+    run: deploy ${{ item }}
+  - id: other
+    group: deploys
+    run: other
+  - id: free
+    run: free
+"#,
+    );
+    // The group allows two of deploy's items and other together; the workflow three in all.
+    assert_eq!(running(&h), ["deploy[0]", "deploy[1]", "free"]);
+    h.succeed("free");
+    assert_eq!(running(&h), ["deploy[0]", "deploy[1]"], "the group is full");
+    h.succeed("deploy[0]");
+    assert_eq!(running(&h), ["deploy[1]", "deploy[2]"], "items in order, before `other`");
+    h.succeed("deploy[1]");
+    h.succeed("deploy[2]");
+    h.succeed("deploy[3]");
+    h.succeed("other");
+    assert_eq!(h.status(), "succeeded");
+    assert_eq!(h.peak, 3);
+    h.assert_replay_matches();
+}
+
+#[test]
+fn a_rollback_passes_a_fan_out_whose_items_were_all_skipped() {
+    let mut h = Harness::new(
+        r#"
+name: fan
+on_failure: rollback
+steps:
+  - id: first
+    run: first
+    compensate: { run: undo-first }
+  - id: deploy
+    needs: [first]
+    for_each: [a, b]
+    if: ${{ item == 'z' }}
+    run: deploy
+    compensate: { run: undeploy }
+  - id: verify
+    needs: [deploy]
+    run: verify
+"#,
+    );
+    h.succeed("first");
+    assert_eq!(h.step_status("deploy"), "succeeded", "no item ran, none failed");
+    h.fail("verify", ErrorClass::Failure);
+    // Nothing of deploy's to undo: first's compensation follows at once.
+    h.compensated("first", true);
+    assert_eq!(h.status(), "rolled_back");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn an_item_cancelled_from_outside_leaves_its_step_cancelled_not_succeeded() {
+    let mut h = Harness::new(
+        "name: fan\non_failure: continue\nsteps:\n  - id: d\n    for_each: [a, b]\n    run: d\n",
+    );
+    h.succeed("d[0]");
+    h.cancelled("d[1]");
+    assert_eq!(h.step_status("d"), "cancelled");
+    // As a step whose only attempt was cancelled from outside: no failure, no stop.
+    assert!(h.finished);
+    h.assert_replay_matches();
+}

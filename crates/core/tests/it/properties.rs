@@ -12,13 +12,13 @@ use wayline_journal::ErrorClass;
 use crate::harness::{Harness, actor};
 
 /// A random workflow: `needs` edges to earlier steps, groups with caps, retries, strategies,
-/// conditions and explicit `if`s.
+/// conditions, explicit `if`s and fan-outs (with caps, tolerances and compensations).
 fn workflow() -> impl Strategy<Value = String> {
     let step = (
         proptest::collection::vec(any::<u8>(), 0..3), // needs (indices mod position)
         0u8..4,                                       // group
         1u32..4,                                      // max_attempts
-        0u8..6,                                       // kind / if
+        0u8..8,                                       // kind / if
     );
     (2usize..12, proptest::option::of(1u32..4), 0u8..4, proptest::collection::vec(step, 12))
         .prop_map(|(count, max_parallel, strategy, steps)| {
@@ -41,6 +41,9 @@ fn workflow() -> impl Strategy<Value = String> {
                     0 => yaml.push_str("    set: { x: 1 }\n"),
                     1 => yaml.push_str("    wait: 2s\n"),
                     2 => yaml.push_str("    run: work\n    if: ${{ always() }}\n"),
+                    // Fan-outs: `attempts` also picks their cap and tolerance.
+                    6 => yaml.push_str(&format!("    for_each: [a, b, c, d]\n    max_parallel: {attempts}\n    tolerate: {}\n    run: work ${{{{ item }}}}\n    compensate: {{ run: undo }}\n", attempts - 1)),
+                    7 => yaml.push_str("    matrix: { x: [1, 2], y: [a, b] }\n    tolerate: 50%\n    if: ${{ item.x == 1 || item.y == 'b' }}\n    run: work\n"),
                     _ => yaml.push_str("    run: work\n    compensate: { run: undo }\n"),
                 }
                 if group > 0 && kind != 0 {
@@ -146,8 +149,21 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
     // The live state is the fold of the journal after every input, not only at the end.
     h.assert_replay_matches();
     let workflow = h.execution.workflow();
-    // Caps.
+    // Caps. An item counts as its step.
     let running: Vec<&(String, u32, bool)> = h.running.iter().collect();
+    let step_of = |label: &str| -> usize {
+        workflow.step(label.split('[').next().unwrap_or(label)).expect("a step of the workflow")
+    };
+    for (index, step) in workflow.steps.iter().enumerate() {
+        let Some(cap) = step.fan_out.as_ref().and_then(|fan_out| fan_out.max_parallel) else {
+            continue;
+        };
+        let items = running.iter().filter(|(s, _, c)| !c && step_of(s) == index).count();
+        prop_assert!(items as u32 <= cap, "{} has {items} items running, cap {cap}", step.id);
+        // Items are compensated one at a time.
+        let undoing = running.iter().filter(|(s, _, c)| *c && step_of(s) == index).count();
+        prop_assert!(undoing <= 1, "{} compensates {undoing} items at once", step.id);
+    }
     if let Some(cap) = workflow.max_parallel {
         prop_assert!(
             running.len() as u32 <= cap,
@@ -159,9 +175,7 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
         let members = running
             .iter()
             .filter(|(s, _, c)| {
-                !c && workflow.steps[workflow.step(s).unwrap()]
-                    .group
-                    .map(|g| workflow.groups[g].name.as_str())
+                !c && workflow.steps[step_of(s)].group.map(|g| workflow.groups[g].name.as_str())
                     == Some(group.name.as_str())
             })
             .count();
@@ -172,7 +186,11 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
     // Needs: a step in flight (or between attempts) has all its needs finished. (A step that
     // succeeded keeps its outputs when a rerun runs one of its needs again.)
     for (index, run) in h.execution.steps().iter().enumerate() {
-        if matches!(run.state, wayline_core::execution::StepState::Active(_)) {
+        if matches!(
+            run.state,
+            wayline_core::execution::StepState::Active(_)
+                | wayline_core::execution::StepState::FannedOut
+        ) {
             for &need in &workflow.steps[index].needs {
                 let state = &h.execution.steps()[need].state;
                 prop_assert!(
