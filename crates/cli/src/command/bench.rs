@@ -10,6 +10,8 @@
 //! - **items**: one step fanned out over as many `run: "true"` items as the parallel run has
 //!   steps, with the same `max_parallel`, against that parallel run (an item should cost what
 //!   a step costs);
+//! - **set items**: one `set` step fanned out over `--items` items (10,000, the limit, by
+//!   default): the engine and the store at the largest fan-out, without processes;
 //! - **waiting**: the CPU an execution parked on a `wait` costs while nothing happens.
 //!
 //! Rounds alternate the baseline and wayline's runs; each ratio is the median of the rounds'
@@ -40,6 +42,9 @@ pub struct Args {
     /// `max_parallel` of the parallel run.
     #[arg(long, default_value_t = 16)]
     max_parallel: u32,
+    /// Items of the `set` fan-out.
+    #[arg(long, default_value_t = 10_000)]
+    items: usize,
     /// Rounds of each measurement (medians are reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -59,6 +64,12 @@ pub fn exec(args: Args) -> Result<Exit> {
     if args.steps == 0 || args.parallel == 0 || args.rounds == 0 {
         return Err(Error::invalid("--steps, --parallel and --rounds must be at least 1"));
     }
+    if args.items == 0 || args.items > wayline_lang::fan_out::MAX_ITEMS {
+        return Err(Error::invalid(format!(
+            "--items must be from 1 to {}, the most items of a fan-out",
+            wayline_lang::fan_out::MAX_ITEMS
+        )));
+    }
     let scratch = tempfile::tempdir()?;
     let mut stores: Vec<(&str, Place)> = vec![("memory", Place::Memory), ("sqlite", Place::Sqlite)];
     if let Some(url) = &args.postgres {
@@ -70,6 +81,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let sets = Workload::chain(args.steps, "set: { x: 1 }")?;
     let spread = Workload::parallel(args.parallel, args.max_parallel, "run: \"true\"")?;
     let fanned = Workload::items(args.parallel, Some(args.max_parallel), "run: \"true\"")?;
+    let set_items = Workload::items(args.items, None, "set: { x: \"${{ item }}\" }")?;
 
     let mut baseline = Vec::new();
     let mut parallel_baseline = Vec::new();
@@ -77,6 +89,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let mut set_chains: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut parallels: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     let mut fan_outs: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
+    let mut set_fan_outs: Vec<Vec<Duration>> = vec![Vec::new(); stores.len()];
     for round in 0..args.rounds {
         baseline.push(shell_loop(args.steps)?);
         // Each kind of run on every store back to back, so that a round's ratios compare runs
@@ -88,6 +101,8 @@ pub fn exec(args: Args) -> Result<Exit> {
         for (index, (_, place)) in stores.iter().enumerate() {
             let location = place.location(scratch.path(), &format!("set-{round}"))?;
             set_chains[index].push(run_once(&location, &sets)?);
+            let location = place.location(scratch.path(), &format!("set-items-{round}"))?;
+            set_fan_outs[index].push(run_once(&location, &set_items)?);
         }
         parallel_baseline.push(parallel_shell_loops(args.parallel, args.max_parallel as usize)?);
         for (index, (_, place)) in stores.iter().enumerate() {
@@ -177,6 +192,14 @@ pub fn exec(args: Args) -> Result<Exit> {
             millis(set),
             per_step(set)
         );
+        let set_fan_out = median(&set_fan_outs[index]);
+        let _ = writeln!(
+            text,
+            "  {name:<8} {} set items                {:>9.1} ms  ({:.1} µs per item)",
+            args.items,
+            millis(set_fan_out),
+            set_fan_out.as_secs_f64() * 1e6 / args.items as f64
+        );
         figures.insert(
             (*name).into(),
             json!({
@@ -188,6 +211,7 @@ pub fn exec(args: Args) -> Result<Exit> {
                 "items_per_second": args.parallel as f64 / fan_out.as_secs_f64(),
                 "items_vs_parallel_steps": Ratios::of(&fan_outs[index], &parallels[index]).json(),
                 "set_chain_ms": millis(set),
+                "set_items_ms": millis(set_fan_out),
             }),
         );
     }

@@ -25,6 +25,8 @@ fn bench_measures_memory_and_sqlite_and_reports_json() {
         "6",
         "--max-parallel",
         "3",
+        "--items",
+        "50",
         "--rounds",
         "2",
         "--waiting",
@@ -43,6 +45,7 @@ fn bench_measures_memory_and_sqlite_and_reports_json() {
         positive(&figures, &format!("/{store}/parallel_steps_per_second"));
         positive(&figures, &format!("/{store}/parallel_vs_shell_loops/median"));
         positive(&figures, &format!("/{store}/items_per_second"));
+        positive(&figures, &format!("/{store}/set_items_ms"));
         positive(&figures, &format!("/{store}/items_vs_parallel_steps/median"));
         let median = positive(&figures, &format!("/{store}/chain_vs_shell_loop/median"));
         let low = positive(&figures, &format!("/{store}/chain_vs_shell_loop/quartiles/0"));
@@ -61,6 +64,17 @@ fn bench_refuses_empty_measurements() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("--steps, --parallel and --rounds must be at least 1"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bench_refuses_more_items_than_a_fan_out_may_have() {
+    let run = wayline(&["bench", "--items", "10001"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--items must be from 1 to 10000, the most items of a fan-out"),
         "{}",
         run.stderr
     );
