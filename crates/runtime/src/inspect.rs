@@ -159,11 +159,50 @@ pub struct InspectedHttp {
 pub fn inspection(execution: &Execution, step: &str) -> Result<Inspection> {
     use wayline_core::execution::{Attempt, AttemptState, StepState};
     let workflow = execution.workflow();
-    let Some(index) = workflow.step(step) else {
-        return Err(Error::Invalid(format!("workflow `{}` has no step `{step}`", workflow.name)));
+    // `deploy[3]` names an item of a fan-out.
+    let (id, item) = match step.strip_suffix(']').and_then(|rest| rest.split_once('[')) {
+        Some((id, item)) => {
+            let item = item.parse::<u32>().map_err(|_| {
+                Error::Invalid(format!("`{step}`: an item is named by its index, as `{id}[0]`"))
+            })?;
+            (id, Some(item))
+        }
+        None => (step, None),
     };
-    let run = &execution.steps()[index];
+    let Some(index) = workflow.step(id) else {
+        return Err(Error::Invalid(format!("workflow `{}` has no step `{id}`", workflow.name)));
+    };
     let definition = &workflow.steps[index];
+    let step_run = &execution.steps()[index];
+    let fanned = step_run.items.as_ref().map_or(0, |items| items.runs.len());
+    // A fan-out step is inspected through one of its items: the one named, or its first.
+    let item = match (&definition.fan_out, item) {
+        (None, Some(_)) => {
+            return Err(Error::Invalid(format!(
+                "step `{id}` has no items: it has no `for_each` or `matrix`"
+            )));
+        }
+        (None, None) => None,
+        (Some(_), Some(item)) if (item as usize) < fanned => Some(item),
+        (Some(_), Some(item)) if fanned > 0 => {
+            return Err(Error::Invalid(format!(
+                "step `{id}` has {fanned} items, from {id}[0] to {id}[{}]; there is no {id}[{item}]",
+                fanned - 1
+            )));
+        }
+        (Some(_), None) if fanned > 0 => Some(0),
+        (Some(_), _) => {
+            return Err(Error::Invalid(format!(
+                "the items of `{id}` are evaluated when it becomes ready ({}); inspect `{id}[0]` then",
+                if step_run.items.is_some() { "it has none" } else { "it is not ready yet" }
+            )));
+        }
+    };
+    let step = &match item {
+        Some(item) => format!("{id}[{item}]"),
+        None => id.to_owned(),
+    };
+    let run = step_run.instance(item).unwrap_or(step_run);
     let attempt = match &run.state {
         StepState::Active(AttemptState::Running { attempt, .. }) => *attempt,
         StepState::Active(AttemptState::Retrying { next, .. }) => *next,
@@ -173,12 +212,23 @@ pub fn inspection(execution: &Execution, step: &str) -> Result<Inspection> {
     let mut reads = serde_json::Map::new();
     let mut upstream = serde_json::Map::new();
     for &need in &definition.needs {
-        let mut outputs = execution.steps()[need].outputs.clone();
-        execution.secrets().masker().mask_map(&mut outputs);
-        upstream.insert(workflow.steps[need].id.clone(), serde_json::Value::Object(outputs));
+        let need_run = &execution.steps()[need];
+        // A fan-out's outputs are its items' list.
+        let mut outputs = match &need_run.items {
+            Some(items) => items.runs.iter().map(wayline_core::execution::item_outputs).collect(),
+            None => serde_json::Value::Object(need_run.outputs.clone()),
+        };
+        execution.secrets().masker().mask_value(&mut outputs);
+        upstream.insert(workflow.steps[need].id.clone(), outputs);
     }
     reads.insert("steps".into(), serde_json::Value::Object(upstream));
     reads.insert("inputs".into(), execution.inputs().clone());
+    if let (Some(item), Some(items)) = (item, &step_run.items) {
+        let mut value = items.values[item as usize].clone();
+        execution.secrets().masker().mask_value(&mut value);
+        reads.insert("item".into(), value);
+        reads.insert("index".into(), item.into());
+    }
     let mut inspection = Inspection {
         step: step.to_owned(),
         attempt,
@@ -195,7 +245,7 @@ pub fn inspection(execution: &Execution, step: &str) -> Result<Inspection> {
         return Ok(inspection);
     }
     let limits = crate::render::Limits::default();
-    match crate::render::attempt(execution, Attempt::step(index, attempt), &limits) {
+    match crate::render::attempt(execution, Attempt::of_item(index, item, attempt), &limits) {
         Ok(crate::render::Request::Command(command)) => {
             let (script, argv) = match &command.program {
                 wayline_exec::Program::Shell(script) => (Some(masked(script)), None),

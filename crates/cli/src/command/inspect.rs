@@ -20,7 +20,8 @@ use crate::{request, secrets};
 pub struct Args {
     /// Execution id (any unique prefix).
     id: String,
-    /// The step.
+    /// The step, or one item of a fan-out step (`deploy[3]`; a fan-out step alone shows its
+    /// first item).
     step: String,
     /// The secrets it will run with (as for `run`); missing ones are shown masked all the same.
     #[arg(long, value_name = "FILE")]

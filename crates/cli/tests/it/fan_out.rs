@@ -168,3 +168,36 @@ fn killed_mid_fan_out_and_resumed_no_finished_item_runs_again() {
     let outputs = report["steps"][0]["outputs"].as_array().expect("a list").len();
     assert_eq!(outputs, 6);
 }
+
+#[test]
+fn inspect_shows_what_an_item_runs_and_names_the_items_there_are() {
+    let sandbox = Sandbox::new();
+    let flow = sandbox.write(
+        "flow.yaml",
+        "name: slow\nsteps:\n  - id: each\n    for_each: [north, south]\n    run: echo ${{ item }} && sleep 30\n",
+    );
+    let (mut child, id, mut stderr) = start(&sandbox, &flow, &[]);
+    wait_for_line(&mut stderr, "each[1]: running");
+    let inspect = |step: &str| sandbox.output(&["inspect", &id, step, "--json"]);
+    let shown = inspect("each[1]");
+    let _ = sandbox.output(&["cancel", &id]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["step"], "each[1]");
+    assert_eq!(shown["reads"]["item"], "south");
+    assert_eq!(shown["reads"]["index"], 1);
+    let env = shown["command"]["env"].to_string();
+    assert!(env.contains("south") && !env.contains("north"), "{shown:#}");
+    // The step itself shows its first item; an item it does not have is named as such.
+    let first: Value = serde_json::from_slice(&inspect("each").stdout).expect("JSON");
+    assert_eq!(first["reads"]["item"], "north");
+    let missing = inspect("each[2]");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("step `each` has 2 items, from each[0] to each[1]; there is no each[2]"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let _ = child.wait();
+}
