@@ -268,11 +268,13 @@ mod tests {
                 actor: actor.clone(),
                 steps: vec!["a".into(), "b".into()],
                 inputs: outputs.clone(),
+                kept_items: vec!["b".into()],
             },
             EventKind::Redriven {
                 actor: actor.clone(),
                 steps: vec!["a".into()],
                 inputs: Default::default(),
+                kept_items: Vec::new(),
             },
             EventKind::BreakpointsSet {
                 steps: vec!["a".into()],

@@ -349,12 +349,16 @@ pub enum EventKind {
     },
     /// A finished execution was opened again (`wayline rerun`): `steps` run again with a
     /// fresh attempt budget (their attempt numbers continue), the rest keep what they have;
-    /// `inputs` are the inputs whose values the rerun changed.
+    /// `inputs` are the inputs whose values the rerun changed. The fan-out steps in
+    /// `kept_items` keep the items they recorded and run again only those that did not
+    /// succeed (or whose work a rollback undid); the others evaluate their items afresh.
     Redriven {
         actor: Actor,
         steps: Vec<String>,
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         inputs: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kept_items: Vec<String>,
     },
     Finished {
         outcome: Outcome,

@@ -589,7 +589,7 @@ impl State {
                 self.pause = None;
             }
             EventKind::RollbackStarted => self.begin_rollback(workflow),
-            EventKind::Redriven { steps, inputs, .. } => {
+            EventKind::Redriven { steps, inputs, kept_items, .. } => {
                 if self.outcome.is_none() {
                     return Err("`redriven` can only follow the end of the execution".into());
                 }
@@ -597,7 +597,13 @@ impl State {
                 for step in steps {
                     reset.push(index(workflow, step)?);
                 }
-                self.redrive(workflow, &reset, inputs, now);
+                let mut kept = Vec::with_capacity(kept_items.len());
+                for step in kept_items {
+                    let index = index(workflow, step)?;
+                    items_mut(&mut self.steps[index], step)?;
+                    kept.push(index);
+                }
+                self.redrive(workflow, &reset, &kept, inputs, now);
             }
             EventKind::Finished { outcome, error, outputs } => {
                 self.outcome = Some((*outcome, error.clone()));
@@ -721,6 +727,7 @@ impl State {
         &mut self,
         workflow: &Workflow,
         reset: &[StepIndex],
+        kept: &[StepIndex],
         inputs: &serde_json::Map<String, Value>,
         now: Time,
     ) {
@@ -741,8 +748,35 @@ impl State {
             run.error = None;
             run.decision = None;
             run.patched = None;
-            // A fan-out evaluates its items again (their attempt numbers start over).
-            run.items = None;
+            if !kept.contains(&index) {
+                // A fan-out evaluates its items again (their attempt numbers start over).
+                run.items = None;
+                continue;
+            }
+            // It keeps its items: those that succeeded (and were not undone) stay done, the
+            // others run again with a fresh budget.
+            run.state = StepState::FannedOut;
+            let Some(items) = run.items.as_mut() else { continue };
+            items.pending.clear();
+            for (item, item_run) in items.runs.iter_mut().enumerate() {
+                let undone = matches!(
+                    item_run.compensation,
+                    Compensation::Succeeded | Compensation::Failed(_)
+                );
+                if item_run.state == StepState::Succeeded && !undone {
+                    continue;
+                }
+                item_run.fresh_budget();
+                item_run.started_at = None;
+                item_run.finished_at = None;
+                item_run.outputs.clear();
+                item_run.error = None;
+                items.pending.insert(item as u32);
+            }
+            items.active = 0;
+            items.running = 0;
+            items.failed = 0;
+            items.stopped = None;
         }
         for run in &mut self.steps {
             run.compensation_afresh();
@@ -766,9 +800,15 @@ impl State {
             let missing =
                 workflow.steps[index].needs.iter().filter(|&&n| !self.steps[n].state.is_done());
             self.missing[index] = missing.count() as u32;
-            if self.missing[index] == 0 && self.steps[index].state == StepState::Pending {
+            let waiting =
+                matches!(self.steps[index].state, StepState::Pending | StepState::FannedOut);
+            if self.missing[index] == 0 && waiting {
                 self.ready.insert(self.position[index]);
             }
+        }
+        // A fan-out that kept every item (it was stopped after they all succeeded) ends now.
+        for &index in kept {
+            self.settle(workflow, index, now);
         }
     }
 

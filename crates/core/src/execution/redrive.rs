@@ -23,14 +23,33 @@ impl Execution {
         if steps.is_empty() {
             return Err(Rejected::NothingToRerun { id: self.id().to_owned() });
         }
+        let kept_items = self.kept_items(&steps, &redrive);
         let steps = steps.into_iter().map(|step| self.workflow.steps[step].id.clone()).collect();
         let Redrive { inputs, actor, .. } = redrive;
         self.transient.due.clear();
         self.transient.compensations_due.clear();
         self.transient.cancels_sent.clear();
-        self.emit(out, now, EventKind::Redriven { actor, steps, inputs });
+        self.emit(out, now, EventKind::Redriven { actor, steps, inputs, kept_items });
         self.begin(out, now);
         Ok(())
+    }
+
+    /// The fan-out steps among `rerun` that keep their items: a plain rerun (no `from`, no new
+    /// input) of a fan-out whose needs do not run again would evaluate the same items, so
+    /// only those that did not succeed run again (as AWS Step Functions redrives a Map run).
+    /// A `from` step, or one whose items may come out differently, starts over.
+    fn kept_items(&self, rerun: &[StepIndex], redrive: &Redrive) -> Vec<String> {
+        if !redrive.from.is_empty() || !redrive.inputs.is_empty() {
+            return Vec::new();
+        }
+        rerun
+            .iter()
+            .filter(|&&index| {
+                self.steps()[index].items.is_some()
+                    && self.workflow.steps[index].needs.iter().all(|need| !rerun.contains(need))
+            })
+            .map(|&index| self.workflow.steps[index].id.clone())
+            .collect()
     }
 
     /// The steps that run again, in dependency order.

@@ -745,3 +745,66 @@ fn an_item_cancelled_from_outside_leaves_its_step_cancelled_not_succeeded() {
     assert!(h.finished);
     h.assert_replay_matches();
 }
+
+#[test]
+fn a_rerun_runs_again_only_the_items_that_did_not_succeed_and_from_the_step_all_of_them() {
+    let yaml = r#"
+name: fan
+steps:
+  - id: deploy
+    for_each: [a, b, c]
+    max_parallel: 1
+    run: deploy ${{ item }}
+  - id: after
+    needs: [deploy]
+    set: { n: "${{ size(steps.deploy.outputs.filter(o, o != null)) }}" }
+"#;
+    let mut h = Harness::new(yaml);
+    h.succeed_with("deploy[0]", outputs(json!({ "v": 0 })));
+    h.fail("deploy[1]", ErrorClass::Failure);
+    assert_eq!(h.status(), "failed");
+    h.rerun(&[], Default::default()).unwrap();
+    assert_eq!(running(&h), ["deploy[1]"], "deploy[0] keeps its result");
+    h.succeed_with("deploy[1]", outputs(json!({ "v": 1 })));
+    h.succeed_with("deploy[2]", outputs(json!({ "v": 2 })));
+    assert_eq!(h.status(), "succeeded");
+    let report = Report::new(&h.execution);
+    assert_eq!(report.steps[0].outputs, json!([{ "v": 0 }, { "v": 1 }, { "v": 2 }]));
+    assert_eq!(report.steps[1].outputs, json!({ "n": 3 }));
+    let attempts: Vec<u32> = report.steps[0].items.iter().map(|i| i.attempts).collect();
+    assert_eq!(attempts, [1, 2, 1]);
+    check(
+        &h,
+        expect![[r#"
+            [      0ms] started
+            [      0ms] fanned out deploy: ["a","b","c"]
+            [      0ms] start deploy[0]#1
+            [      0ms] succeeded deploy[0]#1 {"v":0}
+            [      0ms] start deploy[1]#1
+            [      0ms] failed deploy[1]#1 failure (terminal)
+            [      0ms] stopping (Failed, rollback: false)
+            [      0ms] skipped after: the execution stopped after a failure
+            [      0ms] finished failed: step `deploy` failed: 1 of 3 items failed, 0 tolerated: deploy[1]: deploy[1] broke
+            [      0ms] rerun by ops: deploy, after (keeping the items of deploy)
+            [      0ms] start deploy[1]#2
+            [      0ms] succeeded deploy[1]#2 {"v":1}
+            [      0ms] start deploy[2]#1
+            [      0ms] succeeded deploy[2]#1 {"v":2}
+            [      0ms] start after#1
+            [      0ms] succeeded after#1 {"n":3}
+            [      0ms] finished succeeded
+        "#]],
+    );
+
+    // From the step itself: every item again, the items evaluated afresh.
+    h.rerun(&["deploy"], Default::default()).unwrap();
+    assert_eq!(running(&h), ["deploy[0]"]);
+    for item in 0..3 {
+        h.succeed(&format!("deploy[{item}]"));
+    }
+    assert_eq!(h.status(), "succeeded");
+    let fanned = h.timeline().matches("fanned out deploy").count();
+    assert_eq!(fanned, 2, "{}", h.timeline());
+    h.assert_replay_matches();
+    h.assert_history_folds();
+}

@@ -351,13 +351,18 @@ impl Harness {
                     Value::Object(outputs.clone()),
                     Value::Object(inputs.clone())
                 ),
-                EventKind::Redriven { actor, steps, inputs } => {
+                EventKind::Redriven { actor, steps, inputs, kept_items } => {
+                    let kept = if kept_items.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (keeping the items of {})", kept_items.join(", "))
+                    };
                     let inputs = if inputs.is_empty() {
                         String::new()
                     } else {
                         format!(" with {}", Value::Object(inputs.clone()))
                     };
-                    format!("rerun by {}: {}{inputs}", actor.by, steps.join(", "))
+                    format!("rerun by {}: {}{inputs}{kept}", actor.by, steps.join(", "))
                 }
                 EventKind::Finished { outcome, error, .. } => {
                     let error =
