@@ -121,6 +121,14 @@ steps:
     assert!(logs.contains("test[0]#1 | on linux v1\n"), "{logs}");
     assert!(logs.contains("test[3]#1 | on mac v2\n"), "{logs}");
     assert!(!logs.contains("win"), "{logs}");
+
+    // A rerun keeps the items that succeeded and runs the others again.
+    let rerun = sandbox.output(&["rerun", id, "--json"]);
+    assert_eq!(rerun.status.code(), Some(1), "{}", String::from_utf8_lossy(&rerun.stderr));
+    let logs = sandbox.output(&["logs", id]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("test[2]#2 | on mac v1\n"), "{logs}");
+    assert!(!logs.contains("test[0]#2") && !logs.contains("test[1]#2"), "{logs}");
 }
 
 const SLOW_ITEMS: &str = r#"
