@@ -130,7 +130,14 @@ pub fn exec(args: Args) -> Result<Exit> {
             // The step's outputs, for a script to read.
             let execution = inspect::replay(&store, &id).await?;
             if let Some(index) = execution.workflow().step(&args.step) {
-                let outputs = Value::Object(execution.steps()[index].outputs.clone());
+                let run = &execution.steps()[index];
+                // Of a fan-out, its items' outputs in item order.
+                let outputs = match &run.items {
+                    Some(items) => {
+                        items.runs.iter().map(wayline_core::execution::item_outputs).collect()
+                    }
+                    None => Value::Object(run.outputs.clone()),
+                };
                 outln!("{}", serde_json::to_string_pretty(&outputs)?)?;
             }
         }

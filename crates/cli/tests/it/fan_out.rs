@@ -209,3 +209,30 @@ fn inspect_shows_what_an_item_runs_and_names_the_items_there_are() {
     );
     let _ = child.wait();
 }
+
+#[test]
+fn testing_a_fan_out_step_alone_runs_its_items_over_the_given_list() {
+    let sandbox = Sandbox::new();
+    let flow = sandbox.write(
+        "flow.yaml",
+        r#"
+name: fo
+steps:
+  - id: list
+    set: { l: [x, y] }
+  - id: each
+    needs: [list]
+    for_each: ${{ steps.list.outputs.l }}
+    run: echo "n=${{ index }}${{ item }}" >> "$WAYLINE_OUTPUT"
+"#,
+    );
+    let output =
+        sandbox.output(&["test", flow.to_str().unwrap(), "each", "-o", r#"list.l=["p","q","r"]"#]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("the outputs as JSON");
+    let names: Vec<&str> =
+        printed.as_array().expect("a list").iter().map(|o| o["n"].as_str().unwrap()).collect();
+    assert_eq!(names, ["0p", "1q", "2r"]);
+    assert!(stderr.contains("each: 3 items"), "{stderr}");
+}
