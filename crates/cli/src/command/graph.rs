@@ -72,9 +72,14 @@ fn dot(workflow: &Workflow) -> String {
             Body::Wait(_) => ", shape=ellipse",
             _ => "",
         };
+        // A fan-out is drawn as a stack: one node, many instances.
+        let (fan, stack) = match fan_out_kind(step) {
+            Some(kind) => (format!(" · {kind}"), ", peripheries=2"),
+            None => (String::new(), ""),
+        };
         let _ = writeln!(
             out,
-            "  \"{}\" [label=\"{}\\n{}\"{shape}];",
+            "  \"{}\" [label=\"{}\\n{}{fan}\"{shape}{stack}];",
             step.id,
             step.id,
             step.body.kind()
@@ -107,9 +112,11 @@ fn mermaid(workflow: &Workflow) -> String {
         let (open, close) = match step.body {
             Body::Condition(_) => ("{", "}"),
             Body::Wait(_) => ("([", "])"),
+            _ if step.fan_out.is_some() => ("[[", "]]"),
             _ => ("[", "]"),
         };
-        let _ = writeln!(out, "  {}{open}\"{}\"{close}", node(index), step.id);
+        let fan = fan_out_kind(step).map_or(String::new(), |kind| format!(" · {kind}"));
+        let _ = writeln!(out, "  {}{open}\"{}{fan}\"{close}", node(index), step.id);
     }
     for (from, to, branch) in edges(workflow) {
         match branch {
@@ -122,4 +129,12 @@ fn mermaid(workflow: &Workflow) -> String {
         }
     }
     out
+}
+
+/// `for_each` or `matrix`, for a fan-out step.
+fn fan_out_kind(step: &wayline_lang::model::Step) -> Option<&'static str> {
+    step.fan_out.as_ref().map(|fan_out| match fan_out.items {
+        wayline_lang::model::Items::List(_) => "for_each",
+        wayline_lang::model::Items::Matrix { .. } => "matrix",
+    })
 }

@@ -78,6 +78,16 @@ fn mermaid() {
 }
 
 #[test]
+fn a_fan_out_is_drawn_as_a_stack() {
+    let dot = wayline(&["graph", "examples/fan-out.yaml"]);
+    assert_eq!((dot.code, dot.stderr.as_str()), (0, ""));
+    assert!(dot.stdout.contains(r#""shard" [label="shard\nrun · for_each", peripheries=2];"#));
+    assert!(dot.stdout.contains(r#""test" [label="test\nrun · matrix", peripheries=2];"#));
+    let mermaid = wayline(&["graph", "--format", "mermaid", "examples/fan-out.yaml"]);
+    assert!(mermaid.stdout.contains(r#"s1[["shard · for_each"]]"#), "{}", mermaid.stdout);
+}
+
+#[test]
 fn an_invalid_workflow_has_no_graph() {
     let run = wayline(&["graph", "crates/lang/tests/fixtures/invalid/cycle.yaml"]);
     assert_eq!(run.code, 2);
