@@ -343,8 +343,23 @@ impl Lower {
                     );
                 }
             }
-            // An item is any value; its fields are known only at run time.
-            Root::Item => {}
+            // An item is any value; its keys are known when the file lists the items.
+            Root::Item => {
+                if let (Some(name), Some(keys)) = (first, &self.item_keys)
+                    && !keys.iter().any(|key| key == name)
+                {
+                    let d = Diagnostic::error(
+                        Code::UnknownReference,
+                        span,
+                        format!("no item of this step has `{name}`"),
+                    );
+                    let d = match did_you_mean(name, keys.iter().map(String::as_str)) {
+                        Some(similar) => d.with_label(format!("did you mean `{similar}`?")),
+                        None => d.with_help(format!("its items have {}", keys.join(", "))),
+                    };
+                    self.push(d);
+                }
+            }
             Root::Attempt => {
                 if first.is_some() {
                     self.error(

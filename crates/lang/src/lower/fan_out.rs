@@ -242,3 +242,42 @@ impl Lower {
         }
     }
 }
+
+/// The keys of a step's items, when the file gives them literally: a matrix's axes and the
+/// keys its `include` entries add, the keys of a `for_each` list of mappings (any of them),
+/// or `key` and `value` for a `for_each` mapping. `None` when the items come from an
+/// expression or are not all mappings: then `item.<key>` is checked at run time.
+pub(super) fn item_keys(obj: &Obj<'_>) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if !keys.iter().any(|key| key == name) {
+            keys.push(name.to_owned());
+        }
+    };
+    let maps = |list: &[Node]| -> Option<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in list {
+            let Value::Map(entries) = &entry.value else { return None };
+            names.extend(entries.iter().map(|(key, _)| key.name.clone()));
+        }
+        Some(names)
+    };
+    if let Some(matrix) = obj.get("matrix") {
+        let Value::Map(entries) = &matrix.value else { return None };
+        for (key, value) in entries {
+            match (key.name.as_str(), &value.value) {
+                ("exclude", _) => {}
+                ("include", Value::Seq(list)) => maps(list)?.iter().for_each(|name| add(name)),
+                ("include", _) => return None,
+                (axis, _) => add(axis),
+            }
+        }
+    } else {
+        match &obj.get("for_each")?.value {
+            Value::Map(_) => ["key", "value"].into_iter().for_each(&mut add),
+            Value::Seq(list) if !list.is_empty() => maps(list)?.iter().for_each(|name| add(name)),
+            _ => return None,
+        }
+    }
+    Some(keys)
+}

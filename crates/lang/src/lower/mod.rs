@@ -126,6 +126,9 @@ struct Lower {
     in_template: Option<String>,
     /// While a step with `for_each` or `matrix` is lowered: `item` and `index` are known.
     fanning: bool,
+    /// The keys its items have, when the file gives the items literally (`item.<key>` is
+    /// checked against them).
+    item_keys: Option<Vec<String>>,
 }
 
 /// `diagnostic`, labelled "did you mean `…`?" when `name` looks like a typo of one of

@@ -26,6 +26,7 @@ impl Lower {
         let needs = own.get("needs").map(|node| self.needs(index, node)).unwrap_or_default();
         // `item` and `index` are known in every field of a fan-out step but its items' source.
         self.fanning = own.get("for_each").is_some() || own.get("matrix").is_some();
+        self.item_keys = super::fan_out::item_keys(&own);
         let when = own.get("if").and_then(|node| self.expression(node, Ctx::If(index)));
         // A step that uses a template has the template's fields it does not set itself; they
         // read `inputs` from the template's inputs.
@@ -178,6 +179,7 @@ impl Lower {
         let agent_labels = obj.get("agent").map(|node| self.agent(node)).unwrap_or_default();
         let fan_out = self.fan_out(index, &obj);
         self.fanning = false;
+        self.item_keys = None;
         if let (Some(fan_out), Some(Body::Condition(_))) = (&fan_out, &body) {
             // Its branches would be taken once per item, each item choosing differently.
             self.push(
