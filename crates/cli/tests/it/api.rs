@@ -331,6 +331,30 @@ fn an_execution_is_started_read_listed_and_streamed_over_http() {
 }
 
 #[test]
+fn a_fan_out_over_http_reports_its_items_and_logs_each_items_lines() {
+    let (dir, db) = sandbox();
+    let server = Server::start(dir.path(), &db);
+    let id = server.start(
+        "name: fan\nsteps:\n  - id: each\n    for_each: [eu, us]\n    run: echo \"at ${{ item }}\"\n",
+    );
+    eventually("the fan-out to end", || status_of(&server, &id) == "succeeded");
+    let report = server.get(&format!("/api/v1/executions/{id}")).json();
+    let each = &report["steps"][0];
+    assert_eq!(each["outputs"], json!([{ "exit_code": 0 }, { "exit_code": 0 }]));
+    assert_eq!(each["items"][1]["item"], "us");
+    assert_eq!(each["items"][1]["status"], "succeeded");
+    let logs = server.get(&format!("/api/v1/executions/{id}/logs?step=each"));
+    let mut lines: Vec<(u64, String)> = logs
+        .body
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .map(|line| (line["item"].as_u64().unwrap(), line["text"].as_str().unwrap().to_owned()))
+        .collect();
+    lines.sort();
+    assert_eq!(lines, [(0, "at eu".to_owned()), (1, "at us".to_owned())]);
+}
+
+#[test]
 fn listings_are_paginated_newest_first_with_cursors() {
     let (dir, db) = sandbox();
     let server = Server::start(dir.path(), &db);

@@ -20,6 +20,11 @@ fn check(harness: &Harness, expect: Expect) {
     expect.assert_eq(&harness.timeline());
 }
 
+/// The attempts each item of the `index`-th step made, in item order.
+fn item_attempts(h: &Harness, index: usize) -> Vec<u32> {
+    Report::new(&h.execution).steps[index].items.iter().map(|item| item.attempts).collect()
+}
+
 /// The items in flight, as the harness names them (`deploy[3]`).
 fn running(h: &Harness) -> Vec<String> {
     h.running.iter().filter(|r| !r.2).map(|r| r.0.clone()).collect()
@@ -236,9 +241,7 @@ steps:
     h.advance(2 * S);
     h.succeed("fetch[1]");
     assert_eq!(h.status(), "succeeded");
-    let report = Report::new(&h.execution);
-    let items = &report.steps[0].items;
-    assert_eq!((items[0].attempts, items[1].attempts), (1, 3));
+    assert_eq!(item_attempts(&h, 0), [1, 3]);
     check(
         &h,
         expect![[r#"
@@ -509,9 +512,7 @@ steps:
     assert_eq!(running(&h), ["deploy[1]"]);
     h.succeed("deploy[1]");
     assert_eq!(h.status(), "succeeded");
-    let report = Report::new(&h.execution);
-    let attempts: Vec<u32> = report.steps[0].items.iter().map(|i| i.attempts).collect();
-    assert_eq!(attempts, [1, 2, 1]);
+    assert_eq!(item_attempts(&h, 0), [1, 2, 1]);
     check(
         &h,
         expect![[r#"
@@ -569,9 +570,7 @@ steps:
     h.succeed("deploy[1]");
     h.succeed("deploy[2]");
     assert_eq!(h.status(), "succeeded");
-    let report = Report::new(&h.execution);
-    let attempts: Vec<u32> = report.steps[0].items.iter().map(|i| i.attempts).collect();
-    assert_eq!(attempts, [1, 2, 2]);
+    assert_eq!(item_attempts(&h, 0), [1, 2, 2]);
     check(
         &h,
         expect![[r#"
@@ -771,8 +770,7 @@ steps:
     let report = Report::new(&h.execution);
     assert_eq!(report.steps[0].outputs, json!([{ "v": 0 }, { "v": 1 }, { "v": 2 }]));
     assert_eq!(report.steps[1].outputs, json!({ "n": 3 }));
-    let attempts: Vec<u32> = report.steps[0].items.iter().map(|i| i.attempts).collect();
-    assert_eq!(attempts, [1, 2, 1]);
+    assert_eq!(item_attempts(&h, 0), [1, 2, 1]);
     check(
         &h,
         expect![[r#"
