@@ -393,6 +393,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fan_out_is_one_line_that_counts_its_items() {
+        use std::sync::Arc;
+        use wayline_core::execution::{Attempt, AttemptResult, Created, Input, Secrets};
+        let yaml = "name: fan\nsteps:\n  - id: shard\n    for_each: [1, 2, 3, 4, 5]\n    max_parallel: 3\n    tolerate: 2\n    run: work\n";
+        let workflow = Arc::new(wayline_lang::load(yaml).workflow.expect("valid"));
+        let now = Time::from_millis(1_000_000);
+        let created = Created {
+            id: "ex".into(),
+            workflow,
+            source: yaml.into(),
+            path: "f".into(),
+            inputs: Default::default(),
+        };
+        let (mut execution, _) = Execution::create(created, Arc::new(Secrets::default()), now);
+        execution.handle(Input::Start, now).expect("started");
+        let end =
+            |item, result| Input::Finished { attempt: Attempt::of_item(0, Some(item), 1), result };
+        let failed = AttemptResult::Failed {
+            error: wayline_journal::ErrorInfo::new(wayline_journal::ErrorClass::Failure, "no"),
+            outputs: Default::default(),
+            retry_after: None,
+        };
+        execution
+            .handle(end(0, AttemptResult::Succeeded { outputs: Default::default() }), now)
+            .unwrap();
+        execution.handle(end(1, failed), now).unwrap();
+        let lines = table(&execution, now, Size { rows: 24, columns: 80 });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[1].trim_end(),
+            "  ● shard  running      2/5 items done, 3 running, 1 failed"
+        );
+    }
+
+    #[test]
     fn lines_are_cut_to_the_terminal_width() {
         assert_eq!(fit("short", 80), "short");
         assert_eq!(fit("exactly nine", 13), "exactly nine");
