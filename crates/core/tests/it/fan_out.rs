@@ -806,3 +806,57 @@ steps:
     h.assert_replay_matches();
     h.assert_history_folds();
 }
+
+#[test]
+fn a_pause_lets_running_items_finish_and_starts_no_new_one_until_resumed() {
+    let mut h = Harness::new(
+        "name: fan\nsteps:\n  - id: d\n    for_each: [a, b, c, d]\n    max_parallel: 2\n    run: d\n",
+    );
+    h.control(Control::Pause { actor: actor("ops"), until: None }).unwrap();
+    h.succeed("d[0]");
+    h.succeed("d[1]");
+    assert!(h.running.is_empty(), "nothing new starts while paused: {:?}", h.running);
+    assert_eq!(h.status(), "paused");
+    h.control(Control::Resume { actor: actor("ops") }).unwrap();
+    assert_eq!(running(&h), ["d[2]", "d[3]"]);
+    h.succeed("d[2]");
+    h.succeed("d[3]");
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+    h.assert_history_folds();
+}
+
+#[test]
+fn stepping_past_a_breakpoint_before_a_fan_out_runs_all_its_items_then_pauses_again() {
+    let mut h = Harness::new(
+        "name: fan\nsteps:\n  - id: d\n    for_each: [a, b, c]\n    max_parallel: 2\n    run: d\n  - id: e\n    needs: [d]\n    run: e\n",
+    );
+    h.control(Control::Break { steps: vec![], every: true, actor: actor("dev") }).unwrap();
+    // `every` holds before steps not started yet: d had already fanned out at the start.
+    h.succeed("d[0]");
+    h.succeed("d[1]");
+    h.succeed("d[2]");
+    assert_eq!(h.status(), "paused");
+    assert!(h.timeline().ends_with("breakpoint before e\n"), "{}", h.timeline());
+    let mut h = Harness::unstarted(
+        "name: fan\nsteps:\n  - id: d\n    for_each: [a, b, c]\n    max_parallel: 2\n    run: d\n  - id: e\n    needs: [d]\n    run: e\n",
+        Default::default(),
+    );
+    h.control(Control::Break { steps: vec!["d".into()], every: false, actor: actor("dev") })
+        .unwrap();
+    h.input(wayline_core::execution::Input::Start);
+    assert_eq!(h.status(), "paused");
+    assert!(h.running.is_empty(), "held before it fans out");
+    h.control(Control::Step { actor: actor("dev") }).unwrap();
+    assert_eq!(running(&h), ["d[0]", "d[1]"]);
+    h.succeed("d[0]");
+    assert_eq!(running(&h), ["d[1]", "d[2]"], "the released step's items go on");
+    h.succeed("d[1]");
+    h.succeed("d[2]");
+    assert_eq!(h.status(), "paused", "stepping pauses again before e");
+    h.control(Control::Resume { actor: actor("dev") }).unwrap();
+    h.succeed("e");
+    assert_eq!(h.status(), "succeeded");
+    h.assert_replay_matches();
+    h.assert_history_folds();
+}
