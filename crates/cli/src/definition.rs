@@ -1,6 +1,7 @@
 //! Reading what the user gives: workflow files (validated, every diagnostic printed), input
 //! values and files, each at most 1 MiB and checked before it is read.
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -42,16 +43,35 @@ pub fn read(path: &Path) -> Result<String> {
     })
 }
 
-/// Loads and validates a workflow; on error prints every diagnostic and fails with exit 2.
-pub fn load(path: &Path) -> Result<(Workflow, String)> {
+/// A workflow file, validated: the workflow, its text, and the texts of the files it
+/// imports (by path relative to it), which an execution records.
+pub struct Definition {
+    pub workflow: Workflow,
+    pub source: String,
+    pub imports: BTreeMap<String, String>,
+}
+
+/// Parses and validates the workflow file at `path` and the files it imports (found next to
+/// it, each at most 1 MiB); returns the result and the file's text.
+pub fn parse(path: &Path) -> Result<(wayline_lang::Loaded, String)> {
     let text = read(path)?;
-    let loaded = wayline_lang::load(&text);
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let loaded = wayline_lang::load_with(&text, &mut |import: &str| {
+        read(&dir.join(import)).map_err(|error| error.message)
+    });
+    Ok((loaded, text))
+}
+
+/// Loads and validates a workflow; on error prints every diagnostic and fails with exit 2.
+pub fn load(path: &Path) -> Result<Definition> {
+    let (loaded, text) = parse(path)?;
     let name = path.display().to_string();
     for diagnostic in &loaded.diagnostics {
-        output::message(format_args!("{}", diagnostic.render(&name, &text)));
+        output::message(format_args!("{}", loaded.render(diagnostic, &name, &text)));
     }
+    let imports = loaded.sources();
     match loaded.workflow {
-        Some(workflow) => Ok((workflow, text)),
+        Some(workflow) => Ok(Definition { workflow, source: text, imports }),
         None => {
             let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
             Err(Error::invalid(format!("{name} is invalid ({errors} error{})", plural(errors))))
@@ -79,10 +99,11 @@ pub struct WithInputs {
 
 impl WithInputs {
     /// Loads and validates the workflow (its text too), then checks the inputs against it.
-    pub fn load(&self) -> Result<(Workflow, String, serde_json::Map<String, serde_json::Value>)> {
-        let (workflow, text) = load(&self.file)?;
-        let inputs = resolve_inputs(&workflow, &self.inputs, self.input_file.as_deref())?;
-        Ok((workflow, text, inputs))
+    pub fn load(&self) -> Result<(Definition, serde_json::Map<String, serde_json::Value>)> {
+        let definition = load(&self.file)?;
+        let inputs =
+            resolve_inputs(&definition.workflow, &self.inputs, self.input_file.as_deref())?;
+        Ok((definition, inputs))
     }
 }
 

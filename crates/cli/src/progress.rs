@@ -405,6 +405,7 @@ mod tests {
             source: yaml.into(),
             path: "f".into(),
             inputs: Default::default(),
+            imports: Default::default(),
         };
         let (mut execution, _) = Execution::create(created, Arc::new(Secrets::default()), now);
         execution.handle(Input::Start, now).expect("started");

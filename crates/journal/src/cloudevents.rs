@@ -226,6 +226,7 @@ mod tests {
                 source: "version: 1\n".into(),
                 path: "deploy.yaml".into(),
                 inputs: outputs.clone(),
+                imports: [("lib/common.yaml".to_owned(), "templates: {}\n".to_owned())].into(),
             },
             EventKind::Started,
             EventKind::Recovered { owner: "host:1".into() },

@@ -193,6 +193,10 @@ pub enum EventKind {
         /// Where the file was read from, for display.
         path: String,
         inputs: Map<String, Value>,
+        /// The texts of the files it imports, by their path relative to it: the execution is
+        /// rebuilt from these, not from files that may have changed since.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        imports: std::collections::BTreeMap<String, String>,
     },
     /// Scheduling began.
     Started,

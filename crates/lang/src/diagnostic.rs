@@ -8,24 +8,29 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-/// A region of the source file. Lines and columns are 1-based and count characters.
+/// A region of a source file. Lines and columns are 1-based and count characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct Span {
     pub line: u32,
     pub column: u32,
     pub end_line: u32,
     pub end_column: u32,
+    /// Which file: 0 for the workflow file, `n` for its `n`-th imported file
+    /// ([`crate::Loaded::files`]).
+    #[serde(skip)]
+    pub file: u16,
 }
 
 impl Span {
     pub fn new(line: u32, column: u32, end_line: u32, end_column: u32) -> Span {
-        Span { line, column, end_line, end_column }
+        Span { line, column, end_line, end_column, file: 0 }
     }
 
     /// A span starting at `self` and covering `len` characters on the same line.
     pub fn sub(self, offset: u32, len: u32) -> Span {
         let column = self.column + offset;
-        Span { line: self.line, column, end_line: self.line, end_column: column + len.max(1) }
+        let end_column = column + len.max(1);
+        Span { line: self.line, column, end_line: self.line, end_column, file: self.file }
     }
 
     /// The span of the first character only.
@@ -278,7 +283,8 @@ impl Diagnostics {
     /// The diagnostics in source order (errors before warnings on the same spot).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by(|a, b| {
-            (a.span.line, a.span.column, std::cmp::Reverse(a.severity)).cmp(&(
+            (a.span.file, a.span.line, a.span.column, std::cmp::Reverse(a.severity)).cmp(&(
+                b.span.file,
                 b.span.line,
                 b.span.column,
                 std::cmp::Reverse(b.severity),

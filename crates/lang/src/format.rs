@@ -122,6 +122,22 @@ pub const WORKFLOW: Object = Object {
             Ty::Map(&Ty::Object(&TEMPLATE)),
             "Reusable step bodies with typed inputs; a step uses one with `uses` and `with`.",
         ),
+        field(
+            "imports",
+            Ty::List(&Ty::Text),
+            "Files whose `templates` this workflow may use, relative to this file.",
+        ),
+    ],
+};
+
+/// A file of templates that workflows import (`imports:`): not a workflow itself, so not
+/// one of [`OBJECTS`] (the JSON Schema describes workflow files).
+pub const LIBRARY: Object = Object {
+    name: "template file",
+    doc: "Templates for workflows that import this file.",
+    fields: &[
+        field("description", Ty::Text, "What the templates are for."),
+        required("templates", Ty::Map(&Ty::Object(&TEMPLATE)), "The templates it offers."),
     ],
 };
 

@@ -24,5 +24,5 @@ pub mod yaml;
 mod eval;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity, Span};
-pub use lower::{Loaded, load};
+pub use lower::{Loaded, load, load_with};
 pub use model::Workflow;

@@ -75,6 +75,21 @@ impl Value {
 }
 
 impl Node {
+    /// Marks every span of this tree as one of file `file` (an imported file).
+    pub fn in_file(&mut self, file: u16) {
+        self.span.file = file;
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|item| item.in_file(file)),
+            Value::Map(entries) => {
+                for (key, value) in entries {
+                    key.span.file = file;
+                    value.in_file(file);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The file position of character `offset` of this scalar's value, when it can be known
     /// exactly (a one-line plain scalar, or a one-line quoted scalar without escapes); otherwise
     /// the start of the scalar.
@@ -90,7 +105,10 @@ impl Node {
                 let before: String = text.chars().take(offset).collect();
                 let line = before.matches('\n').count() as u32;
                 let column = before.rsplit('\n').next().map_or(0, |rest| rest.chars().count());
-                let start = Span::new(first_line + line, indent + 1, first_line + line, indent + 2);
+                let start = Span {
+                    file: self.span.file,
+                    ..Span::new(first_line + line, indent + 1, first_line + line, indent + 2)
+                };
                 return start.sub(column as u32, len as u32);
             }
             _ => return self.span,

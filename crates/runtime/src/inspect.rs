@@ -25,14 +25,18 @@ pub async fn all_events<S: Store>(store: &S, id: &str) -> Result<Vec<Event>> {
     }
 }
 
-/// The workflow an execution runs, parsed again from the source in its first event.
+/// The workflow an execution runs, parsed again from the source in its first event (and the
+/// imported files recorded with it, never the files as they are now).
 pub fn definition(events: &[Event]) -> Result<(Workflow, String)> {
-    let Some(Event { kind: EventKind::Created { source, path, .. }, .. }) = events.first() else {
+    let Some(Event { kind: EventKind::Created { source, path, imports, .. }, .. }) = events.first()
+    else {
         return Err(Error::Store(store::Error::Corrupt(
             "the journal does not start with `created`".into(),
         )));
     };
-    let loaded = wayline_lang::load(source);
+    let loaded = wayline_lang::load_with(source, &mut |file: &str| {
+        imports.get(file).cloned().ok_or_else(|| "it was not recorded with the execution".into())
+    });
     match loaded.workflow {
         Some(workflow) => Ok((workflow, source.clone())),
         None => {

@@ -19,6 +19,8 @@ pub struct Submission {
     pub workflow: Arc<Workflow>,
     /// The file's text, stored in the journal so the execution can be rebuilt anywhere.
     pub source: Arc<str>,
+    /// The texts of the files it imports, by path relative to it (stored with the source).
+    pub imports: std::collections::BTreeMap<String, String>,
     pub path: String,
     pub inputs: Map<String, Value>,
     pub secrets: Arc<Secrets>,
@@ -61,6 +63,7 @@ impl Submission {
             source: self.source,
             path: self.path,
             inputs: self.inputs,
+            imports: self.imports,
         };
         Ok(Execution::create(created, self.secrets, now))
     }

@@ -88,6 +88,7 @@ impl Workload {
         Submission {
             workflow: Arc::clone(&self.workflow),
             source: Arc::clone(&self.source),
+            imports: Default::default(),
             path: "workload.yaml".into(),
             inputs: Default::default(),
             secrets: Arc::new(Secrets::default()),

@@ -14,6 +14,9 @@ use wayline_store::ExecutionRecord;
 pub struct StartRequest {
     /// The workflow file's text (YAML or JSON); or else:
     pub definition: Option<String>,
+    /// With `definition`: the texts of the files it imports, by the path `imports:` gives.
+    #[serde(default)]
+    pub imports: std::collections::BTreeMap<String, String>,
     /// A registered workflow's name, and which version (the newest when absent).
     pub workflow: Option<String>,
     pub version: Option<u32>,

@@ -312,6 +312,11 @@ fn schemas() -> Value {
             "description": "Either `definition`, or `workflow` with an optional `version`.",
             "properties": {
                 "definition": { "type": "string", "description": "A workflow file's text (YAML or JSON)." },
+                "imports": {
+                    "type": "object",
+                    "additionalProperties": string,
+                    "description": "With `definition`: the texts of the files it imports, by the path its `imports:` names them with."
+                },
                 "workflow": string,
                 "version": { "type": "integer", "minimum": 1 },
                 "inputs": { "type": "object" },

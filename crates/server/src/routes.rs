@@ -266,9 +266,17 @@ async fn repeated<S: Store>(
     Ok((StatusCode::OK, [(header::LOCATION, location)], Json(started)).into_response())
 }
 
-/// The workflow a definition's text describes, or 422 with every error and its position.
-pub(crate) fn validated(definition: &str) -> Answer<wayline_lang::Workflow> {
-    let loaded = wayline_lang::load(definition);
+/// The workflow a definition's text describes (with the files it imports, from `imports`),
+/// or 422 with every error and its position.
+pub(crate) fn validated(
+    definition: &str,
+    imports: &std::collections::BTreeMap<String, String>,
+) -> Answer<wayline_lang::Workflow> {
+    let loaded = wayline_lang::load_with(definition, &mut |path: &str| {
+        imports.get(path).cloned().ok_or_else(|| {
+            "its text is not in the request's `imports` (the server reads no files)".to_owned()
+        })
+    });
     loaded.workflow.ok_or_else(|| {
         let errors: Vec<FieldError> = loaded
             .diagnostics
@@ -276,7 +284,13 @@ pub(crate) fn validated(definition: &str) -> Answer<wayline_lang::Workflow> {
             .filter(|diagnostic| diagnostic.is_error())
             .map(|diagnostic| FieldError {
                 code: diagnostic.code.as_str().to_owned(),
-                message: diagnostic.message.clone(),
+                // A problem in an imported file names it.
+                message: match diagnostic.span.file.checked_sub(1) {
+                    Some(file) => {
+                        format!("{}: {}", loaded.files[file as usize].path, diagnostic.message)
+                    }
+                    None => diagnostic.message.clone(),
+                },
                 line: Some(diagnostic.span.line),
                 column: Some(diagnostic.span.column),
             })
@@ -298,6 +312,11 @@ async fn start<S: Store>(
         (Some(definition), None) if request.version.is_none() => {
             (definition, "(api)".to_owned(), None)
         }
+        (None, Some(_)) if !request.imports.is_empty() => {
+            return Err(Problem::invalid(
+                "`imports` goes with `definition`: a registered workflow is one file",
+            ));
+        }
         (None, Some(name)) => {
             let stored = crate::workflows::pick(app.handle.store(), &name, request.version).await?;
             let path = format!("workflow {name} version {}", stored.version);
@@ -309,7 +328,7 @@ async fn start<S: Store>(
             ));
         }
     };
-    let workflow = validated(&definition)?;
+    let workflow = validated(&definition, &request.imports)?;
     if let Some(step) = request.breakpoints.iter().find(|step| workflow.step(step).is_none()) {
         return Err(Problem::invalid(format!(
             "`breakpoints`: workflow `{}` has no step `{step}`",
@@ -344,6 +363,7 @@ async fn start<S: Store>(
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: definition.as_str().into(),
+        imports: request.imports,
         path,
         inputs: inputs.clone(),
         secrets: Arc::clone(&app.secrets),

@@ -111,6 +111,7 @@ async fn create<S: Store>(store: &S, id: &str) -> Lease {
             source: "name: bench\nsteps: []\n".into(),
             path: "bench.yaml".into(),
             inputs: Map::new(),
+            imports: Default::default(),
         },
     };
     let new = NewExecution {

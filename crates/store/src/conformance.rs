@@ -998,6 +998,7 @@ fn created(seq: u64, workflow: &str) -> Event {
             inputs: object(
                 json!({ "version": "1.2.3", "replicas": 3, "flags": { "dry_run": false } }),
             ),
+            imports: Default::default(),
         },
     )
 }

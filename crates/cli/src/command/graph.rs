@@ -26,7 +26,7 @@ pub enum GraphFormat {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    let (workflow, _) = definition::load(&args.file)?;
+    let workflow = definition::load(&args.file)?.workflow;
     out!(
         "{}",
         match args.format {

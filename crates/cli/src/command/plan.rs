@@ -18,7 +18,8 @@ pub struct Args {
 
 pub fn exec(args: Args) -> Result<Exit> {
     // The inputs a run would get, checked exactly as `run` checks them.
-    let (workflow, _, inputs) = args.definition.load()?;
+    let (definition, inputs) = args.definition.load()?;
+    let workflow = definition.workflow;
     let as_json = args.json;
     let plan = Plan::new(&workflow);
     if as_json {

@@ -74,7 +74,8 @@ pub fn exec(args: Args) -> Result<Exit> {
         return block_on(remote_run(args, remote));
     }
     let location = if args.ephemeral { Location::Ephemeral } else { args.target.db.location()? };
-    let (workflow, source, inputs) = args.definition.load()?;
+    let (definition, inputs) = args.definition.load()?;
+    let definition::Definition { workflow, source, imports } = definition;
     let secrets = secrets::load(args.secrets_file.as_deref())?;
     if workflow.steps.iter().any(|step| !step.agent_labels.is_empty()) {
         say!(
@@ -86,6 +87,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: source.into(),
+        imports,
         path: args.definition.file.display().to_string(),
         inputs,
         secrets: Arc::new(secrets),
@@ -156,13 +158,15 @@ async fn remote_run(args: Args, remote: Remote) -> Result<Exit> {
             "--secrets-file does not go with --server: the steps get the server's secrets, and none are sent over the API",
         ));
     }
-    let (workflow, source, inputs) = args.definition.load()?;
+    let (definition, inputs) = args.definition.load()?;
+    let definition::Definition { workflow, source, imports } = definition;
     let breakpoints = breakpoints(&args, &workflow)?;
     let events = args.events.as_deref().map(EventsFile::create).transpose()?;
     // Before the execution exists, so that no stop signal finds the default action.
     let stop = signals::Stop::listen()?;
     let body = json!({
         "definition": source,
+        "imports": imports,
         "inputs": inputs,
         "breakpoints": breakpoints.steps,
         "step": breakpoints.every,

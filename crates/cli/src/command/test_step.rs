@@ -51,7 +51,7 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<Exit> {
-    let (workflow, source) = definition::load(&args.file)?;
+    let definition::Definition { workflow, source, imports } = definition::load(&args.file)?;
     if workflow.step(&args.step).is_none() {
         return Err(Error::invalid(format!(
             "workflow `{}` has no step `{}`",
@@ -102,6 +102,7 @@ pub fn exec(args: Args) -> Result<Exit> {
         let submission = Submission {
             workflow: Arc::clone(&workflow),
             source: source.into(),
+            imports,
             path: args.file.display().to_string(),
             inputs,
             secrets: Arc::clone(&secrets),

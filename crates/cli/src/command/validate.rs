@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use serde_json::json;
-use wayline_lang::Diagnostic;
+use serde_json::{Value, json};
 
 use crate::definition;
 use crate::error::{Exit, Result};
@@ -32,15 +31,30 @@ pub fn exec(args: Args) -> Result<Exit> {
     let mut reports = Vec::new();
     for path in &files {
         let name = path.display().to_string();
-        let (diagnostics, steps): (Vec<Diagnostic>, Option<usize>) = match definition::read(path) {
-            Ok(text) => {
-                let loaded = wayline_lang::load(&text);
+        let (diagnostics, steps): (Vec<Value>, Option<usize>) = match definition::parse(path) {
+            Ok((loaded, text)) => {
                 if format == Format::Text {
                     for diagnostic in &loaded.diagnostics {
-                        output::message(format_args!("{}", diagnostic.render(&name, &text)));
+                        output::message(format_args!(
+                            "{}",
+                            loaded.render(diagnostic, &name, &text)
+                        ));
                     }
                 }
-                (loaded.diagnostics, loaded.workflow.map(|w| w.steps.len()))
+                // In JSON, a problem in an imported file names that file.
+                let diagnostics = loaded
+                    .diagnostics
+                    .iter()
+                    .map(|diagnostic| {
+                        let mut value = json!(diagnostic);
+                        if let Some(file) = diagnostic.span.file.checked_sub(1) {
+                            let path = &loaded.files[file as usize].path;
+                            value["file"] = json!(wayline_lang::lower::imports::shown(&name, path));
+                        }
+                        value
+                    })
+                    .collect();
+                (diagnostics, loaded.workflow.map(|w| w.steps.len()))
             }
             Err(error) => {
                 if format == Format::Text {
@@ -65,7 +79,7 @@ pub fn exec(args: Args) -> Result<Exit> {
                     outln!("{name}: valid ({steps} step{}{note})", definition::plural(steps))?;
                 }
                 None => {
-                    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                    let errors = diagnostics.iter().filter(|d| d["severity"] == "error").count();
                     outln!("{name}: invalid ({errors} error{})", definition::plural(errors))?;
                 }
             },

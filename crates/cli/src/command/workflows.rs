@@ -87,7 +87,13 @@ fn load_all(files: &[std::path::PathBuf]) -> Result<Vec<(String, String)>> {
     let mut failed = Vec::new();
     for file in files {
         match definition::load(file) {
-            Ok((workflow, source)) => loaded.push((workflow.name, source)),
+            // The registry keeps one file per version: a workflow that imports is refused.
+            Ok(definition) if !definition.imports.is_empty() => failed.push(format!(
+                "{}: the registry stores one file per version, and this one imports {}",
+                file.display(),
+                definition.imports.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Ok(definition) => loaded.push((definition.workflow.name, definition.source)),
             Err(error) => failed.push(error.message),
         }
     }

@@ -141,7 +141,7 @@ impl Client {
         response.json()
     }
 
-    fn post(&self, path: &str, body: &Value) -> Response {
+    pub(super) fn post(&self, path: &str, body: &Value) -> Response {
         self.request(
             "POST",
             path,

@@ -24,6 +24,7 @@ const CASES: &[(&str, fn())] = &[
     ("hello.json", hello_json),
     ("hello.yaml", hello_yaml),
     ("http.yaml", http),
+    ("imports.yaml", imports),
     ("inputs.yaml", inputs),
     ("outputs.yaml", outputs),
     ("release.yaml", release),
@@ -40,9 +41,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn every_example_runs_and_ends_as_expected() {
+    // Directories hold what examples use (`lib/`: files of templates they import).
     let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
         .expect("examples/ is readable")
-        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| entry.expect("an entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
     let cased: Vec<&str> = CASES.iter().map(|(file, _)| *file).collect();
@@ -244,6 +248,21 @@ fn fan_out() {
     // Events and log lines name the item.
     assert_eq!(run.events_of("task.faulted")[0]["subject"], "test[2]");
     assert!(run.stderr.contains("test[2] | testing on mac/arm"), "{}", run.stderr);
+}
+
+fn imports() {
+    let run = Scratch::new().run("imports.yaml", &["-i", "version=2.1.0"], &[]);
+    run.check(0, expect![[r#"
+        succeeded
+        deploy          succeeded   x3  [{"url":"https://eu.example/2.1.0","exit_code":0},{"url":"https://us.example/2.1.0","exit_code":0},{"url":"https://ap.example/2.1.0","exit_code":0}]
+        verify          succeeded   x1  {"count":3}
+    "#]]);
+    // The template ran once per item, each with its own region.
+    assert!(run.stderr.contains("deploy[1] | deploying 2.1.0 to us"), "{}", run.stderr);
+    // The imported file is recorded with the execution.
+    let created = &run.events_of("workflow.created")[0];
+    let recorded = created["data"]["imports"]["lib/deploy.yaml"].as_str().unwrap_or_default();
+    assert!(recorded.contains("deploy_region:"), "{created}");
 }
 
 fn groups() {

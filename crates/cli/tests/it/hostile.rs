@@ -524,8 +524,16 @@ steps:
 #[test]
 fn the_examples_name_only_commands_and_flags_that_exist() {
     let mut helps: std::collections::HashMap<String, String> = Default::default();
+    // The examples and the files of templates they import (`examples/lib/`).
+    let mut paths = Vec::new();
     for entry in std::fs::read_dir(crate::root().join("examples")).unwrap() {
         let path = entry.unwrap().path();
+        match std::fs::read_dir(&path) {
+            Ok(inner) => paths.extend(inner.map(|entry| entry.unwrap().path())),
+            Err(_) => paths.push(path),
+        }
+    }
+    for path in paths {
         for (number, line) in std::fs::read_to_string(&path).unwrap().lines().enumerate() {
             let Some((_, comment)) = line.split_once('#') else { continue };
             let mut rest = comment;

@@ -14,6 +14,7 @@ mod fan_out;
 mod graph;
 mod history;
 mod hostile;
+mod imports;
 mod plan;
 mod postgres;
 mod rerun;

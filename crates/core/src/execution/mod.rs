@@ -581,6 +581,8 @@ pub struct Created {
     pub source: Arc<str>,
     pub path: String,
     pub inputs: Map<String, Value>,
+    /// The imported files' texts, by path relative to the workflow file.
+    pub imports: std::collections::BTreeMap<String, String>,
 }
 
 /// One execution of a workflow.
@@ -606,6 +608,7 @@ impl Execution {
                 source: created.source.to_string(),
                 path: created.path.clone(),
                 inputs: created.inputs.clone(),
+                imports: created.imports.clone(),
             },
         };
         (Execution::new(created, secrets, now), event)
@@ -620,7 +623,7 @@ impl Execution {
         events: &[Event],
     ) -> Result<Execution, String> {
         let Some(first) = events.first() else { return Err("the journal is empty".into()) };
-        let EventKind::Created { source, path, inputs, .. } = &first.kind else {
+        let EventKind::Created { source, path, inputs, imports, .. } = &first.kind else {
             return Err("the journal does not start with `created`".into());
         };
         let created = Created {
@@ -629,6 +632,7 @@ impl Execution {
             source: source.as_str().into(),
             path: path.clone(),
             inputs: inputs.clone(),
+            imports: imports.clone(),
         };
         let mut execution = Execution::new(created, secrets, first.time);
         for event in &events[1..] {

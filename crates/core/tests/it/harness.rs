@@ -65,6 +65,7 @@ impl Harness {
             source: yaml.into(),
             path: "test.yaml".into(),
             inputs,
+            imports: Default::default(),
         };
         let (execution, first) = Execution::create(created, Arc::new(Secrets::default()), now);
         Harness {

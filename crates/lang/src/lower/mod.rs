@@ -14,6 +14,7 @@ mod bodies;
 mod checks;
 mod expressions;
 mod fan_out;
+pub mod imports;
 mod readers;
 mod retry;
 mod sections;
@@ -43,6 +44,25 @@ pub const MAX_STEPS: usize = 10_000;
 pub struct Loaded {
     pub workflow: Option<Workflow>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The files it imports, as read: a diagnostic whose span has `file: n` is in the
+    /// `n`-th (from 1; 0 is the workflow file).
+    pub files: Vec<imports::Imported>,
+}
+
+impl Loaded {
+    /// `diagnostic` rendered with the file it is in: the workflow file (`name`, `text`) or
+    /// one of its imports.
+    pub fn render(&self, diagnostic: &Diagnostic, name: &str, text: &str) -> String {
+        match diagnostic.span.file.checked_sub(1).and_then(|file| self.files.get(file as usize)) {
+            Some(file) => diagnostic.render(&imports::shown(name, &file.path), &file.text),
+            None => diagnostic.render(name, text),
+        }
+    }
+
+    /// The imported files' texts by path, as an execution records them to be rebuilt.
+    pub fn sources(&self) -> std::collections::BTreeMap<String, String> {
+        self.files.iter().map(|file| (file.path.clone(), file.text.clone())).collect()
+    }
 }
 
 /// Parses and validates a workflow file's text (YAML or JSON).
@@ -57,6 +77,15 @@ pub struct Loaded {
 /// assert_eq!(loaded.diagnostics[0].label.as_deref(), Some("did you mean `run`?"));
 /// ```
 pub fn load(text: &str) -> Loaded {
+    load_with(
+        text,
+        &mut imports::no_files("this workflow is not read from a file, so it cannot import one"),
+    )
+}
+
+/// Parses and validates a workflow file's text, reading the files it imports with `read`
+/// (given each import's path, normalised, relative to the workflow file).
+pub fn load_with(text: &str, read: imports::Reader<'_>) -> Loaded {
     if text.len() > MAX_FILE_BYTES {
         let diagnostic = Diagnostic::error(
             Code::Limit,
@@ -66,18 +95,22 @@ pub fn load(text: &str) -> Loaded {
                 text.len()
             ),
         );
-        return Loaded { workflow: None, diagnostics: vec![diagnostic] };
+        return Loaded { workflow: None, diagnostics: vec![diagnostic], files: Vec::new() };
     }
     let root = match yaml::parse(text) {
         Ok(root) => root,
-        Err(diagnostic) => return Loaded { workflow: None, diagnostics: vec![diagnostic] },
+        Err(diagnostic) => {
+            return Loaded { workflow: None, diagnostics: vec![diagnostic], files: Vec::new() };
+        }
     };
     let mut lower = Lower::default();
+    lower.read_imports(&root, read);
     let workflow = lower.workflow(&root);
     let failed = lower.diagnostics.has_errors();
     Loaded {
         workflow: if failed { None } else { workflow },
         diagnostics: lower.diagnostics.into_sorted(),
+        files: lower.files,
     }
 }
 
@@ -129,6 +162,11 @@ struct Lower {
     /// The keys its items have, when the file gives the items literally (`item.<key>` is
     /// checked against them).
     item_keys: Option<Vec<String>>,
+    /// The imported files, read; their parsed trees until their templates are declared.
+    files: Vec<imports::Imported>,
+    libraries: Vec<Node>,
+    /// The step being lowered.
+    using: Option<String>,
 }
 
 /// `diagnostic`, labelled "did you mean `…`?" when `name` looks like a typo of one of
@@ -146,10 +184,17 @@ fn suggest<'a>(
 
 impl Lower {
     fn error(&mut self, code: Code, span: Span, message: impl Into<String>) {
-        self.diagnostics.error(code, span, message);
+        self.push(Diagnostic::error(code, span, message));
     }
 
-    fn push(&mut self, diagnostic: Diagnostic) {
+    fn push(&mut self, mut diagnostic: Diagnostic) {
+        if let (Some(step), 1..) = (&self.using, diagnostic.span.file) {
+            let using = format!("found checking step `{step}`, which uses this template");
+            diagnostic.help = Some(match diagnostic.help.take() {
+                Some(help) => format!("{help} ({using})"),
+                None => using,
+            });
+        }
         self.diagnostics.push(diagnostic);
     }
 
@@ -208,8 +253,12 @@ impl Lower {
             Some(node) => self.retry(node, &Retry::default(), &RetrySpans::default()),
             None => (Retry::default(), RetrySpans::default()),
         };
+        if let Some(node) = obj.get("imports") {
+            self.import_list(node);
+        }
+        self.libraries();
         if let Some(node) = obj.get("templates") {
-            self.templates(node);
+            self.templates(node, false);
         }
         let mut groups = obj.get("groups").map(|node| self.groups(node)).unwrap_or_default();
         let escalation =
@@ -240,7 +289,10 @@ impl Lower {
         let mut steps = Vec::with_capacity(items.len());
         let mut declared_needs: Vec<Vec<Need>> = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
+            // A problem found in an imported template names the step it was checked for.
+            self.using = Some(self.outlines[index].id.clone());
             let (step, needs) = self.step(index, item, &retry, on_failure, &groups);
+            self.using = None;
             steps.push(step);
             declared_needs.push(needs);
         }

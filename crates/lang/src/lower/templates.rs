@@ -22,6 +22,8 @@ pub(super) struct Declared {
     pub(super) inputs: Vec<Input>,
     pub(super) used: bool,
     pub(super) key: Key,
+    /// Declared in an imported file: a file of templates offers more than one workflow uses.
+    pub(super) imported: bool,
 }
 
 /// A step's use of a template, checked: the fields the template lends, and the inputs.
@@ -33,8 +35,8 @@ pub(super) struct Use {
 }
 
 impl Lower {
-    /// `templates:`, read before the steps.
-    pub(super) fn templates(&mut self, node: &Node) {
+    /// `templates:` of the workflow or of an imported file, read before the steps.
+    pub(super) fn templates(&mut self, node: &Node, imported: bool) {
         let entries = self
             .mapping(node, "`templates`", "a mapping of template names to templates")
             .unwrap_or_default();
@@ -61,12 +63,22 @@ impl Lower {
                 );
                 continue;
             }
+            if let Some(first) = self.templates.get(&key.name) {
+                let message = format!(
+                    "template `{}` is defined twice: first at {}",
+                    key.name,
+                    self.place(first.key.span)
+                );
+                let d = Diagnostic::error(Code::DuplicateId, key.span, message);
+                self.push(d.with_help("rename one of them; a step names the one it uses"));
+                continue;
+            }
             let inputs =
                 obj.get("inputs").map(|node| self.declare_inputs(node)).unwrap_or_default();
             let entries = obj.entries.to_vec();
             self.templates.insert(
                 key.name.clone(),
-                Declared { entries, inputs, used: false, key: key.clone() },
+                Declared { entries, inputs, used: false, key: key.clone(), imported },
             );
         }
     }
@@ -196,8 +208,12 @@ impl Lower {
 
     /// Templates nobody uses: their fields were never checked, and they do nothing.
     pub(super) fn unused_templates(&mut self) {
-        let unused: Vec<Key> =
-            self.templates.values().filter(|t| !t.used).map(|t| t.key.clone()).collect();
+        let unused: Vec<Key> = self
+            .templates
+            .values()
+            .filter(|t| !t.used && !t.imported)
+            .map(|t| t.key.clone())
+            .collect();
         for key in unused {
             self.push(
                 Diagnostic::warning(

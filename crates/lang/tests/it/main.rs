@@ -5,6 +5,7 @@
 
 mod eval;
 mod examples;
+mod imports;
 mod invalid;
 mod properties;
 mod shell;

@@ -30,6 +30,7 @@ fn execution(yaml: &str, inputs: Value) -> Execution {
         source: yaml.into(),
         path: "flow.yaml".into(),
         inputs,
+        imports: Default::default(),
     };
     let secrets = Secrets::new(BTreeMap::from([("KEY".to_owned(), "key-123".to_owned())]));
     Execution::create(created, Arc::new(secrets), Time::from_millis(1_000_000)).0

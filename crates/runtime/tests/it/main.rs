@@ -130,6 +130,7 @@ fn submission(yaml: &str) -> Submission {
     Submission {
         workflow: Arc::new(loaded.workflow.expect("a valid test workflow")),
         source: yaml.into(),
+        imports: Default::default(),
         path: "test.yaml".into(),
         inputs: Default::default(),
         secrets: Arc::new(Secrets::default()),
