@@ -267,17 +267,19 @@ async fn repeated<S: Store>(
 }
 
 /// The workflow a definition's text describes (with the files it imports, from `imports`),
-/// or 422 with every error and its position.
+/// and the texts of the files it does import (what the execution records: not whatever else
+/// the request sent), or 422 with every error and its position.
 pub(crate) fn validated(
     definition: &str,
     imports: &std::collections::BTreeMap<String, String>,
-) -> Answer<wayline_lang::Workflow> {
+) -> Answer<(wayline_lang::Workflow, std::collections::BTreeMap<String, String>)> {
     let loaded = wayline_lang::load_with(definition, &mut |path: &str| {
         imports.get(path).cloned().ok_or_else(|| {
             "its text is not in the request's `imports` (the server reads no files)".to_owned()
         })
     });
-    loaded.workflow.ok_or_else(|| {
+    let sources = loaded.sources();
+    loaded.workflow.map(|workflow| (workflow, sources)).ok_or_else(|| {
         let errors: Vec<FieldError> = loaded
             .diagnostics
             .iter()
@@ -328,7 +330,7 @@ async fn start<S: Store>(
             ));
         }
     };
-    let workflow = validated(&definition, &request.imports)?;
+    let (workflow, imports) = validated(&definition, &request.imports)?;
     if let Some(step) = request.breakpoints.iter().find(|step| workflow.step(step).is_none()) {
         return Err(Problem::invalid(format!(
             "`breakpoints`: workflow `{}` has no step `{step}`",
@@ -363,7 +365,7 @@ async fn start<S: Store>(
     let submission = Submission {
         workflow: Arc::new(workflow),
         source: definition.as_str().into(),
-        imports: request.imports,
+        imports,
         path,
         inputs: inputs.clone(),
         secrets: Arc::clone(&app.secrets),

@@ -79,7 +79,7 @@ pub async fn put<S: Store>(
             error.utf8_error().valid_up_to()
         ))
     })?;
-    let workflow = validated(&source, &Default::default())?;
+    let (workflow, _) = validated(&source, &Default::default())?;
     if workflow.name != name {
         return Err(Problem::invalid(format!(
             "the file's workflow is named `{}`, not `{name}`: PUT it at /api/v1/workflows/{}",
