@@ -69,6 +69,17 @@ impl Submission {
     }
 }
 
+/// What a step upstream of an isolated one produced: its outputs, or of a fan-out, its items
+/// in item order (each value, and its outputs; `None` for one that did not succeed).
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    pub outputs: Map<String, Value>,
+    pub items: Option<Vec<SeedItem>>,
+}
+
+/// An item of a fan-out upstream: its value, and its outputs (`None`: it did not succeed).
+pub type SeedItem = (Value, Option<Map<String, Value>>);
+
 /// Records a new execution without running it, and lets go of it at once, so that another
 /// engine takes it over (`wayline resume`, a server) and runs it; returns its id. Nothing of it
 /// starts here: its first decisions belong to whoever takes it.
@@ -108,7 +119,7 @@ pub async fn enqueue<S: Store>(
 pub fn isolated(
     submission: &Submission,
     step: &str,
-    upstream: &std::collections::BTreeMap<String, Map<String, Value>>,
+    upstream: &std::collections::BTreeMap<String, Seed>,
     owner: &str,
     now: Time,
 ) -> Result<(NewExecution, Vec<Event>)> {
@@ -144,7 +155,40 @@ pub fn isolated(
             kinds.push(EventKind::StepSkipped { item: None, step: name, reason, cancelled: false });
             continue;
         }
-        let mut outputs = upstream.get(&name).cloned().unwrap_or_default();
+        let seed = upstream.get(&name).cloned().unwrap_or_default();
+        if workflow.steps[index].fan_out.is_some() {
+            // A fan-out upstream: its items, each succeeded with its outputs.
+            let items = seed.items.unwrap_or_default();
+            kinds.push(EventKind::FannedOut {
+                step: name.clone(),
+                items: items.iter().map(|(item, _)| item.clone()).collect(),
+            });
+            for (position, (_, outputs)) in items.into_iter().enumerate() {
+                let item = Some(position as u32);
+                let step = name.clone();
+                let Some(outputs) = outputs else {
+                    let reason = "it did not succeed in the execution the outputs come from".into();
+                    kinds.push(EventKind::StepSkipped { step, item, reason, cancelled: false });
+                    continue;
+                };
+                kinds.push(EventKind::AttemptStarted {
+                    item,
+                    step: step.clone(),
+                    attempt: 1,
+                    compensation: false,
+                    until: None,
+                });
+                kinds.push(EventKind::AttemptSucceeded {
+                    item,
+                    step,
+                    attempt: 1,
+                    compensation: false,
+                    outputs,
+                });
+            }
+            continue;
+        }
+        let mut outputs = seed.outputs;
         if matches!(workflow.steps[index].body, wayline_lang::model::Body::Condition(_)) {
             // Toward `step` (or an ancestor of it) where the condition has a branch to it.
             let taken = workflow.steps.iter().enumerate().find_map(|(other, definition)| {

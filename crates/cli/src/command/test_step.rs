@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use wayline_backend::Location;
 use wayline_lang::inputs::{self, Given};
 use wayline_runtime::clock::Clock;
-use wayline_runtime::{Submission, inspect, owner, submit};
+use wayline_runtime::submit::{self, Seed};
+use wayline_runtime::{Submission, inspect, owner};
 use wayline_store::Store;
 
 use super::{Db, block_on};
@@ -33,7 +34,8 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     from_execution: Option<String>,
     /// An upstream output, `step.key=value` (repeatable; wins over --from-execution). The value
-    /// is JSON when it parses as JSON.
+    /// is JSON when it parses as JSON. Of a fan-out upstream, its items' outputs as one list:
+    /// `step=[{"key": 1}, {"key": 2}]`.
     #[arg(short = 'o', long = "output", value_name = "STEP.KEY=VALUE")]
     outputs: Vec<String>,
     /// An input value, `name=value` (repeatable).
@@ -60,7 +62,7 @@ pub fn exec(args: Args) -> Result<Exit> {
     }
     let secrets = Arc::new(secrets::load(args.secrets_file.as_deref())?);
     block_on(async move {
-        let mut upstream: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut upstream: BTreeMap<String, Seed> = BTreeMap::new();
         let mut past_inputs = Map::new();
         if let Some(id) = &args.from_execution {
             let location = args.db.location()?;
@@ -69,7 +71,14 @@ pub fn exec(args: Args) -> Result<Exit> {
             for (index, run) in past.steps().iter().enumerate() {
                 if run.state == wayline_core::execution::StepState::Succeeded {
                     let name = past.workflow().steps[index].id.clone();
-                    upstream.insert(name, run.outputs.clone());
+                    let items = run.items.as_ref().map(|items| {
+                        let outputs = items.runs.iter().map(|item| {
+                            (item.state == wayline_core::execution::StepState::Succeeded)
+                                .then(|| item.outputs.clone())
+                        });
+                        items.values.iter().cloned().zip(outputs).collect()
+                    });
+                    upstream.insert(name, Seed { outputs: run.outputs.clone(), items });
                 }
             }
             past_inputs = past.inputs().as_object().cloned().unwrap_or_default();
@@ -78,11 +87,27 @@ pub fn exec(args: Args) -> Result<Exit> {
             let (path, value) = flag.split_once('=').ok_or_else(|| {
                 Error::invalid(format!("`-o {flag}`: write outputs as step.key=value"))
             })?;
-            let (step, key) = path.split_once('.').ok_or_else(|| {
-                Error::invalid(format!("`-o {flag}`: name the step and the key, step.key=value"))
-            })?;
             let value = serde_json::from_str(value).unwrap_or(Value::String(value.to_owned()));
-            upstream.entry(step.to_owned()).or_default().insert(key.to_owned(), value);
+            // `-o step=[{…}, …]`: the outputs of a fan-out's items, in item order.
+            if let (None, Value::Array(list)) = (path.split_once('.'), &value) {
+                let mut items = Vec::with_capacity(list.len());
+                for entry in list {
+                    let Value::Object(outputs) = entry else {
+                        return Err(Error::invalid(format!(
+                            "`-o {flag}`: a fan-out's outputs are a list of objects, one per item"
+                        )));
+                    };
+                    items.push((Value::Null, Some(outputs.clone())));
+                }
+                upstream.entry(path.to_owned()).or_default().items = Some(items);
+                continue;
+            }
+            let (step, key) = path.split_once('.').ok_or_else(|| {
+                Error::invalid(format!(
+                    "`-o {flag}`: name the step and the key, step.key=value (or, for a fan-out, step=[{{…}}, …])"
+                ))
+            })?;
+            upstream.entry(step.to_owned()).or_default().outputs.insert(key.to_owned(), value);
         }
         // The past execution's inputs (those the file still declares), then the flags.
         let mut given: Vec<(String, Given)> = past_inputs

@@ -236,3 +236,42 @@ steps:
     assert_eq!(names, ["0p", "1q", "2r"]);
     assert!(stderr.contains("each: 3 items"), "{stderr}");
 }
+
+#[test]
+fn testing_a_step_after_a_fan_out_takes_its_items_outputs_from_a_list_or_a_past_execution() {
+    let sandbox = Sandbox::new();
+    let flow = sandbox.write(
+        "flow.yaml",
+        r#"
+name: fo
+steps:
+  - id: each
+    for_each: [a, b]
+    run: echo "v=${{ item }}" >> "$WAYLINE_OUTPUT"
+  - id: after
+    needs: [each]
+    set: { n: "${{ size(steps.each.outputs) }}", first: "${{ steps.each.outputs[0].v }}", item: "${{ steps.each.items[1].item }}" }
+"#,
+    );
+    let flow = flow.to_str().unwrap();
+    let printed = |output: std::process::Output| -> Value {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        serde_json::from_slice(&output.stdout).expect("the outputs as JSON")
+    };
+    let given = printed(sandbox.output(&[
+        "test",
+        flow,
+        "after",
+        "-o",
+        r#"each=[{"v":"p"},{"v":"q"},{"v":"r"}]"#,
+    ]));
+    assert_eq!(given, serde_json::json!({ "n": 3, "first": "p", "item": null }));
+    // From a past execution: the items as they were, values included.
+    let (_, report, _) = run(&sandbox, &std::fs::read_to_string(flow).unwrap(), &[]);
+    let id = report["id"].as_str().unwrap();
+    let past = printed(sandbox.output(&["test", flow, "after", "--from-execution", id]));
+    assert_eq!(past, serde_json::json!({ "n": 2, "first": "a", "item": "b" }));
+    let refused = sandbox.output(&["test", flow, "after", "-o", "each=[1]"]);
+    assert_eq!(refused.status.code(), Some(2));
+}
