@@ -242,8 +242,14 @@ impl Plan {
                         })
                         .collect(),
                     group: step.group.map(|g| workflow.groups[g].name.clone()),
-                    timeout: step.timeout.or(step.body.default_timeout()).map(duration::format),
+                    timeout: match &step.timeout_expression {
+                        Some(template) => {
+                            Some(format!("from {} for each attempt", sources(template).join(", ")))
+                        }
+                        None => step.timeout.or(step.body.default_timeout()).map(duration::format),
+                    },
                     timeout_default: step.timeout.is_none()
+                        && step.timeout_expression.is_none()
                         && step.body.default_timeout().is_some(),
                     on_failure: step.on_failure.name(),
                     allow_failure: step.allow_failure,

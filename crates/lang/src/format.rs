@@ -270,7 +270,11 @@ pub const STEP: Object = Object {
             Ty::Object(&RETRY),
             "Retry policy (overrides the workflow default field by field).",
         ),
-        field("timeout", Ty::Duration, "Limit on each attempt."),
+        field(
+            "timeout",
+            Ty::OneOf(&[Ty::Duration, Ty::Template]),
+            "Limit on each attempt: a duration, or `${{ }}` giving one (or seconds) per attempt, e.g. from `item`.",
+        ),
         field("on_failure", Ty::Word(STRATEGIES), "Strategy when this step fails terminally."),
         field(
             "allow_failure",

@@ -104,6 +104,9 @@ pub struct Step {
     pub group: Option<usize>,
     pub retry: Retry,
     pub timeout: Option<Duration>,
+    /// A `timeout` written as an expression (`${{ item.limit }}`), evaluated for each attempt
+    /// like the body: a duration (`90s`) or a number of seconds. `timeout` is then `None`.
+    pub timeout_expression: Option<ValueTemplate>,
     pub on_failure: Strategy,
     pub allow_failure: bool,
     pub compensate: Option<Compensation>,

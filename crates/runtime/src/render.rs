@@ -68,10 +68,15 @@ pub fn attempt(execution: &Execution, attempt: Attempt, limits: &Limits) -> Resu
     let compensation = attempt.is_compensation();
     let definition = &execution.workflow().steps[attempt.step];
     let scope = execution.body_scope(attempt.step, attempt.item, Some(attempt.number))?;
+    // One key per step instance: each item of a fan-out is work of its own.
+    let instance = match attempt.item {
+        Some(item) => format!("{}[{item}]", definition.id),
+        None => definition.id.clone(),
+    };
     let key = if compensation {
-        format!("{}:{}:compensate", execution.id(), definition.id)
+        format!("{}:{instance}:compensate", execution.id())
     } else {
-        format!("{}:{}", execution.id(), definition.id)
+        format!("{}:{instance}", execution.id())
     };
     let (action, timeout) = if compensation {
         let Some(compensate) = &definition.compensate else {
@@ -92,9 +97,32 @@ pub fn attempt(execution: &Execution, attempt: Attempt, limits: &Limits) -> Resu
                 .into());
             }
         };
-        (action, definition.timeout)
+        let timeout = match &definition.timeout_expression {
+            Some(template) => Some(timeout_of(template, &scope)?),
+            None => definition.timeout,
+        };
+        (action, timeout)
     };
     request(execution, &action, &scope, attempt.number, key, timeout, limits)
+}
+
+/// A `timeout` written as an expression, evaluated for this attempt: a duration (`90s`,
+/// `1m30s`) or a number of seconds.
+fn timeout_of(template: &ValueTemplate, scope: &dyn Scope) -> Result<Duration, EvalError> {
+    let value = render::value_with(template, scope, &mut expr::Meter::default())?;
+    let timeout = match &value {
+        Value::String(text) => wayline_journal::duration::parse(text).ok(),
+        Value::Number(seconds) => seconds
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 315_576_000.0)
+            .map(Duration::from_secs_f64),
+        _ => None,
+    };
+    timeout.filter(|timeout| !timeout.is_zero()).ok_or_else(|| EvalError {
+        message: format!(
+            "`timeout` must give a duration (`90s`) or a number of seconds, up to 10 years; it gave {value}"
+        ),
+    })
 }
 
 /// The escalation notice for an escalated step.

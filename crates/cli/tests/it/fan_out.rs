@@ -275,3 +275,54 @@ steps:
     let refused = sandbox.output(&["test", flow, "after", "-o", "each=[1]"]);
     assert_eq!(refused.status.code(), Some(2));
 }
+
+#[test]
+fn each_item_has_its_own_timeout_and_idempotency_key() {
+    let sandbox = Sandbox::new();
+    let flow = r#"
+name: limits
+on_failure: continue
+steps:
+  - id: probe
+    for_each: [{ host: a, limit: 5s }, { host: b, limit: 0.2 }, { host: c, limit: soon }]
+    tolerate: 100%
+    timeout: ${{ item.limit }}
+    run: echo "$WAYLINE_IDEMPOTENCY_KEY" >> keys.txt && sleep 1
+"#;
+    let path = sandbox.write("flow.yaml", flow);
+    let plan = sandbox.output(&["plan", path.to_str().unwrap()]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("timeout    from item.limit for each attempt"), "{plan}");
+    let (_, report, stderr) = run(&sandbox, flow, &[]);
+    let items = report["steps"][0]["items"].as_array().expect("items").clone();
+    let ends: Vec<(String, String)> = items
+        .iter()
+        .map(|item| {
+            let error = &item["error"];
+            (
+                item["status"].as_str().unwrap().to_owned(),
+                error["class"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("succeeded".to_owned(), String::new()),
+            ("failed".to_owned(), "timeout".to_owned()),
+            ("failed".to_owned(), "expression".to_owned()),
+        ],
+        "{stderr}"
+    );
+    let message = items[2]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`timeout` must give a duration (`90s`) or a number of seconds"),
+        "{message}"
+    );
+    // Two items ran (the third never started); each had a key of its own.
+    let keys = sandbox.read("keys.txt");
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|key| key.ends_with(":probe[0]")), "{keys:?}");
+    assert!(keys.iter().any(|key| key.ends_with(":probe[1]")), "{keys:?}");
+}

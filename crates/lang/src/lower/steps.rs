@@ -154,7 +154,13 @@ impl Lower {
                 ),
             );
         }
-        let timeout = obj.get("timeout").and_then(|node| self.duration(node));
+        let (timeout, timeout_expression) = match obj.get("timeout") {
+            Some(node) if matches!(&node.value, Value::Str(text) if text.contains("${{")) => {
+                (None, self.value_template(node, Ctx::Body(index)))
+            }
+            Some(node) => (self.duration(node), None),
+            None => (None, None),
+        };
         let on_failure = obj
             .get("on_failure")
             .and_then(|node| self.strategy(node, "`on_failure`"))
@@ -203,6 +209,7 @@ impl Lower {
                 group,
                 retry,
                 timeout,
+                timeout_expression,
                 on_failure,
                 allow_failure,
                 compensate,
