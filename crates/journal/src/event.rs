@@ -9,9 +9,13 @@ use serde_json::{Map, Value};
 use crate::status::Decision;
 use crate::time::Time;
 
-/// The format version of the events this wayline writes. Events written before versions
-/// existed read as version 1.
-pub const FORMAT: u16 = 1;
+/// The newest format version of the events this wayline writes and reads. Events written
+/// before versions existed read as version 1. Version 2 added fan-out (`fanned_out`, the
+/// `item` of attempt events, `redriven.kept_items`) and imports (`created.imports`): an event
+/// that uses them is written as version 2, so that an older wayline refuses it instead of
+/// misreading it (it would ignore the `item`); every other event stays version 1 and remains
+/// readable by older versions.
+pub const FORMAT: u16 = 2;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +33,7 @@ pub struct Event {
 impl Event {
     /// A new event in this wayline's format.
     pub fn new(seq: u64, time: Time, kind: EventKind) -> Event {
-        Event { seq, time, v: FORMAT, kind }
+        Event { seq, time, v: kind.format(), kind }
     }
 }
 
@@ -397,6 +401,17 @@ impl EventKind {
         }
     }
 
+    /// The format version this event needs (see [`FORMAT`]).
+    pub fn format(&self) -> u16 {
+        let newer = match self {
+            EventKind::FannedOut { .. } => true,
+            EventKind::Redriven { kept_items, .. } => !kept_items.is_empty(),
+            EventKind::Created { imports, .. } => !imports.is_empty(),
+            other => other.item().is_some(),
+        };
+        if newer { 2 } else { 1 }
+    }
+
     /// The fan-out item this event is about, if any.
     pub fn item(&self) -> Option<u32> {
         match self {
@@ -428,24 +443,51 @@ mod tests {
 
     #[test]
     fn events_serialise_flat_and_compact() {
-        let event = Event {
-            v: FORMAT,
-            seq: 3,
-            time: Time::from_micros(5),
-            kind: EventKind::AttemptStarted {
-                step: "build".into(),
-                item: None,
-                attempt: 1,
-                compensation: false,
-                until: None,
-            },
+        let kind = EventKind::AttemptStarted {
+            step: "build".into(),
+            item: None,
+            attempt: 1,
+            compensation: false,
+            until: None,
         };
+        let event = Event::new(3, Time::from_micros(5), kind);
         let text = serde_json::to_string(&event).unwrap();
         assert_eq!(
             text,
             r#"{"seq":3,"time":5,"v":1,"type":"attempt_started","step":"build","attempt":1}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
+    }
+
+    #[test]
+    fn only_events_that_use_fan_out_or_imports_need_version_2() {
+        let plain = EventKind::AttemptStarted {
+            step: "build".into(),
+            item: None,
+            attempt: 1,
+            compensation: false,
+            until: None,
+        };
+        assert_eq!(Event::new(1, Time::from_micros(0), plain).v, 1);
+        let item = EventKind::StepSkipped {
+            step: "d".into(),
+            item: Some(2),
+            reason: "r".into(),
+            cancelled: false,
+        };
+        assert_eq!(Event::new(1, Time::from_micros(0), item).v, 2);
+        let fanned = EventKind::FannedOut { step: "d".into(), items: vec![] };
+        assert_eq!(Event::new(1, Time::from_micros(0), fanned).v, 2);
+        let created = |imports: std::collections::BTreeMap<String, String>| EventKind::Created {
+            workflow: "w".into(),
+            source: String::new(),
+            path: String::new(),
+            inputs: Map::new(),
+            imports,
+        };
+        assert_eq!(created(Default::default()).format(), 1);
+        assert_eq!(created([("a.yaml".to_owned(), String::new())].into()).format(), 2);
+        assert_eq!(FORMAT, 2);
     }
 
     #[test]

@@ -36,9 +36,14 @@ impl Schema {
         Schema { url, name, dir: tempfile::tempdir().expect("a temp dir") }
     }
 
+    /// Its processes connect as `wayline_<schema>`, so that a test cutting connections cuts
+    /// only its own, not those of the tests running beside it.
     fn db(&self) -> String {
         let separator = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{separator}schema={}", self.url, self.name)
+        format!(
+            "{}{separator}schema={}&application_name=wayline_{}",
+            self.url, self.name, self.name
+        )
     }
 
     fn wayline(&self, args: &[&str]) -> Command {
@@ -131,7 +136,7 @@ fn a_run_survives_its_database_connections_being_cut() {
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     read_until(&mut stderr, "a: running (attempt 1)");
     // What a server restart does to its clients: every wayline connection is cut.
-    schema.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'wayline' AND pid <> pg_backend_pid()");
+    schema.sql(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'wayline_{}' AND pid <> pg_backend_pid()", schema.name));
     let rest: Vec<String> = stderr.lines().map_while(Result::ok).collect();
     let status = child.wait().expect("ends");
     assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));

@@ -599,18 +599,14 @@ pub struct Execution {
 impl Execution {
     /// A new execution and its first event, to be committed before anything else.
     pub fn create(created: Created, secrets: Arc<Secrets>, now: Time) -> (Execution, Event) {
-        let event = Event {
-            v: wayline_journal::FORMAT,
-            seq: 1,
-            time: now,
-            kind: EventKind::Created {
-                workflow: created.workflow.name.clone(),
-                source: created.source.to_string(),
-                path: created.path.clone(),
-                inputs: created.inputs.clone(),
-                imports: created.imports.clone(),
-            },
+        let kind = EventKind::Created {
+            workflow: created.workflow.name.clone(),
+            source: created.source.to_string(),
+            path: created.path.clone(),
+            inputs: created.inputs.clone(),
+            imports: created.imports.clone(),
         };
+        let event = Event::new(1, now, kind);
         (Execution::new(created, secrets, now), event)
     }
 
@@ -815,7 +811,7 @@ impl Execution {
     /// Records one event of a decision: folds it into the state and adds it to the events to
     /// commit.
     fn emit(&mut self, out: &mut Transition, now: Time, kind: EventKind) {
-        let event = Event { v: wayline_journal::FORMAT, seq: self.seq() + 1, time: now, kind };
+        let event = Event::new(self.seq() + 1, now, kind);
         // Events made here are valid by construction; a failure would be a bug in the core.
         if let Err(error) = self.apply(&event) {
             debug_assert!(false, "the core emitted an event it cannot apply: {error}");
