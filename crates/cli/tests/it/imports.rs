@@ -97,3 +97,18 @@ fn a_run_through_a_server_sends_the_imported_files_along() {
         "{problem}"
     );
 }
+
+#[test]
+fn the_registry_refuses_a_workflow_that_imports() {
+    let sandbox = Sandbox::new();
+    let flow = write_flow(&sandbox, LIBRARY);
+    let output = sandbox.output(&["workflows", "push", &flow]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the registry stores one file per version, and this one imports lib/greet.yaml; nothing is registered"),
+        "{stderr}"
+    );
+    let listed = sandbox.output(&["workflows", "list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("greeter"));
+}
