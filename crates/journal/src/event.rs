@@ -104,6 +104,15 @@ impl AttemptKind {
     }
 }
 
+/// The name of a step instance, as people, events, logs and keys write it: `deploy`, or
+/// `deploy[3]` for item 3 of a fan-out.
+pub fn instance_name(step: &str, item: Option<u32>) -> String {
+    match item {
+        Some(item) => format!("{step}[{item}]"),
+        None => step.to_owned(),
+    }
+}
+
 /// The durable name of one attempt: what an executor, an agent, a log line and the API call
 /// it, the same in every process and across restarts. `item` is the position of a fan-out
 /// item (`deploy[3]`), `None` for an ordinary step.
@@ -429,11 +438,7 @@ impl EventKind {
     /// What the event is about, for people and the CloudEvents `subject`: `deploy`, or
     /// `deploy[3]` for a fan-out item.
     pub fn subject(&self) -> Option<String> {
-        let step = self.step()?;
-        Some(match self.item() {
-            Some(item) => format!("{step}[{item}]"),
-            None => step.to_owned(),
-        })
+        Some(instance_name(self.step()?, self.item()))
     }
 }
 

@@ -19,7 +19,7 @@ pub mod time;
 
 pub use event::{
     Actor, AttemptId, AttemptKind, ErrorClass, ErrorInfo, Event, EventKind, FORMAT, Outcome,
-    Process, StopReason,
+    Process, StopReason, instance_name,
 };
 pub use mask::Masker;
 pub use status::{Decision, Status, StepStatus};

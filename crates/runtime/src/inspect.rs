@@ -202,10 +202,7 @@ pub fn inspection(execution: &Execution, step: &str) -> Result<Inspection> {
             )));
         }
     };
-    let step = &match item {
-        Some(item) => format!("{id}[{item}]"),
-        None => id.to_owned(),
-    };
+    let step = &wayline_journal::instance_name(id, item);
     let run = step_run.instance(item).unwrap_or(step_run);
     let attempt = match &run.state {
         StepState::Active(AttemptState::Running { attempt, .. }) => *attempt,

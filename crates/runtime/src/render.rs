@@ -69,10 +69,7 @@ pub fn attempt(execution: &Execution, attempt: Attempt, limits: &Limits) -> Resu
     let definition = &execution.workflow().steps[attempt.step];
     let scope = execution.body_scope(attempt.step, attempt.item, Some(attempt.number))?;
     // One key per step instance: each item of a fan-out is work of its own.
-    let instance = match attempt.item {
-        Some(item) => format!("{}[{item}]", definition.id),
-        None => definition.id.clone(),
-    };
+    let instance = wayline_journal::instance_name(&definition.id, attempt.item);
     let key = if compensation {
         format!("{}:{instance}:compensate", execution.id())
     } else {

@@ -185,9 +185,6 @@ pub struct LogLine {
 impl LogLine {
     /// Who wrote it, as people read it: `deploy`, or `deploy[3]` for an item of a fan-out.
     pub fn source(&self) -> String {
-        match self.item {
-            Some(item) => format!("{}[{item}]", self.step),
-            None => self.step.clone(),
-        }
+        wayline_journal::instance_name(&self.step, self.item)
     }
 }

@@ -450,10 +450,7 @@ impl Execution {
             return None;
         }
         let number = if compensation { run.compensation_attempts + 1 } else { run.attempts + 1 };
-        let instance = match attempt.item {
-            Some(item) => format!("{}[{item}]", definition.id),
-            None => definition.id.clone(),
-        };
+        let instance = wayline_journal::instance_name(&definition.id, attempt.item);
         let salt = if compensation { format!("{instance}#compensate") } else { instance };
         let (pick, jitter) = retry::samples(self.id(), &salt, number);
         let mut delay = retry::delay(policy, used, pick, jitter);

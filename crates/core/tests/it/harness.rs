@@ -140,11 +140,7 @@ impl Harness {
 
     /// `deploy` or `deploy[3]`: how the running set names an attempt.
     fn label(&self, step: usize, item: Option<u32>) -> String {
-        let id = &self.execution.workflow().steps[step].id;
-        match item {
-            Some(item) => format!("{id}[{item}]"),
-            None => id.clone(),
-        }
+        wayline_journal::instance_name(&self.execution.workflow().steps[step].id, item)
     }
 
     /// The attempt in flight under `label`, taken off the running set.
@@ -272,7 +268,7 @@ impl Harness {
                 EventKind::Started => "started".to_owned(),
                 EventKind::Recovered { owner } => format!("recovered by {owner}"),
                 EventKind::AttemptStarted { step, attempt, compensation, until, item } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     let what = if *compensation { "compensate" } else { "start" };
                     let until = until
                         .map(|u| format!(" until +{}ms", u.since(self.start).as_millis()))
@@ -280,11 +276,11 @@ impl Harness {
                     format!("{what} {step}#{attempt}{until}")
                 }
                 EventKind::AttemptRunning { step, attempt, process, item, .. } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     format!("running {step}#{attempt} as pid {}", process.pid)
                 }
                 EventKind::AttemptSucceeded { step, attempt, compensation, outputs, item } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     let what = if *compensation { "compensated" } else { "succeeded" };
                     let outputs = if outputs.is_empty() {
                         String::new()
@@ -302,21 +298,21 @@ impl Harness {
                     item,
                     ..
                 } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     let what = if *compensation { "compensation failed" } else { "failed" };
                     let end = if *terminal { " (terminal)" } else { "" };
                     format!("{what} {step}#{attempt} {}{end}", error.class.name())
                 }
                 EventKind::AttemptCancelled { step, attempt, item, .. } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     format!("cancelled {step}#{attempt}")
                 }
                 EventKind::RetryScheduled { step, attempt, delay_ms, item, .. } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     format!("retry {step}#{attempt} in {delay_ms}ms")
                 }
                 EventKind::StepSkipped { step, reason, cancelled, item } => {
-                    let step = who(step, *item);
+                    let step = wayline_journal::instance_name(step, *item);
                     format!("{} {step}: {reason}", if *cancelled { "cancelled" } else { "skipped" })
                 }
                 EventKind::StepEscalated { step, .. } => format!("escalated {step}"),
@@ -428,13 +424,5 @@ pub fn outputs(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => panic!("outputs must be an object"),
-    }
-}
-
-/// `deploy` or `deploy[3]`, as the timeline names an attempt's owner.
-fn who(step: &str, item: Option<u32>) -> String {
-    match item {
-        Some(item) => format!("{step}[{item}]"),
-        None => step.to_owned(),
     }
 }
