@@ -420,16 +420,7 @@ async fn print_summary(runner: &mut impl Runner, report: &Report, terminal: bool
     for step in &report.steps {
         let attempts = if !step.items.is_empty() {
             // A fan-out: how its items ended, e.g. `, 4 items: 3 succeeded, 1 failed`.
-            let mut counts: Vec<(StepStatus, usize)> = Vec::new();
-            for item in &step.items {
-                match counts.iter_mut().find(|(status, _)| *status == item.status) {
-                    Some((_, count)) => *count += 1,
-                    None => counts.push((item.status, 1)),
-                }
-            }
-            let counts: Vec<String> =
-                counts.iter().map(|(status, count)| format!("{count} {status}")).collect();
-            format!(", {} items: {}", step.items.len(), counts.join(", "))
+            format!(", {} items: {}", step.items.len(), step.item_counts())
         } else if step.attempts > 1 {
             format!(" after {} attempts", step.attempts)
         } else {

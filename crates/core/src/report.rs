@@ -66,6 +66,23 @@ pub struct StepReport {
     pub patched: Option<PauseReport>,
 }
 
+impl StepReport {
+    /// How a fan-out's items stand, for people: `3 succeeded, 1 failed` (statuses in the
+    /// order they first occur); empty for a step without items.
+    pub fn item_counts(&self) -> String {
+        let mut counts: Vec<(StepStatus, usize)> = Vec::new();
+        for item in &self.items {
+            match counts.iter_mut().find(|(status, _)| *status == item.status) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((item.status, 1)),
+            }
+        }
+        let counts: Vec<String> =
+            counts.iter().map(|(status, count)| format!("{count} {status}")).collect();
+        counts.join(", ")
+    }
+}
+
 /// One item of a fan-out step: an instance of the step with its own attempts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemReport {

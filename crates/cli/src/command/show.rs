@@ -178,17 +178,7 @@ const ITEMS_SHOWN: usize = 10;
 /// A fan-out step's items: counts by status, then the items that did not succeed (those are
 /// what a reader looks for), each with its error or reason.
 fn items(out: &mut String, step: &StepReport, width: usize) {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for item in &step.items {
-        let name = item.status.to_string();
-        match counts.iter_mut().find(|(counted, _)| *counted == name) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((name, 1)),
-        }
-    }
-    let counts: Vec<String> =
-        counts.iter().map(|(name, count)| format!("{count} {name}")).collect();
-    let _ = writeln!(out, "  {:<width$}    items: {}", "", counts.join(", "));
+    let _ = writeln!(out, "  {:<width$}    items: {}", "", step.item_counts());
     let unusual: Vec<&ItemReport> =
         step.items.iter().filter(|item| item.status != StepStatus::Succeeded).collect();
     for item in unusual.iter().take(ITEMS_SHOWN) {
