@@ -220,32 +220,16 @@ impl Execution {
             "not run again: {failed} item{} failed, more than the {tolerated} tolerated",
             if failed == 1 { "" } else { "s" }
         );
-        let mut cancel = Vec::new();
-        let mut skip = Vec::new();
-        for (item, item_run) in items.runs.iter().enumerate() {
-            let item = item as u32;
-            match item_run.state {
-                StepState::Active(AttemptState::Running { attempt, until, .. }) => {
-                    cancel.push((item, attempt, until.is_some()))
-                }
-                StepState::Active(AttemptState::Retrying { .. }) => skip.push(item),
-                _ => {}
-            }
-        }
-        for (item, attempt, waits) in cancel {
-            let this = Attempt::of_item(step, Some(item), attempt);
-            if waits {
-                let kind = EventKind::AttemptCancelled {
-                    step: id.clone(),
-                    item: Some(item),
-                    attempt,
-                    compensation: false,
-                };
-                self.emit_for(out, now, kind, this);
-            } else if self.transient.cancels_sent.insert(this) {
-                out.effects.push(Effect::Cancel(this));
-            }
-        }
+        let skip: Vec<u32> = (0..items.runs.len() as u32)
+            .filter(|&item| {
+                matches!(
+                    items.runs[item as usize].state,
+                    StepState::Active(AttemptState::Retrying { .. })
+                )
+            })
+            .collect();
+        let instances = (0..items.runs.len() as u32).map(Some).collect();
+        self.cancel_in_flight(out, now, step, instances);
         for item in skip {
             self.transient.due.remove(&(self.state.position(step), Some(item)));
             let kind = EventKind::StepSkipped {

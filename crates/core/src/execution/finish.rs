@@ -2,7 +2,7 @@
 //! and the final outcome with its error, once nothing is left to run or compensate.
 
 use wayline_journal::{Actor, ErrorClass, ErrorInfo, EventKind, Outcome, StopReason, Time};
-use wayline_lang::model::Strategy;
+use wayline_lang::model::{StepIndex, Strategy};
 
 use super::{Attempt, AttemptState, Compensation, Effect, Execution, StepState, Transition};
 
@@ -25,27 +25,40 @@ impl Execution {
         // Retries that were due no longer start: the stopping schedule skips their steps.
         self.transient.due.clear();
         for index in 0..self.steps().len() {
-            let run = &self.steps()[index];
-            let items = run.items.as_ref().map_or(0, |items| items.runs.len() as u32);
-            let instances = std::iter::once(None).chain((0..items).map(Some));
-            let running: Vec<(Option<u32>, u32, bool)> = instances
-                .filter_map(|item| match run.instance(item)?.state {
-                    StepState::Active(AttemptState::Running { attempt, until, .. }) => {
-                        Some((item, attempt, until.is_some()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for (item, attempt, waits) in running {
-                let this = Attempt::of_item(index, item, attempt);
-                if waits {
-                    let step = self.workflow.steps[index].id.clone();
-                    let kind =
-                        EventKind::AttemptCancelled { step, item, attempt, compensation: false };
-                    self.emit(out, now, kind);
-                } else if self.transient.cancels_sent.insert(this) {
-                    out.effects.push(Effect::Cancel(this));
+            let items = self.steps()[index].items.as_ref().map_or(0, |items| items.runs.len());
+            let instances = std::iter::once(None).chain((0..items as u32).map(Some));
+            self.cancel_in_flight(out, now, index, instances.collect());
+        }
+    }
+
+    /// Stops the attempts in flight of these instances of `step`: a wait ends on the spot
+    /// (cancelled), a process or request is asked to stop (once).
+    pub(super) fn cancel_in_flight(
+        &mut self,
+        out: &mut Transition,
+        now: Time,
+        step: StepIndex,
+        instances: Vec<Option<u32>>,
+    ) {
+        let run = &self.steps()[step];
+        let running: Vec<(Option<u32>, u32, bool)> = instances
+            .into_iter()
+            .filter_map(|item| match run.instance(item)?.state {
+                StepState::Active(AttemptState::Running { attempt, until, .. }) => {
+                    Some((item, attempt, until.is_some()))
                 }
+                _ => None,
+            })
+            .collect();
+        for (item, attempt, waits) in running {
+            let this = Attempt::of_item(step, item, attempt);
+            if waits {
+                let id = self.workflow.steps[step].id.clone();
+                let kind =
+                    EventKind::AttemptCancelled { step: id, item, attempt, compensation: false };
+                self.emit_for(out, now, kind, this);
+            } else if self.transient.cancels_sent.insert(this) {
+                out.effects.push(Effect::Cancel(this));
             }
         }
     }
